@@ -1,0 +1,137 @@
+"""Run configuration: one dataclass, YAML in and out, validation with messages that name the field."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .errors import SpiketandemError
+from .neuron import NEURON_KINDS, RESETS, NeuronConfig
+from .surrogate import SURROGATES, Surrogate
+
+# fields whose value must be one of a fixed set (rules and datasets are checked where they are known)
+CHOICES = {
+    "neuron": NEURON_KINDS,
+    "reset": RESETS,
+    "surrogate": SURROGATES,
+    "init": ("teacher", "random"),
+    "encoding": ("analog", "rate"),
+    "ynorm": ("batch", "running", "fixed"),
+    "schedule": ("parallel", "sequential"),
+    "bptt": ("full", "truncated"),
+    "optimizer": ("sgd", "adam", "adamw", None),
+    "lr_schedule": ("cosine", "step", "constant"),
+}
+POSITIVE = ("T", "epochs", "batch_size", "threshold", "tau_m", "dt", "kd_temperature", "width", "teacher_epochs")
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. ``None`` means "the rule's / dataset's default"."""
+
+    rule: str = "ltl-offline"
+    name: str | None = None
+    # data
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    n_train: int | None = None
+    n_test: int | None = None
+    # model
+    arch: str | None = None
+    width: float = 1.0
+    teacher: str | None = None
+    teacher_epochs: int = 30
+    # neuron
+    neuron: str = "lif"
+    threshold: float = 1.0
+    tau_m: float = 10.0
+    dt: float = 1.0
+    leak: float | None = None
+    reset: str = "subtract"
+    surrogate: str = "boxcar"
+    surrogate_param: float | None = None
+    detach_reset: bool = False
+    # student
+    T: int = 16
+    eval_T: list = field(default_factory=lambda: [4, 8, 16, 32])
+    init: str = "teacher"
+    encoding: str = "analog"
+    percentile: float = 99.9
+    ynorm: str = "running"
+    schedule: str = "parallel"
+    bptt: str = "full"
+    kd: float = 0.0
+    kd_temperature: float = 4.0
+    # optimisation
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    lr_schedule: str = "cosine"
+    milestones: list = field(default_factory=lambda: [0.3, 0.6, 0.8])
+    # system
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                shown = ", ".join(str(a) for a in allowed if a is not None)
+                raise SpiketandemError(f"config field {name!r}: {value!r} is not allowed; choose one of {shown}")
+        for name in POSITIVE:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise SpiketandemError(f"config field {name!r} must be a positive number, got {value!r}")
+        if not 0 < self.percentile <= 100:
+            raise SpiketandemError(f"config field 'percentile' must lie in (0, 100], got {self.percentile}")
+        if isinstance(self.eval_T, int):
+            self.eval_T = [self.eval_T]
+        if not self.eval_T or any(not isinstance(t, int) or t <= 0 for t in self.eval_T):
+            raise SpiketandemError(f"config field 'eval_T' must be a list of positive integers, got {self.eval_T!r}")
+
+    def neuron_config(self) -> NeuronConfig:
+        return NeuronConfig(kind=self.neuron, threshold=self.threshold, tau_m=self.tau_m, dt=self.dt, leak=self.leak,
+                            reset=self.reset, surrogate=Surrogate(self.surrogate, self.surrogate_param),
+                            detach_reset=self.detach_reset)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "RunConfig":
+        return make_config(self.to_dict(), changes)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+
+
+def make_config(base: dict | None = None, overrides: dict | None = None) -> RunConfig:
+    """Build a config from a dict (e.g. YAML) and overrides (flags); unknown keys are an error."""
+    merged = dict(base or {})
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(merged) - set(FIELD_NAMES))
+    if unknown:
+        raise SpiketandemError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELD_NAMES)}")
+    try:
+        return RunConfig(**merged)
+    except TypeError as e:
+        raise SpiketandemError(f"bad config: {e}") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SpiketandemError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpiketandemError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SpiketandemError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
+    return {k.replace("-", "_"): v for k, v in data.items()}

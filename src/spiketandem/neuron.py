@@ -1,0 +1,195 @@
+"""Integrate-and-fire neurons in discrete time (LTL paper, Eq. 1-3).
+
+The per-step update is a pure function of (input current, state, parameters)::
+
+    reset by subtraction (paper):  U[t] = a * U[t-1] + I[t] - theta * S[t-1]
+    reset to zero (authors' code): U[t] = a * U[t-1] * (1 - S[t-1]) + I[t]
+    S[t] = H(U[t] - theta)
+
+with a = 1 for IF and a = exp(-dt / tau_m) for LIF.  ``run_neuron`` drives it over time; the module
+``SpikingNeuron`` is a thin shell that a student graph uses in place of a teacher's ReLU.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import SpiketandemError
+from .surrogate import Surrogate, spike
+
+NEURON_KINDS = ("if", "lif")
+RESETS = ("subtract", "zero")
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """Neuron model. ``leak`` overrides ``exp(-dt/tau_m)`` for LIF; IF always has leak 1."""
+
+    kind: str = "lif"
+    threshold: float = 1.0
+    tau_m: float = 10.0
+    dt: float = 1.0
+    leak: float | None = None
+    reset: str = "subtract"
+    surrogate: Surrogate = field(default_factory=Surrogate)
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        if self.kind not in NEURON_KINDS:
+            raise SpiketandemError(f"neuron kind {self.kind!r} is not one of {NEURON_KINDS}")
+        if self.reset not in RESETS:
+            raise SpiketandemError(f"reset {self.reset!r} is not one of {RESETS}")
+        if not self.threshold > 0:
+            raise SpiketandemError(f"threshold must be > 0, got {self.threshold}")
+        if self.kind == "lif" and not 0 < self.alpha <= 1:
+            raise SpiketandemError(f"LIF leak must lie in (0, 1], got {self.alpha} (set leak, or tau_m > 0 and dt > 0)")
+
+    @property
+    def alpha(self) -> float:
+        """The membrane leak factor a of Eq. 1."""
+        if self.kind == "if":
+            return 1.0
+        if self.leak is not None:
+            return float(self.leak)
+        if self.tau_m <= 0 or self.dt <= 0:
+            return float("nan")
+        return math.exp(-self.dt / self.tau_m)
+
+
+class NeuronState(NamedTuple):
+    u: torch.Tensor  # membrane potential U[t-1]
+    s: torch.Tensor  # spikes S[t-1]
+
+
+def zero_state(like: torch.Tensor) -> NeuronState:
+    zeros = torch.zeros_like(like)
+    return NeuronState(zeros, zeros)
+
+
+def neuron_step(current: torch.Tensor, state: NeuronState, alpha, threshold, reset: str,
+                surrogate: Surrogate, detach_reset: bool = False) -> tuple[torch.Tensor, NeuronState]:
+    """One step of Eq. 1-3; returns (S[t], new state)."""
+    s_prev = state.s.detach() if detach_reset else state.s
+    if reset == "subtract":
+        u = alpha * state.u + current - threshold * s_prev
+    else:
+        u = alpha * state.u * (1 - s_prev) + current
+    s = spike(u, threshold, surrogate)
+    return s, NeuronState(u, s)
+
+
+CurrentHook = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def run_neuron(currents: torch.Tensor, T: int, alpha, threshold, reset: str, surrogate: Surrogate,
+               state: NeuronState | None = None, *, static: bool = False, detach_reset: bool = False,
+               current_hook: CurrentHook | None = None, truncate: bool = False) -> tuple[torch.Tensor, NeuronState]:
+    """Run the neuron for T steps.
+
+    ``currents`` is ``[T, ...]``, or with ``static=True`` one ``[...]`` current applied at every
+    step (a constant analog input, computed once).  ``current_hook(I, t)`` may transform each step's
+    current (hardware noise).  ``truncate`` detaches the state between steps, so the gradient of
+    step t flows through step t's current only.  Returns spikes ``[T, ...]`` and the final state.
+    """
+    if not static and currents.shape[0] != T:
+        raise SpiketandemError(f"neuron got {currents.shape[0]} time steps of input, expected T={T}")
+    first = currents if static else currents[0]
+    if state is None:
+        state = zero_state(first)
+    out = []
+    for t in range(T):
+        current = currents if static else currents[t]
+        if current_hook is not None:
+            current = current_hook(current, t)
+        if truncate:
+            state = NeuronState(state.u.detach(), state.s.detach())
+        s, state = neuron_step(current, state, alpha, threshold, reset, surrogate, detach_reset)
+        out.append(s)
+    return torch.stack(out), state
+
+
+@dataclass
+class RunContext:
+    """Per-call settings shared by the time-aware modules of one student forward.
+
+    Lives only for the duration of one call (no hidden state survives it):
+    ``records`` collects each neuron layer's spikes ``[T, B, ...]`` (with their graph, for local
+    losses); ``state_in``/``state_out`` carry neuron states across calls (online learning);
+    ``detach`` cuts the gradient at every neuron output (layer-local learning).
+    """
+
+    T: int
+    batch: int
+    detach: bool = False
+    records: dict | None = None
+    record_names: set | None = None                     # None = record every layer
+    truncate_time: bool = False                         # cut the graph between steps (one-step gradient)
+    state_in: dict | None = None
+    state_out: dict = field(default_factory=dict)
+    current_hooks: dict = field(default_factory=dict)   # neuron name -> CurrentHook
+    output_hooks: dict = field(default_factory=dict)    # neuron name -> fn(spikes [T,B,...]) -> spikes
+
+
+class TimeAware(nn.Module):
+    """Base of modules that need the per-call RunContext (set by the student around a forward)."""
+
+    ctx: RunContext | None = None
+
+    def context(self) -> RunContext:
+        if self.ctx is None:
+            raise SpiketandemError("a spiking layer was called outside Student.forward; call the student, not its parts")
+        return self.ctx
+
+
+class SpikingNeuron(TimeAware):
+    """A layer of IF/LIF neurons that replaces one teacher ReLU.
+
+    Input: the folded current ``[T*B, ...]`` (or ``[B, ...]`` when ``static_input``); output: spikes
+    times ``amplitude``, folded ``[T*B, ...]``.  ``threshold`` and ``amplitude`` are per-layer
+    buffers: initialised from a teacher they both equal the layer's activation scale, so the spike
+    rate times the amplitude approximates the teacher's activation (equivalent to the classic
+    weight normalisation, with the scale folded into the next layer on export).
+    """
+
+    def __init__(self, config: NeuronConfig, name: str = "", path: str = ""):
+        super().__init__()
+        self.config = config
+        self.name = name
+        self.path = path or name
+        self.static_input = False
+        self.register_buffer("threshold", torch.tensor(float(config.threshold)))
+        self.register_buffer("amplitude", torch.tensor(1.0))
+        self.register_buffer("alpha", torch.tensor(config.alpha))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"{c.kind}, path={self.path!r}, reset={c.reset}, surrogate={c.surrogate.name}({c.surrogate.param}), "
+                f"static_input={self.static_input}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ctx = self.context()
+        currents = x if self.static_input else x.reshape(ctx.T, -1, *x.shape[1:])
+        state = ctx.state_in.get(self.name) if ctx.state_in else None
+        spikes, state = run_neuron(currents, ctx.T, self.alpha, self.threshold, self.config.reset,
+                                   self.config.surrogate, state, static=self.static_input,
+                                   detach_reset=self.config.detach_reset,
+                                   current_hook=ctx.current_hooks.get(self.name), truncate=ctx.truncate_time)
+        if self.name in ctx.output_hooks:
+            spikes = ctx.output_hooks[self.name](spikes)
+        ctx.state_out[self.name] = state
+        if ctx.records is not None and (ctx.record_names is None or self.name in ctx.record_names):
+            ctx.records[self.name] = spikes
+        out = spikes.detach() if ctx.detach else spikes
+        return (out * self.amplitude).flatten(0, 1)
+
+
+class TimeRepeat(TimeAware):
+    """Repeats a time-constant tensor ``[B, ...]`` to the folded ``[T*B, ...]`` layout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = self.context().T
+        return x.unsqueeze(0).expand(T, *x.shape).flatten(0, 1)

@@ -1,0 +1,84 @@
+"""Offline Local Tandem Learning (LTL paper, Eq. 4-7).
+
+Every neuron layer's output goes downstream detached, so each layer learns only from its own loss
+    L_l = mean( (clamp(y_l / y_norm_l, 0, 1) - C_l[T] / T)^2 )
+by BPTT through that layer's T steps, and the readout (the layers after the last neuron) from
+cross-entropy on the mean output current (optionally plus distillation to the teacher's logits).
+``schedule="parallel"`` trains all layers at once; ``"sequential"`` trains one layer per stage of the
+epoch budget (memory of one layer).  ``bptt="truncated"`` applies Eq. 6-7 exactly as printed (the
+gradient stops at each step's state), ``"full"`` (default) is true BPTT.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpiketandemError
+from ..neuron import RunContext
+from ..student import TeacherTaps, build_student
+from .base import Rule, cross_entropy_with_kd
+from .ltl_targets import LocalTargets
+
+SCHEDULES = ("parallel", "sequential")
+BPTT_MODES = ("full", "truncated")
+
+
+def make_student(cfg, info, teacher, calibration):
+    return build_student(teacher, cfg.neuron_config(), info.example_input(device=calibration.device if calibration is not None else "cpu"),
+                         init=cfg.init, encoding=cfg.encoding, calibration_images=calibration, percentile=cfg.percentile)
+
+
+class LTLOffline(Rule):
+    name = "ltl-offline"
+    default_optimizer = "adam"
+    default_lr = 1e-3
+
+    def __init__(self, cfg, info, teacher=None, calibration=None):
+        super().__init__(cfg, info, teacher)
+        if teacher is None:
+            raise SpiketandemError("LTL needs a teacher (pass --teacher, or let `train` train one)")
+        if cfg.schedule not in SCHEDULES:
+            raise SpiketandemError(f"schedule {cfg.schedule!r} is not one of {SCHEDULES}")
+        if cfg.bptt not in BPTT_MODES:
+            raise SpiketandemError(f"bptt {cfg.bptt!r} is not one of {BPTT_MODES}")
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.model = make_student(cfg, info, teacher, calibration)
+        device = next(teacher.parameters()).device
+        self.taps = TeacherTaps(teacher, info.example_input(device=device))
+        initial = {n: float(m.amplitude) for n, m in self.model.neurons.items()} if cfg.init == "teacher" else None
+        self.targets = LocalTargets(cfg.ynorm, cfg.percentile, initial)
+        self.active = [info.name for info in self.model.layers]
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.cfg.schedule == "parallel":
+            return
+        names = [info.name for info in self.model.layers]
+        stage = min(len(names) - 1, epoch * len(names) // max(1, self.cfg.epochs))
+        self.active = [names[stage]]
+        for name in names:
+            for p in self.model.layer_parameters(name):
+                p.requires_grad_(name == names[stage])
+
+    def local_losses(self, records: dict, acts: dict, update: bool = True) -> dict[str, torch.Tensor]:
+        return {name: F.mse_loss(records[name].mean(0), self.targets.target(name, acts[name], update))
+                for name in self.active}
+
+    def loss(self, x, y, epoch):
+        with torch.no_grad():
+            teacher_logits, acts = self.taps(x)
+        ctx = RunContext(T=self.cfg.T, batch=x.shape[0], detach=True, records={}, record_names=set(self.active),
+                         truncate_time=self.cfg.bptt == "truncated")
+        logits = self.model.run(x, ctx).mean(0)
+        local = self.local_losses(ctx.records, acts)
+        ce = cross_entropy_with_kd(logits, y, teacher_logits, self.cfg.kd, self.cfg.kd_temperature)
+        total = ce + sum(local.values())
+        return total, logits, {"ce": float(ce.detach()), "local": float(sum(local.values()).detach())}
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "targets": self.targets.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        if "targets" in state:
+            self.targets.load_state_dict(state["targets"])

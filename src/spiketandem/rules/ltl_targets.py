@@ -1,0 +1,52 @@
+"""Layer-local LTL targets: the teacher's ReLU output divided by its normaliser y_norm, in [0, 1]."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import SpiketandemError
+from ..student import percentile_of
+
+YNORM_MODES = ("batch", "running", "fixed")
+
+
+class LocalTargets:
+    """target_l = clamp(y_l / y_norm_l, 0, 1)  (LTL Eq. 4 / 9).
+
+    y_norm_l is a percentile of layer l's teacher activations:
+      - "batch":   recomputed on every batch over the whole activation tensor (the authors' code);
+      - "running": an exponential moving average of the per-batch percentile (momentum 0.1);
+      - "fixed":   the percentile measured once at initialisation on calibration images.
+    """
+
+    def __init__(self, mode: str, percentile: float, initial: dict[str, float] | None = None, momentum: float = 0.1):
+        if mode not in YNORM_MODES:
+            raise SpiketandemError(f"ynorm {mode!r} is not one of {YNORM_MODES}")
+        if mode == "fixed" and not initial:
+            raise SpiketandemError("ynorm 'fixed' needs initial scales (a teacher-initialised student)")
+        self.mode, self.percentile, self.momentum = mode, percentile, momentum
+        self.scales: dict[str, float] = dict(initial or {})
+        self._seen: set[str] = set()
+
+    def scale(self, name: str, activation: torch.Tensor, update: bool = True) -> float:
+        if self.mode == "fixed":
+            return self.scales[name]
+        current = percentile_of(activation.detach().flatten(), self.percentile)
+        if self.mode == "batch":
+            return current
+        if update:
+            if name in self._seen:
+                self.scales[name] = (1 - self.momentum) * self.scales[name] + self.momentum * current
+            else:
+                self.scales[name] = current
+                self._seen.add(name)
+        return self.scales.get(name, current)
+
+    def target(self, name: str, activation: torch.Tensor, update: bool = True) -> torch.Tensor:
+        return (activation / self.scale(name, activation, update)).clamp(0, 1)
+
+    def state_dict(self) -> dict:
+        return {"scales": dict(self.scales), "seen": sorted(self._seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scales = dict(state["scales"])
+        self._seen = set(state["seen"])

@@ -1,0 +1,137 @@
+"""The one training loop shared by every rule: optimizer and LR schedule, progress bar, per-epoch
+metrics, atomic checkpoints and resume, and evaluation at several time windows."""
+from __future__ import annotations
+
+import random
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import ArrayDataset, DeviceBatches
+from .errors import SpiketandemError
+from .rules.base import Rule
+from .runs import RunFolder, atomic_save, safe_load
+
+CHECKPOINT_FORMAT = "spiketandem-checkpoint-1"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SpiketandemError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise SpiketandemError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak allocator memory on CUDA; peak resident set size of the process on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def make_optimizer(rule: Rule, cfg) -> torch.optim.Optimizer:
+    name = cfg.optimizer or rule.default_optimizer
+    lr = cfg.lr if cfg.lr is not None else rule.default_lr
+    wd = cfg.weight_decay if cfg.weight_decay is not None else rule.default_weight_decay
+    params = rule.optim_parameters()
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+
+
+def make_scheduler(optimizer, cfg):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.lr_schedule == "step":
+        milestones = sorted({max(1, int(round(m * cfg.epochs))) for m in cfg.milestones})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.2)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def batches(data: ArrayDataset, split: str, cfg, device, *, train: bool, epoch_seed: int = 0) -> DeviceBatches:
+    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+    return DeviceBatches(x, y, cfg.batch_size if train else max(cfg.batch_size, 256), mean=data.mean, std=data.std,
+                         shuffle=train, augment=train and data.augment, device=device, seed=cfg.seed + epoch_seed)
+
+
+@torch.no_grad()
+def evaluate(rule: Rule, test: DeviceBatches, T_list) -> dict[int, float]:
+    """Accuracy (fraction) at each time window in ``T_list`` (one value for non-spiking rules)."""
+    rule.train(False)
+    correct = {T: 0 for T in T_list}
+    total = 0
+    for x, y in test:
+        for T in T_list:
+            correct[T] += int((rule.predict(x, T).argmax(1) == y).sum())
+        total += y.numel()
+    return {T: correct[T] / max(1, total) for T in T_list}
+
+
+def fit(rule: Rule, cfg, data: ArrayDataset, device: torch.device, run: RunFolder, *, resume: bool = False,
+        log=print, label: str = "") -> float:
+    """Train ``rule`` for ``cfg.epochs`` epochs; one metrics row and one checkpoint per epoch.
+
+    Returns the training wall time in seconds (including any time before a resume)."""
+    optimizer = make_optimizer(rule, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    checkpoint = run.file("checkpoint.pt")
+    start, elapsed = 0, 0.0
+    if resume and checkpoint.is_file():
+        state = safe_load(checkpoint, "checkpoint", map_location=device)
+        rule.load_state_dict(state["rule"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, elapsed = state["epoch"], state["train_seconds"]
+        torch.set_rng_state(state["rng"])
+        run.truncate_metrics(start)
+        log(f"resuming {label or cfg.rule} at epoch {start + 1}/{cfg.epochs}")
+    train_batches = batches(data, "train", cfg, device, train=True)
+    test_batches = batches(data, "test", cfg, device, train=False)
+    show = cfg.progress and sys.stderr.isatty()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        rule.on_epoch_start(epoch)
+        rule.train(True)
+        train_batches.set_epoch(epoch)
+        sums, seen = {}, 0
+        bar = tqdm(train_batches, desc=f"{label or cfg.rule} {epoch + 1}/{cfg.epochs}", leave=False, disable=not show)
+        for x, y in bar:
+            logs = rule.train_step(x, y, optimizer, epoch)
+            if not np.isfinite(logs["loss"]):
+                raise SpiketandemError(f"the loss became {logs['loss']} at epoch {epoch + 1}; lower --lr "
+                                       f"(now {optimizer.param_groups[0]['lr']:.3g})")
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v * (y.numel() if k != "correct" else 1)
+            seen += y.numel()
+            bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{sums['correct'] / seen:.3f}")
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        train_time = time.perf_counter() - t0
+        elapsed += train_time
+        test_acc = evaluate(rule, test_batches, [cfg.T])[cfg.T]
+        row = {"epoch": epoch + 1, "train_loss": sums["loss"] / seen, "train_acc": sums["correct"] / seen,
+               "test_acc": test_acc, "lr": lr, "epoch_seconds": train_time}
+        row.update({k: v / seen for k, v in sums.items() if k not in ("loss", "correct")})
+        run.append_metrics(row)
+        atomic_save({"format": CHECKPOINT_FORMAT, "rule": rule.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "train_seconds": elapsed,
+                     "rng": torch.get_rng_state()}, checkpoint)
+        log(f"  {label or cfg.rule} epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}  "
+            f"train acc {row['train_acc']:.4f}  test acc {test_acc:.4f}  ({train_time:.1f}s)")
+    return elapsed
