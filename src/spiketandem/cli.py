@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from .config import CHOICES, make_config, load_yaml
+from .config import CHOICES, load_yaml, make_config, rule_options
 from .errors import SpiketandemError
 from .rules import RULES
 
@@ -64,6 +65,14 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
     g.add_argument("--schedule", choices=CHOICES["schedule"], help="train layers all at once or one after another")
     g.add_argument("--bptt", choices=CHOICES["bptt"], help="full BPTT (default) or the one-step form printed as Eq. 6-7")
     g.add_argument("--kd", type=float, help="weight of distillation to the teacher's logits at the readout (default 0)")
+    g = p.add_argument_group("rule options (each applies to the rules named)")
+    for opt in rule_options().values():
+        users = ", ".join(r.name for r in RULES.values() if opt in r.options)
+        kwargs = dict(dest=f"option_{opt.name}", help=f"{opt.help} [{users}; default {opt.default}]")
+        if opt.type is bool:
+            g.add_argument(opt.flag, action=argparse.BooleanOptionalAction, default=None, **kwargs)
+        else:
+            g.add_argument(opt.flag, type=opt.type, choices=opt.choices, **kwargs)
 
 
 CONFIG_FLAGS = ("name", "out", "device", "seed", "dataset", "data_dir", "download", "n_train", "n_test", "arch",
@@ -77,6 +86,7 @@ def config_from_args(args, base: dict | None = None):
     if getattr(args, "config", None):
         fields.update(load_yaml(args.config))
     overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if hasattr(args, k)}
+    overrides["options"] = {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_")}
     if args.quiet:
         overrides["progress"] = False
     return make_config(fields, overrides)
@@ -137,6 +147,10 @@ def cmd_eval(args):
     _print_summary(args, summary, args.run_dir)
 
 
+# modules adding subcommands: each defines register(subparsers), which adds its parser and sets func
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spiketandem", description="Train deep spiking neural networks by Local "
                                      "Tandem Learning and the field's other rules.")
@@ -161,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

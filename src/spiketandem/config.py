@@ -78,6 +78,8 @@ class RunConfig:
     device: str = "auto"
     out: str | None = None
     progress: bool = True
+    # rule-specific options (declared by each rule's ``options``), name -> value
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name, allowed in CHOICES.items():
@@ -111,13 +113,41 @@ class RunConfig:
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 
 
+def rule_options() -> dict:
+    """name -> Option, over every registered rule."""
+    from .rules import RULES
+    return {o.name: o for rule in RULES.values() for o in rule.options}
+
+
+def _check_option(opt, value):
+    if value is None:
+        return None
+    try:
+        value = opt.type(value) if not isinstance(value, bool) or opt.type is bool else value
+    except (TypeError, ValueError):
+        raise SpiketandemError(f"option {opt.name!r} must be of type {opt.type.__name__}, got {value!r}") from None
+    if opt.choices and value not in opt.choices:
+        raise SpiketandemError(f"option {opt.name!r}: {value!r} is not allowed; choose one of "
+                               f"{', '.join(map(str, opt.choices))}")
+    return value
+
+
 def make_config(base: dict | None = None, overrides: dict | None = None) -> RunConfig:
-    """Build a config from a dict (e.g. YAML) and overrides (flags); unknown keys are an error."""
+    """Build a config from a dict (e.g. YAML) and overrides (flags); unknown keys are an error.
+
+    Keys that name a rule option (top level, or under ``options:``) go into ``options``."""
     merged = dict(base or {})
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    unknown = sorted(set(merged) - set(FIELD_NAMES))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None and k != "options"})
+    options = dict(merged.pop("options", None) or {})
+    options.update({k: v for k, v in ((overrides or {}).get("options") or {}).items() if v is not None})
+    known = rule_options()
+    for key in [k for k in merged if k not in FIELD_NAMES and k in known]:
+        options[key] = merged.pop(key)
+    unknown = sorted((set(merged) - set(FIELD_NAMES)) | (set(options) - set(known)))
     if unknown:
-        raise SpiketandemError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELD_NAMES)}")
+        raise SpiketandemError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELD_NAMES)}"
+                               f"; rule options: {', '.join(sorted(known)) or 'none'}")
+    merged["options"] = {k: _check_option(known[k], v) for k, v in options.items() if v is not None}
     try:
         return RunConfig(**merged)
     except TypeError as e:

@@ -153,8 +153,10 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
     test = batches(data, "test", cfg, device, train=False)
     acc_by_T = evaluate(rule, test, T_list if rule.spiking else [cfg.T])
     sample = next(iter(test))[0][:64]
-    ratio = (operation_ratio(lambda x: rule.predict(x, cfg.T), teacher, sample, named=rule.model)
-             if rule.spiking and teacher is not None else 1.0)
+    ratio = 1.0
+    if rule.spiking:  # against the teacher, or (rules without one) the same architecture as an ANN
+        reference = teacher if teacher is not None else build_model(cfg.arch, *dataclasses.astuple(rule.info), cfg.width)
+        ratio = operation_ratio(lambda x: rule.predict(x, cfg.T), reference.to(device).eval(), sample, named=rule.model)
     return summary_row(cfg, rule, acc_by_T, teacher_acc, ratio, seconds, device)
 
 

@@ -129,7 +129,8 @@ class TeacherTaps(nn.Module):
 
 def _fold_batchnorm(gm: fx.GraphModule) -> None:
     """Fold every BN that directly follows a conv/linear (used only there) into that layer's weights;
-    turn any other BN into a fixed per-channel affine map (eval-mode statistics)."""
+    turn any other BN into a fixed per-channel affine map (eval-mode statistics).  Rewrites the
+    modules of ``gm`` in place: trace a copy of the teacher, never the teacher itself."""
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), (nn.BatchNorm1d, nn.BatchNorm2d)):
             continue

@@ -3,10 +3,14 @@ the data, the training loop, evaluation and the run folder are shared by all rul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..models import build_model
+from ..student import Student, build_student
 
 
 @dataclass(frozen=True)
@@ -19,10 +23,31 @@ class DataInfo:
         return torch.zeros(batch, self.in_channels, self.image_size, self.image_size, device=device)
 
 
+@dataclass(frozen=True)
+class Option:
+    """A rule-specific setting: becomes the flag ``--NAME`` (dashes for underscores) and the YAML key NAME."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
 class Rule:
-    """Base class. Subclasses set ``model`` and implement ``loss`` (or override ``train_step``)."""
+    """Base class. Subclasses set ``model`` and implement ``loss`` (or override ``train_step``).
+
+    Rule-specific settings are declared in ``options`` and read with ``self.option(name)``; the CLI
+    and the YAML loader pick them up from there, so adding a rule touches only its own file and the
+    registry in ``rules/__init__.py``.
+    """
 
     name = "base"
+    options: tuple[Option, ...] = ()
     needs_teacher = True
     spiking = True
     # optimizer defaults used when the config leaves them unset
@@ -36,6 +61,13 @@ class Rule:
         self.cfg = cfg
         self.info = info
         self.teacher = teacher
+
+    def option(self, name: str):
+        """The value of one of this rule's options (the config's, else the declared default)."""
+        opt = next((o for o in self.options if o.name == name), None)
+        if opt is None:
+            raise KeyError(f"{self.name} declares no option {name!r}")
+        return self.cfg.options.get(name, opt.default)
 
     def optim_parameters(self) -> list:
         """Everything the optimizer may update (frozen ones simply get no gradient)."""
@@ -71,6 +103,19 @@ class Rule:
         self.model.train(mode)
         if self.teacher is not None:
             self.teacher.eval()
+
+
+def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: torch.Tensor | None) -> Student:
+    """The student of ``teacher`` per the config (init, encoding, neuron).  Without a teacher (rules
+    that train from scratch) the student of an untrained ``cfg.arch`` is built, randomly initialised."""
+    device = calibration.device if calibration is not None else "cpu"
+    if teacher is None:
+        teacher = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width).to(device)
+        init = "random"
+    else:
+        init = cfg.init
+    return build_student(teacher, cfg.neuron_config(), info.example_input(device=device), init=init,
+                         encoding=cfg.encoding, calibration_images=calibration, percentile=cfg.percentile)
 
 
 def cross_entropy_with_kd(logits, y, teacher_logits=None, kd_weight: float = 0.0, temperature: float = 4.0):

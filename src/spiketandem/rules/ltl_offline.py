@@ -15,17 +15,12 @@ import torch.nn.functional as F
 
 from ..errors import SpiketandemError
 from ..neuron import RunContext
-from ..student import TeacherTaps, build_student
-from .base import Rule, cross_entropy_with_kd
+from ..student import TeacherTaps
+from .base import Rule, cross_entropy_with_kd, make_student
 from .ltl_targets import LocalTargets
 
 SCHEDULES = ("parallel", "sequential")
 BPTT_MODES = ("full", "truncated")
-
-
-def make_student(cfg, info, teacher, calibration):
-    return build_student(teacher, cfg.neuron_config(), info.example_input(device=calibration.device if calibration is not None else "cpu"),
-                         init=cfg.init, encoding=cfg.encoding, calibration_images=calibration, percentile=cfg.percentile)
 
 
 class LTLOffline(Rule):
