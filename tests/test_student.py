@@ -168,3 +168,13 @@ def test_student_input_shape_is_checked():
 def test_zoo_builds_for_cifar_and_tiny_imagenet_shapes(arch, size, classes):
     model = build_model(arch, num_classes=classes, image_size=size, width=0.125).eval()
     assert model(torch.zeros(2, 3, size, size)).shape == (2, classes)
+
+
+@pytest.mark.parametrize("init", ["teacher", "random"])
+def test_student_of_a_frozen_teacher_is_fully_trainable(init):
+    teacher = warmed(build_model("digits-cnn", in_channels=1, image_size=8), (1, 8, 8))
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = build_student(teacher, NeuronConfig(), torch.zeros(2, 1, 8, 8), init=init)
+    assert all(p.requires_grad for p in student.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())

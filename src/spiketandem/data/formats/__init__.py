@@ -1,0 +1,1 @@
+"""Decoders for the on-disk formats: each turns a dataset folder into :class:`~spiketandem.data.arrays.RawSplits`."""

@@ -1,0 +1,132 @@
+"""``load_dataset``: find a dataset, decode it once into the array cache, return an :class:`ArrayDataset`."""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from .arrays import ArrayDataset, RawSplits
+from .cache import array_cache_path, default_cache_dir, extract_archive, is_archive, load_arrays, save_arrays
+from .download import torchvision_download
+from .errors import DatasetNotFoundError
+from .formats.digits import load_digits_splits
+from .layouts import Layout
+from .locate import SearchReport, candidates, default_data_dir, search_roots
+from .specs import DATASETS, KNOWN_ARCHIVE_MD5, SPECS, DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
+                 cache_dir: str | Path | None = None) -> ArrayDataset:
+    """Load dataset ``name`` (one of :data:`DATASETS`) as uint8 tensors.
+
+    ``data_dir`` is a folder holding the dataset (or one of its known sub-folders or archives), the
+    dataset folder itself, or an archive of it; when None the default folders are searched (see
+    :mod:`spiketandem.data.locate`). The first load decodes the files into ``cache_dir`` (default
+    ``$SPIKETANDEM_CACHE`` or ``~/.cache/spiketandem``); later loads read that cache.
+    With ``download=True`` a dataset torchvision can fetch (cifar10, cifar100, fashion-mnist) that is
+    not found is downloaded into ``data_dir`` (default ``$SPIKETANDEM_DATA`` or ``~/.cache/spiketandem/data``).
+
+    Raises :class:`DatasetNotFoundError` (unknown name; dataset missing or incomplete, listing every
+    place searched and how to get it) or :class:`DatasetFormatError` (a corrupt file, named)."""
+    spec = SPECS.get(name.strip().lower().replace("_", "-"))
+    if spec is None:
+        raise DatasetNotFoundError(f"unknown dataset {name!r}; the datasets are: {', '.join(DATASETS)}")
+    if spec.name == "digits":
+        return ArrayDataset.from_raw(spec.name, load_digits_splits(), augment=spec.augment)
+    if spec.name == "imagefolder" and data_dir is None:
+        raise DatasetNotFoundError(f"dataset 'imagefolder' needs a folder: {spec.how_to_get}.")
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+    report = SearchReport(spec)
+    raw = _search(spec, search_roots(data_dir), cache, report)
+    if raw is None and download:
+        if not spec.downloadable:
+            raise DatasetNotFoundError(report.message(f"download=True cannot fetch '{spec.name}' automatically."))
+        target = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        target = target.parent if target.is_file() else target
+        log.info("downloading %s into %s", spec.name, target)
+        torchvision_download(spec.name, target)
+        report = SearchReport(spec)
+        raw = _search(spec, [target], cache, report)
+    if raw is None:
+        raise DatasetNotFoundError(report.message())
+    return ArrayDataset.from_raw(spec.name, raw, augment=spec.augment)
+
+
+def _search(spec: DatasetSpec, roots: list[Path], cache_dir: Path, report: SearchReport) -> RawSplits | None:
+    """Try every candidate path under every root in order; the first complete dataset wins."""
+    for root in roots:
+        report.root(root)
+        if not root.exists():
+            continue
+        for path in candidates(spec, root):
+            if not path.exists():
+                if path != root:
+                    report.absent(root, path)
+                continue
+            note = partial(report.note, root, "." if path == root else path.relative_to(root).as_posix())
+            if is_archive(path):
+                raw = _read_archive(spec, path, cache_dir, note)
+            elif path.is_dir():
+                raw = _read_folder(spec, path, cache_dir, note)
+            else:
+                note("not a folder or a .tar.gz/.tgz/.tar/.zip archive")
+                raw = None
+            if raw is not None:
+                return raw
+    return None
+
+
+def _match(spec: DatasetSpec, folder: Path, note: Callable[[str], None], prefix: str = "") -> Layout | None:
+    """The first complete layout of ``spec`` in ``folder``; incomplete ones are noted."""
+    for layout in spec.layouts:
+        missing = layout.probe(folder)
+        if missing == []:
+            return layout
+        if missing:
+            note(f"{prefix}incomplete {layout.name}, missing {', '.join(missing)}")
+    return None
+
+
+def _read_folder(spec: DatasetSpec, folder: Path, cache_dir: Path, note: Callable[[str], None]) -> RawSplits | None:
+    layout = _match(spec, folder, note)
+    if layout is None:
+        return None
+    cache_file = array_cache_path(cache_dir, spec.name, folder)
+    raw = load_arrays(cache_file)
+    if raw is None:
+        log.info("decoding %s (%s) from %s; cached in %s", spec.name, layout.name, folder, cache_file)
+        raw = layout.decode(folder)
+        _save(cache_file, raw)
+    return raw
+
+
+def _read_archive(spec: DatasetSpec, archive: Path, cache_dir: Path, note: Callable[[str], None]) -> RawSplits | None:
+    cache_file = array_cache_path(cache_dir, spec.name, archive)
+    raw = load_arrays(cache_file)
+    if raw is not None:
+        return raw
+    log.info("unpacking %s into %s", archive, cache_dir / "extracted")
+    unpacked = extract_archive(archive, cache_dir, KNOWN_ARCHIVE_MD5.get(archive.name))
+    for folder in (unpacked, *sorted(d for d in unpacked.iterdir() if d.is_dir())):
+        inside = "" if folder == unpacked else f"{folder.name}/ "
+        layout = _match(spec, folder, note, prefix=f"inside the archive: {inside}")
+        if layout is not None:
+            log.info("decoding %s (%s) from %s; cached in %s", spec.name, layout.name, archive, cache_file)
+            raw = layout.decode(folder)
+            _save(cache_file, raw)
+            return raw
+    note("an archive, but it holds none of the expected layouts (at its top or one folder down)")
+    return None
+
+
+def _save(cache_file: Path, raw: RawSplits) -> None:
+    try:
+        save_arrays(cache_file, raw)
+    except OSError as exc:  # a read-only cache costs speed next time, not this load
+        warnings.warn(f"could not write the dataset cache {cache_file} ({exc}); the next load will decode again. "
+                      "Pass cache_dir or set $SPIKETANDEM_CACHE to a writable folder.", stacklevel=3)

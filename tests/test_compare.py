@@ -1,0 +1,61 @@
+"""`spiketandem compare`: several rules on one setup -> run folders, table (Markdown + JSON), figures."""
+import json
+
+import pytest
+
+from spiketandem.cli import main
+from spiketandem.runs import RunFolder
+
+FAST = ["--dataset", "digits", "--arch", "digits-cnn", "--epochs", "1", "--T", "4", "--eval-T", "4", "--quiet"]
+
+
+def compare(capsys, *args) -> dict:
+    assert main(["compare", *FAST, "--json", *args]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1  # --json prints exactly one object
+    return json.loads(lines[0])
+
+
+def test_compare_trains_each_rule_once_and_writes_table_and_figures(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    result = compare(capsys, "--rules", "stbp", "tet", "--sweep-rules", "stbp", "--sweep-T", "2", "4", "--out", str(out))
+    assert list(result["runs"]) == ["stbp", "tet"]
+    for name, row in result["runs"].items():
+        summary = RunFolder(out / name).read_json("summary.json")  # a normal run folder per rule
+        assert summary["rule"] == name and row["student_acc"] == summary["student_acc"]
+        assert [c["test_acc"] for c in row["curve"]] == [r["test_acc"] for r in RunFolder(out / name).read_metrics()]
+    # T = 2 is its own run; T = 4 is the main stbp run (same setup), not trained twice
+    assert (out / "sweep" / "stbp-T2" / "summary.json").is_file() and not (out / "sweep" / "stbp-T4").exists()
+    assert result["sweep"]["accuracy"]["stbp"] == {
+        "2": RunFolder(out / "sweep" / "stbp-T2").read_json("summary.json")["student_acc"],
+        "4": result["runs"]["stbp"]["student_acc"]}
+    assert result["teacher"] is None  # no rule here needs one, so none was trained
+    for key in ("markdown", "json", "fig2a", "fig3"):
+        assert (out / result["files"][key].split("/")[-1]).is_file()
+    table = (out / "compare.md").read_text()
+    assert "| stbp | 4 | 1 |" in table and "| tet | 4 | 1 |" in table and "T = 2" in table
+    assert json.loads((out / "compare.json").read_text())["runs"]["tet"]["run_dir"] == str(out / "tet")
+    # a second call reuses the finished runs
+    again = compare(capsys, "--rules", "stbp", "tet", "--sweep-rules", "stbp", "--sweep-T", "2", "4", "--out", str(out))
+    assert again["runs"]["tet"]["student_acc"] == result["runs"]["tet"]["student_acc"]
+    assert again["wall_seconds"] < result["wall_seconds"]
+
+
+def test_teacher_rules_share_the_given_teacher_and_eval_sweep(tmp_path, capsys, digits_teacher):
+    out = tmp_path / "cmp"
+    result = compare(capsys, "--rules", "ltl-offline", "stbp", "--sweep", "eval", "--sweep-rules", "ltl-offline",
+                     "--sweep-T", "2", "8", "--teacher", digits_teacher, "--out", str(out))
+    assert result["teacher"] == digits_teacher and result["teacher_acc"] > 0.9
+    config = RunFolder(out / "ltl-offline").read_config()
+    assert config["teacher"] == digits_teacher and RunFolder(out / "stbp").read_config()["teacher"] is None
+    summary = RunFolder(out / "ltl-offline").read_json("summary.json")  # eval mode re-evaluates the main run
+    assert result["sweep"]["accuracy"]["ltl-offline"] == {"2": summary["acc_by_T"]["2"], "8": summary["acc_by_T"]["8"]}
+    assert not (out / "sweep").exists()
+
+
+@pytest.mark.parametrize("args,message", [(["--rule", "stbp"], "--rules"), (["--rules", "nope"], "unknown rule"),
+                                          (["--rules", "stbp", "stbp"], "twice")])
+def test_bad_requests_are_clear_errors(tmp_path, capsys, args, message):
+    assert main(["compare", *FAST, "--out", str(tmp_path / "x"), "--sweep", "none", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x" / "stbp").exists()

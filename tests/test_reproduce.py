@@ -1,0 +1,105 @@
+"""The reproduction harness: every experiment file is valid, scales apply, missing pieces fail clearly,
+and a tiny experiment runs end to end (teacher, student, T sweep, a further command, report)."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spiketandem.cli import main
+from spiketandem.config import make_config
+from spiketandem.errors import SpiketandemError
+from spiketandem.reproduce import apply_scale, check_requirements, list_experiments, load_experiment, run_configs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_the_paper_experiments_are_all_there():
+    names = set(list_experiments())
+    table1 = {f"table1-{d}-{a}" for d, archs in (("cifar10", ("vgg11", "vgg16", "resnet20")),
+                                                 ("cifar100", ("vgg11", "vgg16", "resnet20")),
+                                                 ("tiny-imagenet", ("vgg13", "vgg16", "resnet20"))) for a in archs}
+    assert table1 | {"fig2-time-window", "fig3-learning-curves", "fig4-hardware-noise", "table2-complexity"} <= names
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_scale_of_every_experiment_makes_valid_run_configs(path):
+    exp = load_experiment(str(path))
+    for scale in ["full", *exp.scales]:
+        scaled = apply_scale(exp, scale)
+        teacher, students = run_configs(scaled, Path("/tmp/out"))
+        for fields in ([teacher] if teacher else []) + [f for _, f in students]:
+            make_config(fields)  # raises on an unknown field or a bad value
+        paper = exp.paper.get("results") or {}
+        assert set(paper) <= set(exp.run_names()), "paper results must name runs of the experiment"
+
+
+def test_table1_row_carries_the_papers_numbers_and_settings():
+    exp = load_experiment("table1-cifar10-vgg11")
+    assert exp.paper["teacher_acc"] == 92.89 and exp.paper["results"]["offline-lif-T16"] == 93.20
+    run = next(r for r in exp.runs if r["name"] == "online-lif-T32")
+    assert (run["rule"], run["T"], run["epochs"], run["lr"]) == ("ltl-online", 32, 50, 1e-4)
+    cpu = apply_scale(exp, "cpu", {"epochs": 1, "n_train": 100})
+    assert cpu.defaults["width"] == 0.25 and cpu.defaults["n_train"] == 100
+    assert all(r["epochs"] == 1 for r in cpu.runs) and cpu.teacher["epochs"] == 15
+
+
+def write_experiment(tmp_path, **sections) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def test_missing_rules_and_commands_fail_before_anything_runs(tmp_path):
+    path = write_experiment(tmp_path, title="t", defaults={"dataset": "digits"},
+                            runs=[{"name": "a", "rule": "no-such-rule"}, {"name": "b", "rule": "ltl-offline"}],
+                            commands=[["no-such-command", "{run:b}"], ["bench", "no-such-benchmark"]])
+    with pytest.raises(SpiketandemError) as err:
+        check_requirements(load_experiment(str(path)))
+    message = str(err.value)
+    assert "'no-such-rule' (runs a)" in message and "`spiketandem no-such-command`" in message
+    assert "`spiketandem bench no-such-benchmark`" in message and "--only" in message and "--no-steps" in message
+    assert main(["reproduce", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_experiment_files_name_the_problem(tmp_path):
+    with pytest.raises(SpiketandemError, match="no experiment 'nope'"):
+        load_experiment("nope")
+    with pytest.raises(SpiketandemError, match="unknown section"):
+        load_experiment(str(write_experiment(tmp_path, title="t", runz=[])))
+    path = write_experiment(tmp_path, title="t", runs=[{"name": "a"}], scales={"cpu": {"width": 0.5}})
+    with pytest.raises(SpiketandemError, match="unknown key"):
+        apply_scale(load_experiment(str(path)), "cpu")
+    with pytest.raises(SpiketandemError, match="no scale 'gpu'"):
+        apply_scale(load_experiment(str(path)), "gpu")
+
+
+def test_dry_run_prints_the_plan(tmp_path, capsys):
+    assert main(["reproduce", "table1-cifar10-vgg11", "--scale", "digits", "--only", "offline-if-T32", "--dry-run",
+                 "--json", "--out", str(tmp_path)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    run = plan["runs"]["offline-if-T32"]
+    assert list(plan["runs"]) == ["offline-if-T32"] and run["dataset"] == "digits" and run["T"] == 32
+    assert run["teacher"] == str(tmp_path / "teacher" / "teacher.pt") and plan["teacher"]["rule"] == "ann"
+
+
+def test_tiny_experiment_end_to_end(tmp_path):
+    path = write_experiment(
+        tmp_path, title="tiny", paper={"teacher_acc": 90.0, "results": {"ltl": 91.0}},
+        defaults={"dataset": "digits", "arch": "digits-mlp", "width": 0.25, "n_train": 200, "n_test": 100,
+                  "batch_size": 100},
+        teacher={"epochs": 2}, runs=[{"name": "ltl", "rule": "ltl-offline", "T": 4, "epochs": 1, "eval_T": [4]}],
+        evaluate={"sweep_T": [2, 4]}, commands=[["report", "{run:ltl}", "--out", "{out}/extra"]])
+    out = tmp_path / "out"
+    assert main(["reproduce", str(path), "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "reproduction.json").read_text())
+    measured = result["measured"]["ltl"]
+    assert set(measured["acc_by_T"]) == {"2", "4"} and set(measured["synops_ratio_by_T"]) == {"2", "4"}
+    assert result["paper"]["results"]["ltl"] == 91.0 and result["machine"]["torch"]
+    assert (out / "ltl" / "sweep_T.csv").is_file() and (out / "extra" / "report.md").is_file()
+    report = (out / "report" / "report.md").read_text()
+    assert "## Paper vs this reproduction" in report and "| ltl | 4 | 91.00% |" in report
+    # finished runs are reused: a second call trains nothing
+    assert main(["reproduce", str(path), "--out", str(out), "--quiet", "--no-steps"]) == 0
+    assert json.loads((out / "ltl" / "summary.json").read_text())["train_seconds"] == measured["train_seconds"]
