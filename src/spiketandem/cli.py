@@ -28,6 +28,9 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
     g.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--seed", type=int)
+    g.add_argument("--tensorboard", action="store_true", default=None,
+                   help="log losses, accuracies, per-layer firing rates and local losses to RUN/tensorboard "
+                        "(needs: pip install 'spiketandem[tensorboard]')")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="digits (default), cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder")
     g.add_argument("--data-dir", help="where the dataset lives (see README: Data)")
@@ -61,7 +64,7 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
     g.add_argument("--init", choices=CHOICES["init"], help="teacher (BN folded, thresholds balanced) or random")
     g.add_argument("--encoding", choices=CHOICES["encoding"], help="analog constant current (default) or rate spikes")
     g.add_argument("--percentile", type=float, help="percentile for y_norm and threshold balancing (default 99.9)")
-    g.add_argument("--ynorm", choices=CHOICES["ynorm"], help="y_norm per batch, running average (default), or fixed")
+    g.add_argument("--ynorm", choices=CHOICES["ynorm"], help="y_norm per batch (default), running average, or fixed")
     g.add_argument("--schedule", choices=CHOICES["schedule"], help="train layers all at once or one after another")
     g.add_argument("--bptt", choices=CHOICES["bptt"], help="full BPTT (default) or the one-step form printed as Eq. 6-7")
     g.add_argument("--kd", type=float, help="weight of distillation to the teacher's logits at the readout (default 0)")
@@ -78,7 +81,8 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
 CONFIG_FLAGS = ("name", "out", "device", "seed", "dataset", "data_dir", "download", "n_train", "n_test", "arch",
                 "width", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "lr_schedule", "rule", "teacher",
                 "teacher_epochs", "neuron", "T", "eval_T", "threshold", "tau_m", "leak", "reset", "surrogate",
-                "surrogate_param", "init", "encoding", "percentile", "ynorm", "schedule", "bptt", "kd")
+                "surrogate_param", "init", "encoding", "percentile", "ynorm", "schedule", "bptt", "kd",
+                "tensorboard")
 
 
 def config_from_args(args, base: dict | None = None):
@@ -143,12 +147,16 @@ def cmd_demo(args):
 
 def cmd_eval(args):
     from .pipeline import eval_run
-    summary = eval_run(args.run_dir, args.eval_T, device=args.device or "auto")
+    from .metrics import EnergyModel
+    from .report import SWEEP_T
+    T_list = (args.sweep_T or list(SWEEP_T)) if args.sweep_T is not None else args.eval_T
+    summary = eval_run(args.run_dir, T_list, device=args.device or "auto", energy=EnergyModel(args.mac_pj, args.ac_pj),
+                       sweep=args.sweep_T is not None)
     _print_summary(args, summary, args.run_dir)
 
 
 # modules adding subcommands: each defines register(subparsers), which adds its parser and sets func
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("spiketandem.bench", "spiketandem.report.command", "spiketandem.reproduce", "spiketandem.compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Re-evaluate RUN_DIR's student at each T (and its teacher); updates summary.json.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--eval-T", type=int, nargs="+", help="time windows (default: the run's eval_T)")
+    p.add_argument("--sweep-T", type=int, nargs="*", metavar="T",
+                   help="evaluate at these windows (default 1 2 4 8 16 32 64) and write accuracy and SynOps ratio vs "
+                        "T to RUN_DIR/sweep_T.csv and sweep_T.png (the LTL paper's Fig. 2)")
+    p.add_argument("--mac-pj", type=float, default=4.6, help="energy of one multiply-accumulate in pJ (default 4.6, "
+                   "45 nm)")
+    p.add_argument("--ac-pj", type=float, default=0.9, help="energy of one accumulate in pJ (default 0.9, 45 nm)")
     p.add_argument("--device", help="auto (default), cpu, cuda")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true")

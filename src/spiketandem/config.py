@@ -60,7 +60,7 @@ class RunConfig:
     init: str = "teacher"
     encoding: str = "analog"
     percentile: float = 99.9
-    ynorm: str = "running"
+    ynorm: str = "batch"
     schedule: str = "parallel"
     bptt: str = "full"
     kd: float = 0.0
@@ -78,6 +78,7 @@ class RunConfig:
     device: str = "auto"
     out: str | None = None
     progress: bool = True
+    tensorboard: bool = False  # log each epoch to <run>/tensorboard
     # rule-specific options (declared by each rule's ``options``), name -> value
     options: dict = field(default_factory=dict)
 

@@ -10,9 +10,10 @@ import torch
 from .config import RunConfig, make_config
 from .data import ArrayDataset, DeviceBatches, load_dataset
 from .errors import SpiketandemError
-from .metrics import operation_ratio
+from .metrics import EnergyModel
+from .metrics.evaluation import student_metrics
 from .models import DEFAULT_ARCH, build_model
-from .report import plot_learning_curve
+from .report import plot_learning_curve, write_T_sweep
 from .rules import get_rule
 from .rules.base import DataInfo, Rule
 from .runs import MODEL_FORMAT, TEACHER_FORMAT, RunFolder, atomic_save, safe_load
@@ -141,23 +142,28 @@ def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, log=print) ->
     seconds = fit(rule, cfg, data, device, run, resume=resume, log=log)
     atomic_save({"format": MODEL_FORMAT, "rule": cfg.rule, "info": dataclasses.asdict(info), "state": rule.state_dict()},
                 run.file("student.pt"))
-    summary = evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds)
+    summary = evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, run=run)
     run.write_json("summary.json", summary)
     plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), teacher_acc=teacher_acc,
                         title=f"{cfg.rule} student of {cfg.arch} on {cfg.dataset} (T={cfg.T})")
     return summary
 
 
-def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, T_list=None) -> dict:
+def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, T_list=None,
+                         run: RunFolder | None = None, energy: EnergyModel | None = None) -> dict:
+    """Accuracy at every T; for spiking rules also SynOps / MACs / energy against the teacher (at every
+    T), per-layer firing rates, and (given ``run``) the activity record ``activity.json``."""
     T_list = sorted(set(T_list or cfg.eval_T) | {cfg.T})
     test = batches(data, "test", cfg, device, train=False)
     acc_by_T = evaluate(rule, test, T_list if rule.spiking else [cfg.T])
-    sample = next(iter(test))[0][:64]
-    ratio = 1.0
+    ratio, extra = 1.0, {}
     if rule.spiking:  # against the teacher, or (rules without one) the same architecture as an ANN
         reference = teacher if teacher is not None else build_model(cfg.arch, *dataclasses.astuple(rule.info), cfg.width)
-        ratio = operation_ratio(lambda x: rule.predict(x, cfg.T), reference.to(device).eval(), sample, named=rule.model)
-    return summary_row(cfg, rule, acc_by_T, teacher_acc, ratio, seconds, device)
+        extra, activity = student_metrics(rule, reference.to(device).eval(), test, T_list, cfg.T, energy)
+        ratio = extra.pop("synops_ratio")
+        if run is not None and activity is not None:
+            run.write_json("activity.json", activity)
+    return {**summary_row(cfg, rule, acc_by_T, teacher_acc, ratio, seconds, device), **extra}
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[RunConfig, Rule, DataInfo, torch.device]:
@@ -175,8 +181,10 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[RunConfig, Rule, D
     return cfg, rule, info, dev
 
 
-def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print) -> dict:
-    """`spiketandem eval RUN_DIR`: re-evaluate a trained run at the given windows; updates summary.json."""
+def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, energy: EnergyModel | None = None,
+             sweep: bool = False) -> dict:
+    """`spiketandem eval RUN_DIR`: re-evaluate a trained run at the given windows; updates summary.json
+    (and activity.json).  ``sweep`` also writes accuracy and SynOps ratio vs T (sweep_T.csv/.png)."""
     run = RunFolder(path)
     cfg, rule, info, dev = load_run(path, device)
     cfg, data, _, _ = prepare(cfg)
@@ -184,8 +192,11 @@ def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print) -> 
     if rule.teacher is not None:
         teacher_acc = evaluate(_AsRule(rule.teacher), batches(data, "test", cfg, dev, train=False), [1])[1]
     old = run.read_json("summary.json") if run.file("summary.json").is_file() else {}
-    summary = evaluate_run_objects(cfg, rule, rule.teacher, data, dev, teacher_acc, old.get("train_seconds"), T_list)
+    summary = evaluate_run_objects(cfg, rule, rule.teacher, data, dev, teacher_acc, old.get("train_seconds"), T_list,
+                                   run=run, energy=energy)
     run.write_json("summary.json", {**old, **summary})
+    if sweep:
+        write_T_sweep(run.path, summary)
     return summary
 
 

@@ -84,7 +84,8 @@ class RunFolder:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
     def truncate_metrics(self, epochs: int) -> None:
-        rows = [r for r in self.read_metrics() if r.get("epoch", 0) < epochs]
+        """Keep the rows of the first ``epochs`` epochs (a resumed run rewrites the later ones)."""
+        rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]  # epochs are 1-based
         atomic_text("".join(json.dumps(r) + "\n" for r in rows), self.file("metrics.jsonl"))
 
     def write_json(self, name: str, obj: dict) -> None:

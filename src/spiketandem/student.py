@@ -297,15 +297,28 @@ def percentile_of(values: torch.Tensor, percentile: float) -> float:
     return v if v > 0 else 1.0
 
 
+def _redraw_weights(model: nn.Module) -> None:
+    """Fresh random weights, and BatchNorm reset to the identity (running mean 0, variance 1)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            m.reset_parameters()
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.reset_parameters()
+
+
 def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch.Tensor, *, init: str = "teacher",
                   encoding: str = "analog", calibration_images: torch.Tensor | None = None,
-                  percentile: float = 99.9) -> Student:
+                  percentile: float = 99.9, keep_batchnorm: bool = False) -> Student:
     """Make the spiking student of ``teacher``.
 
-    init="teacher": weights copied with BN folded, and every layer's threshold and spike amplitude set
-    to the ``percentile`` of its teacher activation on ``calibration_images`` (threshold balancing), so
-    the student starts near the teacher.  init="random": BN folded for structure, then weights re-drawn
-    and thresholds left at ``neuron.threshold`` (as the authors' code).
+    init="teacher": the teacher's weights with BN folded.  init="random": the same graph with weights
+    re-drawn (PyTorch's default initialisers, BN reset to the identity).  Either way every layer's
+    threshold and spike amplitude are then set to the ``percentile`` of that layer's ANN activation on
+    ``calibration_images`` (threshold balancing; Rueckauer et al. 2017), so spikes start in a useful
+    range: a randomly initialised deep student with fixed thresholds is typically silent from its
+    second layer on and receives no surrogate gradient at all.
+    keep_batchnorm=True leaves BatchNorm layers unfolded: they then normalise over the folded
+    ``[T*B, ...]`` batch, i.e. over (time, batch, H, W) as threshold-dependent BN (tdBN) does.
     """
     if init not in INITS:
         raise SpiketandemError(f"init {init!r} is not one of {INITS}")
@@ -313,8 +326,15 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
         raise SpiketandemError(f"encoding {encoding!r} is not one of {ENCODINGS}")
     teacher_mode = teacher.training
     teacher.eval()
-    gm = trace_teacher(copy.deepcopy(teacher), example_input)
-    _fold_batchnorm(gm)
+    source = copy.deepcopy(teacher)
+    for p in source.parameters():  # a frozen teacher must not give a frozen student
+        p.requires_grad_(True)
+    if init == "random":
+        _redraw_weights(source)
+    scales_source = copy.deepcopy(source)
+    gm = trace_teacher(source, example_input)
+    if not keep_batchnorm:
+        _fold_batchnorm(gm)
     graph = gm.graph
     layers, seen = [], {}
     for node in relu_nodes(gm):
@@ -346,15 +366,10 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     readout = _owned_modules(gm, output, names)
     student = Student(gm, layers, readout, encoding, tuple(example_input.shape[1:]))
 
-    if init == "random":
-        for m in gm.modules():
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-                m.reset_parameters()
-    else:
-        images = calibration_images if calibration_images is not None else example_input
-        scales = activation_scales(TeacherTaps(teacher, example_input), images, percentile)
-        for name, neuron_layer in student.neurons.items():
-            neuron_layer.threshold.fill_(scales[name])
-            neuron_layer.amplitude.fill_(scales[name])
+    images = calibration_images if calibration_images is not None else example_input
+    scales = activation_scales(TeacherTaps(scales_source, example_input), images, percentile)
+    for name, neuron_layer in student.neurons.items():
+        neuron_layer.threshold.fill_(scales[name])
+        neuron_layer.amplitude.fill_(scales[name])
     teacher.train(teacher_mode)
     return student

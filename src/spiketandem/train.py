@@ -104,6 +104,10 @@ def fit(rule: Rule, cfg, data: ArrayDataset, device: torch.device, run: RunFolde
     train_batches = batches(data, "train", cfg, device, train=True)
     test_batches = batches(data, "test", cfg, device, train=False)
     show = cfg.progress and sys.stderr.isatty()
+    board = None
+    if getattr(cfg, "tensorboard", False):  # optional dependency, imported only when asked for
+        from .metrics.tensorboard import TensorBoardLogger
+        board = TensorBoardLogger(run.file("tensorboard"), next(iter(test_batches))[0], cfg.T if rule.spiking else None)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         rule.on_epoch_start(epoch)
@@ -129,9 +133,13 @@ def fit(rule: Rule, cfg, data: ArrayDataset, device: torch.device, run: RunFolde
                "test_acc": test_acc, "lr": lr, "epoch_seconds": train_time}
         row.update({k: v / seen for k, v in sums.items() if k not in ("loss", "correct")})
         run.append_metrics(row)
+        if board is not None:
+            board.log_epoch(rule, row)
         atomic_save({"format": CHECKPOINT_FORMAT, "rule": rule.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "train_seconds": elapsed,
                      "rng": torch.get_rng_state()}, checkpoint)
         log(f"  {label or cfg.rule} epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}  "
             f"train acc {row['train_acc']:.4f}  test acc {test_acc:.4f}  ({train_time:.1f}s)")
+    if board is not None:
+        board.close()
     return elapsed

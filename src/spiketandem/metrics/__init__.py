@@ -1,16 +1,11 @@
-"""Metrics: operation counts (SynOps / MACs) and their ratio."""
+"""Metrics: operation counts (SynOps / MACs) and their ratio, energy per inference, firing statistics."""
 from __future__ import annotations
 
-from torch import nn
+from .efficiency import compare_ops, efficiency_by_T, layer_table, operation_ratio, teacher_macs
+from .energy import AC_PJ, MAC_PJ, EnergyModel
+from .firing import FiringStats, record_activity, spike_raster
+from .synops import OpCounts, conv_synapses, count_ops, is_spike_tensor
 
-from .synops import OpCounts, count_ops, is_spike_tensor
-
-
-def operation_ratio(student_forward, teacher: nn.Module, images, named: nn.Module | None = None) -> float:
-    """Student operations (SynOps + any MACs) / teacher MACs, per sample, on ``images``."""
-    student_counts, _ = count_ops(student_forward, images, named=named)
-    teacher_counts, _ = count_ops(teacher, images)
-    return (student_counts.total_synops() + student_counts.total_macs()) / max(1, teacher_counts.total_macs())
-
-
-__all__ = ["OpCounts", "count_ops", "is_spike_tensor", "operation_ratio"]
+__all__ = ["OpCounts", "count_ops", "conv_synapses", "is_spike_tensor", "operation_ratio", "teacher_macs",
+           "compare_ops", "layer_table", "efficiency_by_T", "EnergyModel", "MAC_PJ", "AC_PJ", "FiringStats",
+           "record_activity", "spike_raster"]

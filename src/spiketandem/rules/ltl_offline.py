@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import SpiketandemError
 from ..neuron import RunContext
-from ..student import TeacherTaps
+from ..student import TeacherTaps, activation_scales
 from .base import Rule, cross_entropy_with_kd, make_student
 from .ltl_targets import LocalTargets
 
@@ -41,8 +41,8 @@ class LTLOffline(Rule):
         self.model = make_student(cfg, info, teacher, calibration)
         device = next(teacher.parameters()).device
         self.taps = TeacherTaps(teacher, info.example_input(device=device))
-        initial = {n: float(m.amplitude) for n, m in self.model.neurons.items()} if cfg.init == "teacher" else None
-        self.targets = LocalTargets(cfg.ynorm, cfg.percentile, initial)
+        images = calibration if calibration is not None else info.example_input(device=device)
+        self.targets = LocalTargets(cfg.ynorm, cfg.percentile, activation_scales(self.taps, images, cfg.percentile))
         self.active = [info.name for info in self.model.layers]
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -1,0 +1,64 @@
+"""`spiketandem bench NAME`: performance measurements, one module per benchmark.
+
+A benchmark module defines ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and
+``run(args, log) -> dict``; the dict (one JSON object, with a ``rows`` list) is written to
+``OUT/NAME.json`` and, with ``--json``, printed.  Add a benchmark by listing its module here.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from ..runs import atomic_text
+
+BENCHMARKS: tuple[str, ...] = (
+    "spiketandem.bench.complexity",
+)
+DEFAULT_OUT = "benchmarks/results"
+
+
+def environment(device: torch.device) -> dict:
+    """What the numbers were measured on."""
+    info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+            "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _run(module, args) -> None:
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, file=sys.stderr if args.json else
+                                                                              sys.stdout, **k))
+    result = module.run(args, log)
+    out = Path(args.out)
+    atomic_text(json.dumps(result, indent=1) + "\n", out / f"{module.NAME}.json")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        log(f"results: {out / (module.NAME + '.json')}")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the benchmark's description as written."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="performance benchmarks (memory, time)",
+                                   description="Measure memory and time; each benchmark writes OUT/NAME.json.")
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for path in BENCHMARKS:
+        module = importlib.import_module(path)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION,
+                           formatter_class=_Formatter)
+        module.add_arguments(p)
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for NAME.json and plots")
+        p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+        p.add_argument("--quiet", action="store_true", help="no progress lines")
+        p.set_defaults(func=lambda args, module=module: _run(module, args))

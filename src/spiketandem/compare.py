@@ -1,0 +1,249 @@
+"""`spiketandem compare`: several learning rules on one setup, side by side.
+
+Every rule trains on the same dataset, architecture, neuron and time window, and the rules that need a
+teacher share one teacher (trained once, into OUT/teacher, unless ``--teacher`` is given).  Each run
+is an ordinary run folder (OUT/<rule>; sweep runs OUT/sweep/<rule>-T<T>), so ``eval``, ``report`` and
+``noise`` work on them.  Written to OUT:
+
+- ``compare.md`` / ``compare.json``: one row per rule (accuracy, SynOps ratio, time), and the sweep;
+- ``fig2a_accuracy_vs_T.png``: accuracy vs time window (the LTL paper's Fig. 2a: offline LTL, STBP and
+  the quantized ANN by default), either one training per window (``--sweep train``, the paper's
+  protocol) or each main run evaluated at every window (``--sweep eval``, cheaper);
+- ``fig3_learning_curves.png``: test accuracy per epoch of the main runs (the paper's Fig. 3).
+A finished run folder (one with summary.json) is reused, so an interrupted comparison continues.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .errors import SpiketandemError
+from .rules import RULES, get_rule
+from .runs import RunFolder, atomic_text
+
+SWEEP_MODES = ("train", "eval", "none")
+DEFAULT_RULES = ("ltl-offline", "ltl-online", "stbp", "tet")
+DEFAULT_SWEEP_RULES = ("ltl-offline", "stbp", "qat")
+DEFAULT_SWEEP_T = (4, 8, 16, 32)
+
+
+def registered(names) -> list[str]:
+    """The names among ``names`` that are registered rules (optional peers may be absent)."""
+    return [n for n in names if n in RULES]
+
+
+def _for_rule(cfg, name: str, teacher: str | None, **changes):
+    """The setup for one rule: the shared teacher only where the rule uses one (``cfg.replace`` ignores
+    None values, so the config is rebuilt from its fields)."""
+    from .config import make_config
+    return make_config({**cfg.to_dict(), **changes, "rule": name,
+                        "teacher": teacher if get_rule(name).needs_teacher else None})
+
+
+def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
+    """A run folder's summary: reused when finished, else trained (continued with ``resume``)."""
+    from .pipeline import train_student
+    run = RunFolder(folder)
+    if run.file("summary.json").is_file():
+        log(f"reusing the finished run {folder}")
+        return run.read_json("summary.json")
+    return train_student(cfg.replace(out=str(folder), name=None), run, resume=resume and run.exists(), log=log)
+
+
+def _teacher(cfg, out: Path, *, resume: bool, log) -> tuple[str, float]:
+    """Path and accuracy of the one teacher every teacher-based rule uses."""
+    from .pipeline import load_teacher, obtain_teacher, prepare
+    if cfg.teacher:
+        _, meta = load_teacher(cfg.teacher)
+        return cfg.teacher, meta["accuracy"]
+    path = out / "teacher" / "teacher.pt"
+    if path.is_file():
+        return str(path), load_teacher(path)[1]["accuracy"]
+    cfg, _, info, device = prepare(cfg)
+    _, accuracy = obtain_teacher(cfg, info, device, RunFolder(out), resume=resume, log=log)
+    return str(path), accuracy
+
+
+def _row(rule: str, summary: dict, run_dir: Path) -> dict:
+    rows = RunFolder(run_dir).read_metrics()
+    per_epoch = [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]
+    return {"rule": rule, "T": summary.get("T"), "epochs": summary.get("epochs"),
+            "student_acc": summary.get("student_acc"), "best_epoch_acc": max((r["test_acc"] for r in rows), default=None),
+            "acc_by_T": summary.get("acc_by_T", {}), "synops_ratio": summary.get("synops_ratio"),
+            "train_seconds": summary.get("train_seconds"),
+            "seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else None,
+            "curve": [{"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in rows], "run_dir": str(run_dir)}
+
+
+def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFAULT_SWEEP_T, sweep: str = "train",
+                resume: bool = False, log=print) -> dict:
+    """Train ``rules`` (and the T sweep) on the setup ``cfg``; write the table and figures into ``out``."""
+    if sweep not in SWEEP_MODES:
+        raise SpiketandemError(f"--sweep {sweep!r} is not one of {', '.join(SWEEP_MODES)}")
+    rules = list(rules) if rules else registered(DEFAULT_RULES)
+    sweep_rules = list(sweep_rules) if sweep_rules else registered(DEFAULT_SWEEP_RULES)
+    for name in rules + (sweep_rules if sweep != "none" else []):
+        if name == "ann":
+            raise SpiketandemError("compare compares student rules; the ANN teacher is trained (or given) for you")
+        get_rule(name)  # unknown names fail here, before any training
+    if len(set(rules)) != len(rules):
+        raise SpiketandemError(f"--rules names a rule twice: {' '.join(rules)}")
+    if sweep != "none" and (not sweep_T or any(T <= 0 for T in sweep_T)):
+        raise SpiketandemError(f"--sweep-T needs positive time windows, got {sweep_T}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    teacher, teacher_acc = None, None
+    if any(get_rule(r).needs_teacher for r in rules + (sweep_rules if sweep != "none" else [])):
+        teacher, teacher_acc = _teacher(cfg, out, resume=resume, log=log)
+    runs = {}
+    for name in rules:
+        run_cfg = _for_rule(cfg, name, teacher)
+        log(f"== {name}")
+        runs[name] = _row(name, _train(run_cfg, out / name, resume=resume, log=log), out / name)
+    sweep_acc, sweep_ratio = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), teacher, runs, resume, log)
+    result = {"setup": {k: getattr(cfg, k) for k in ("dataset", "arch", "width", "n_train", "n_test", "neuron", "T",
+                                                      "epochs", "batch_size", "lr", "seed")},
+              "teacher": teacher, "teacher_acc": teacher_acc, "runs": runs,
+              "sweep": {"mode": sweep, "T": list(sweep_T) if sweep != "none" else [], "accuracy": sweep_acc,
+                        "synops_ratio": sweep_ratio},
+              "wall_seconds": time.perf_counter() - t0}
+    result["files"] = _write_outputs(result, out)
+    return result
+
+
+def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teacher, runs: dict, resume: bool, log):
+    """Accuracy (and SynOps ratio) vs T per rule: one run per T (``train``) or the main run evaluated
+    at every T (``eval``; non-spiking rules such as qat, whose levels are T, are trained per T anyway)."""
+    acc, ratio = {}, {}
+    if mode == "none":
+        return acc, ratio
+    from .pipeline import eval_run
+    for name in rules:
+        rule_cls = get_rule(name)
+        acc[name], ratio[name] = {}, {}
+        if mode == "eval" and rule_cls.spiking:
+            folder = Path(runs[name]["run_dir"]) if name in runs else None
+            if folder is None:
+                folder = out / name
+                _train(_for_rule(cfg, name, teacher), folder, resume=resume, log=log)
+            log(f"== {name}: evaluating at T = {' '.join(map(str, Ts))}")
+            summary = eval_run(folder, Ts, device=cfg.device, log=log)
+            acc[name] = {str(T): summary["acc_by_T"][str(T)] for T in Ts}
+            ratio[name] = {str(T): v for T, v in (summary.get("synops_ratio_by_T") or {}).items() if int(T) in Ts}
+            continue
+        for T in Ts:
+            if T == cfg.T and name in runs:  # the main run already trained this rule at this window
+                acc[name][str(T)] = runs[name]["student_acc"]
+                if rule_cls.spiking:
+                    ratio[name][str(T)] = runs[name]["synops_ratio"]
+                continue
+            log(f"== {name}, T = {T}")
+            run_cfg = _for_rule(cfg, name, teacher, T=T, eval_T=[T])
+            summary = _train(run_cfg, out / "sweep" / f"{name}-T{T}", resume=resume, log=log)
+            acc[name][str(T)] = summary["student_acc"]
+            if rule_cls.spiking:
+                ratio[name][str(T)] = summary.get("synops_ratio")
+    return acc, ratio
+
+
+def _fmt(value, pct: bool = True) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.2f}%" if pct else f"{value:.3g}"
+
+
+def markdown(result: dict) -> str:
+    """The comparison as Markdown: the setup, one row per rule, then the T sweep."""
+    from .report.tables import markdown_table
+    s = result["setup"]
+    lines = [f"# Comparison on {s['dataset']} / {s['arch']} (width {s['width']})", "",
+             f"Train images: {s['n_train'] or 'all'}; test images: {s['n_test'] or 'all'}; neuron {s['neuron']}; "
+             f"T = {s['T']}; {s['epochs']} epochs; batch {s['batch_size']}; lr {s['lr'] or 'each rule’s default'}; "
+             f"seed {s['seed']}.", ""]
+    if result["teacher_acc"] is not None:
+        lines += [f"ANN teacher: {_fmt(result['teacher_acc'])} ({result['teacher']}).", ""]
+    rows = [[name, r["T"], r["epochs"], _fmt(r["student_acc"]), _fmt(r["best_epoch_acc"]), _fmt(r["synops_ratio"], False),
+             None if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
+             None if r["seconds_per_epoch"] is None else f"{r['seconds_per_epoch']:.1f}"]
+            for name, r in result["runs"].items()]
+    lines += [markdown_table(["rule", "T", "epochs", "test accuracy (final)", "best epoch", "SynOps / teacher MACs",
+                              "train s", "s / epoch"], rows), ""]
+    curves = {n: r["curve"] for n, r in result["runs"].items() if r["curve"]}
+    if curves:
+        epochs = max(len(c) for c in curves.values())
+        lines += ["Test accuracy per epoch (Fig. 3):", "",
+                  markdown_table(["epoch"] + list(curves),
+                                 [[e + 1] + [_fmt(c[e]["test_acc"]) if e < len(c) else None for c in curves.values()]
+                                  for e in range(epochs)]), ""]
+    sweep = result["sweep"]
+    if sweep["accuracy"]:
+        how = "one training per T" if sweep["mode"] == "train" else "each main run evaluated at every T"
+        lines += [f"Accuracy vs time window (Fig. 2a; {how}):", "",
+                  markdown_table(["rule"] + [f"T = {T}" for T in sweep["T"]],
+                                 [[n] + [_fmt(a.get(str(T))) for T in sweep["T"]] for n, a in sweep["accuracy"].items()]),
+                  ""]
+    return "\n".join(lines)
+
+
+def _write_outputs(result: dict, out: Path) -> dict:
+    from .report.plots import plot_learning_curves, plot_T_sweep
+    files = {"markdown": str(out / "compare.md"), "json": str(out / "compare.json")}
+    curves = {n: r["curve"] for n, r in result["runs"].items() if r["curve"]}
+    if curves:
+        files["fig3"] = str(out / "fig3_learning_curves.png")
+        plot_learning_curves(curves, Path(files["fig3"]), result["teacher_acc"],
+                             title=f"test accuracy per epoch ({result['setup']['dataset']}, {result['setup']['arch']})")
+    sweep = result["sweep"]
+    if sweep["accuracy"]:
+        files["fig2a"] = str(out / "fig2a_accuracy_vs_T.png")
+        plot_T_sweep(sweep["accuracy"], sweep["synops_ratio"], Path(files["fig2a"]), result["teacher_acc"],
+                     title=f"accuracy vs time window ({result['setup']['dataset']}, {result['setup']['arch']})")
+    result = {**result, "files": files}
+    atomic_text(markdown(result) + "\n", out / "compare.md")
+    atomic_text(json.dumps(result, indent=2) + "\n", out / "compare.json")
+    return files
+
+
+# ---- command line ---------------------------------------------------------------------------------
+
+def register(subparsers) -> None:
+    from .cli import _add_run_flags
+    p = subparsers.add_parser(
+        "compare", help="train several learning rules on one setup; table + accuracy-vs-T + learning curves",
+        description="Train several rules on one dataset/architecture/teacher and compare them: OUT/compare.md and "
+                    ".json, the LTL paper's Fig. 2a (accuracy vs T) and Fig. 3 (learning curves). Every run is a "
+                    "normal run folder under OUT; finished ones are reused. Run flags and rule options apply to every "
+                    "rule (each rule reads only its own options).")
+    _add_run_flags(p, rule_flag=True)
+    g = p.add_argument_group("comparison")
+    g.add_argument("--rules", nargs="+", metavar="RULE",
+                   help=f"rules to train at --T (default: {' '.join(DEFAULT_RULES)}, those registered)")
+    g.add_argument("--sweep", choices=SWEEP_MODES, default="train",
+                   help="accuracy vs T: train one run per T (default, the paper's protocol), evaluate the main runs at "
+                        "every T (eval), or skip (none)")
+    g.add_argument("--sweep-rules", nargs="+", metavar="RULE",
+                   help=f"rules in the T sweep (default: {' '.join(DEFAULT_SWEEP_RULES)}, those registered)")
+    g.add_argument("--sweep-T", type=int, nargs="+", default=list(DEFAULT_SWEEP_T), metavar="T",
+                   help="time windows of the sweep (default 4 8 16 32)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> None:
+    from .cli import _logger, config_from_args
+    from .pipeline import default_arch
+    if args.rule:
+        raise SpiketandemError("compare trains several rules: name them with --rules, not --rule")
+    cfg = config_from_args(args)
+    if cfg.arch is None:
+        cfg = cfg.replace(arch=default_arch(cfg.dataset))
+    out = Path(cfg.out or Path("runs") / f"compare-{cfg.dataset}-{cfg.arch}")
+    result = run_compare(cfg, out, args.rules, args.sweep_rules, args.sweep_T, args.sweep, resume=args.resume,
+                         log=_logger(args))
+    if args.json:
+        print(json.dumps({**result, "out": str(out)}))
+        return
+    print()
+    print(markdown(result))
+    print(f"comparison folder: {out}")

@@ -1,0 +1,62 @@
+"""SynOps, MACs, their ratio and energy per inference of a student against its teacher, at several T."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .energy import EnergyModel
+from .synops import OpCounts, count_ops
+
+
+def teacher_macs(teacher: nn.Module, images: torch.Tensor) -> OpCounts:
+    """Dense MACs of an ANN (every conv/matmul counted as multiply-accumulates)."""
+    return count_ops(teacher, images, dense=True)[0]
+
+
+def operation_ratio(student_forward, teacher: nn.Module, images, named: nn.Module | None = None) -> float:
+    """(student SynOps + student MACs) / teacher MACs, per sample, on ``images``."""
+    student_counts, _ = count_ops(student_forward, images, named=named)
+    reference = teacher_macs(teacher, images)
+    return (student_counts.total_synops() + student_counts.total_macs()) / max(1, reference.total_macs())
+
+
+def compare_ops(student: OpCounts, teacher: OpCounts, energy: EnergyModel) -> dict:
+    """Per-inference figures of one student count against the teacher's:
+    ratio = (SynOps + MACs)_student / MACs_teacher, and the energy of each."""
+    s_syn, s_mac, t_mac = student.synops_per_sample(), student.macs_per_sample(), teacher.macs_per_sample()
+    return {"synops_per_sample": s_syn, "student_macs_per_sample": s_mac, "teacher_macs_per_sample": t_mac,
+            "synops_ratio": (s_syn + s_mac) / t_mac if t_mac > 0 else None,
+            "energy": energy.compare(s_mac, s_syn, t_mac)}
+
+
+def layer_table(student: OpCounts, teacher: OpCounts) -> dict[str, dict]:
+    """layer -> {synops, macs (student, per sample), teacher_macs, ratio}; layers named by module path."""
+    t_layers = teacher.per_layer()
+    rows = {}
+    for name, ops in student.per_layer().items():
+        ref = t_layers.get(name, {}).get("macs", 0.0)
+        rows[name] = {**ops, "teacher_macs": ref, "ratio": (ops["synops"] + ops["macs"]) / ref if ref else None}
+    return rows
+
+
+def efficiency_by_T(predict: Callable[[torch.Tensor, int], torch.Tensor], named: nn.Module, teacher: nn.Module,
+                    images: torch.Tensor, T_list, T_main: int, energy: EnergyModel | None = None) -> dict:
+    """Count the student at every T of ``T_list`` (and ``T_main``) on ``images``.
+
+    Returns the summary keys: ``synops_ratio`` and the per-sample counts and energy at ``T_main``,
+    ``synops_ratio_by_T`` and ``energy_ratio_by_T`` (T as string keys, like ``acc_by_T``), and
+    ``ops_by_layer`` at ``T_main``."""
+    energy = energy or EnergyModel()
+    reference = teacher_macs(teacher, images)
+    by_T, main = {}, None
+    for T in sorted(set(T_list) | {T_main}):
+        counts, _ = count_ops(lambda x: predict(x, T), images, named=named)
+        by_T[T] = compare_ops(counts, reference, energy)
+        if T == T_main:
+            main = by_T[T]
+            layers = layer_table(counts, reference)
+    return {**main, "synops_ratio_by_T": {str(T): r["synops_ratio"] for T, r in by_T.items()},
+            "energy_ratio_by_T": {str(T): r["energy"]["ratio"] for T, r in by_T.items()},
+            "ops_by_layer": layers}

@@ -1,0 +1,286 @@
+"""The report's figures, each a PNG written atomically.  Every function takes plain data (lists and
+dicts read from run folders), so figures can be redrawn without the models."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter  # noqa: E402
+
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; a figure is for everyone who can read the folder
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _T_axis(ax, Ts) -> None:
+    """log2 axis with a tick at every window that was measured."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(sorted(Ts)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(t) for t in sorted(Ts)])
+    ax.set_xlabel("time window T (steps)")
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+def plot_learning_curve(rows: list[dict], path: Path, teacher_acc: float | None = None, title: str = "") -> None:
+    """Test and train accuracy per epoch (and the training loss), with the teacher's accuracy as a line."""
+    if not rows:
+        return
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    ax_acc.plot(epochs, [100 * r["test_acc"] for r in rows], "o-", label="test")
+    if "train_acc" in rows[0]:
+        ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "s--", alpha=0.7, label="train (running)")
+    if teacher_acc is not None:
+        ax_acc.axhline(100 * teacher_acc, color="k", ls=":", label=f"teacher {100 * teacher_acc:.2f}%")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend()
+    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="total")
+    for key, label in (("ce", "cross-entropy"), ("local", "local (sum of layers)")):
+        if key in rows[0]:
+            ax_loss.plot(epochs, [r[key] for r in rows], ".--", label=label)
+    losses = [r[k] for r in rows for k in ("train_loss", "ce", "local") if isinstance(r.get(k), (int, float))]
+    wide = min(losses) > 0 and max(losses) / min(losses) > 10  # log scale only where it spans decades
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss" + (" (log scale)" if wide else ""),
+                yscale="log" if wide else "linear")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend()
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_learning_curves(curves: dict[str, list[dict]], path: Path, teacher_acc: float | None = None,
+                         title: str = "test accuracy per epoch") -> None:
+    """Several runs' test accuracy per epoch on one axis (the LTL paper's Fig. 3)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for i, (label, rows) in enumerate(curves.items()):
+        if rows:
+            ax.plot([r["epoch"] for r in rows], [100 * r["test_acc"] for r in rows], "o-", ms=3,
+                    color=COLORS[i % len(COLORS)], label=label)
+    if teacher_acc is not None:
+        ax.axhline(100 * teacher_acc, color="k", ls=":", label=f"teacher {100 * teacher_acc:.2f}%")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+# ---- accuracy and operations vs T ---------------------------------------------------------------
+
+def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teacher_acc: float | None = None,
+                 energy: dict[str, dict] | None = None, title: str = "") -> None:
+    """Two panels (the LTL paper's Fig. 2): (a) accuracy vs T, (b) SynOps ratio vs T.
+
+    ``acc`` and ``ratio`` map a series label to {T: value}; ``energy`` (optional) to {T: energy ratio},
+    drawn dashed in panel (b)."""
+    fig, (ax_a, ax_r) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    Ts = set()
+    for i, (label, values) in enumerate(acc.items()):
+        pts = sorted((int(T), v) for T, v in values.items() if v is not None)
+        if pts:
+            Ts |= {t for t, _ in pts}
+            ax_a.plot([t for t, _ in pts], [100 * v for _, v in pts], "o-", color=COLORS[i % len(COLORS)], label=label)
+    if teacher_acc is not None:
+        ax_a.axhline(100 * teacher_acc, color="k", ls=":", label=f"ANN teacher {100 * teacher_acc:.2f}%")
+    ax_a.set(ylabel="test accuracy (%)", title="(a) accuracy vs time window")
+    ax_a.grid(alpha=0.3)
+    ax_a.legend(fontsize=8)
+    annotate = sum(1 for values in ratio.values() if values) == 1  # value labels only where they cannot collide
+    for i, (label, values) in enumerate(ratio.items()):
+        pts = sorted((int(T), v) for T, v in values.items() if v is not None)
+        if not pts:
+            continue
+        Ts |= {t for t, _ in pts}
+        color = COLORS[i % len(COLORS)]
+        e = sorted((int(T), v) for T, v in (energy or {}).get(label, {}).items() if v is not None)
+        ax_r.plot([t for t, _ in pts], [v for _, v in pts], "o-", color=color,
+                  label=f"{label}: operations" if e else label)
+        for t, v in pts if annotate else []:
+            ax_r.annotate(f"{v:.2f}x", (t, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7,
+                          color=color)
+        if e:
+            ax_r.plot([t for t, _ in e], [v for _, v in e], "s--", color=color, alpha=0.6, label=f"{label}: energy")
+    ax_r.axhline(1.0, color="k", ls=":", label="ANN teacher (MACs = 1)")
+    ax_r.set(ylabel="student / teacher", title="(b) SynOps ratio vs time window")
+    ax_r.set_ylim(0, ax_r.get_ylim()[1] * 1.12)  # room for the value labels
+    ax_r.grid(alpha=0.3)
+    ax_r.legend(fontsize=8)
+    if Ts:
+        for ax in (ax_a, ax_r):
+            _T_axis(ax, Ts)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+# ---- per-layer activity ---------------------------------------------------------------------------
+
+def plot_layer_rates(layers: dict[str, dict], path: Path, T: int | None = None, title: str = "") -> None:
+    """Per neuron layer (network order, top to bottom): mean firing rate and fraction of silent neurons."""
+    names = list(layers)
+    if not names:
+        return
+    y = list(range(len(names)))
+    fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.6), sharey=True, layout="constrained")
+    rates = [layers[n]["rate"] for n in names]
+    silent = [layers[n]["silent"] for n in names]
+    ax_r.barh(y, rates, color=COLORS[0])
+    for yi, r in zip(y, rates):
+        ax_r.text(r, yi, f" {r:.3f}", va="center", fontsize=8)
+    ax_r.set(xlabel="spikes per neuron per time step", title="mean firing rate")
+    ax_r.set_xlim(0, max(rates + [1e-3]) * 1.25)
+    ax_s.barh(y, [100 * s for s in silent], color=COLORS[3])
+    for yi, s in zip(y, silent):
+        ax_s.text(100 * s, yi, f" {100 * s:.1f}%", va="center", fontsize=8)
+    ax_s.set(xlabel="neurons silent for the whole window (%)", title="silent neurons", xlim=(0, 110))
+    ax_r.set_yticks(y, [_short(n) for n in names])
+    ax_r.invert_yaxis()
+    ax_r.set_ylabel("neuron layer (input side at top)")
+    for ax in (ax_r, ax_s):
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title or (f"firing per layer (T = {T})" if T else "firing per layer"))
+    _save(fig, path)
+
+
+def plot_rate_histograms(histograms: dict[str, list], path: Path, title: str = "") -> None:
+    """Small multiples, one per layer: fraction of (sample, neuron) pairs per spike count in the window."""
+    names = list(histograms)
+    if not names:
+        return
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False, layout="constrained")
+    for ax, name in zip(axes.flat, names):
+        h = histograms[name]
+        T = len(h) - 1
+        ax.bar([k / T for k in range(T + 1)], h, width=0.8 / T, color=COLORS[0])
+        ax.set_yscale("log")
+        ax.set_ylim(max(min([v for v in h if v > 0] + [1.0]) / 2, 1e-6), 1.5)
+        ax.set_title(_short(name, 28), fontsize=9)
+        ax.set_xlabel("firing rate (spikes / T)", fontsize=8)
+        ax.set_ylabel("fraction of neurons", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title or "firing-rate histograms (all evaluated samples)")
+    _save(fig, path)
+
+
+def plot_raster(raster: dict[str, dict], path: Path, title: str = "") -> None:
+    """Spike raster of one sample: one band per layer (input side at top), one row per shown neuron."""
+    if not raster:
+        return
+    rows = sum(max(1, len(band["times"])) for band in raster.values())
+    fig, ax = plt.subplots(figsize=(8, min(14.0, 0.035 * rows + 0.25 * len(raster) + 1.6)), layout="constrained")
+    offset, ticks, labels, T = 0, [], [], 1
+    for i, (name, band) in enumerate(raster.items()):
+        T = max(T, band["T"])
+        times = band["times"]
+        xs = [t + 1 for row in times for t in row]
+        ys = [offset + j for j, row in enumerate(times) for _ in row]
+        ax.scatter(xs, ys, marker="s", s=6, color=COLORS[i % len(COLORS)], linewidths=0)
+        height = max(1, len(times))
+        ticks.append(offset + height / 2)
+        labels.append(f"{_short(name)}\n{len(times)} shown of {band['active']} active\n({band['neurons']} neurons)")
+        offset += height + 4
+        if i < len(raster) - 1:
+            ax.axhline(offset - 2.5, color="0.75", lw=0.8)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_ylim(offset - 3, -1)
+    ax.set_xlim(0.5, T + 0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("time step")
+    ax.grid(axis="x", alpha=0.2)
+    ax.set_title(title or "spike raster of one test image (per layer: random neurons among those that fired)")
+    if not any(band["times"] for band in raster.values()):
+        ax.text(0.5, 0.5, "no neuron fired", transform=ax.transAxes, ha="center")
+    _save(fig, path)
+
+
+def plot_ops_by_layer(ops: dict[str, dict], path: Path, T: int | None = None, title: str = "") -> None:
+    """Per conv/linear layer: student SynOps and MACs vs teacher MACs, per inference (log scale)."""
+    names = list(ops)
+    if not names:
+        return
+    y = list(range(len(names)))
+    h = 0.27
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.6), layout="constrained")
+    series = (("teacher_macs", "teacher MACs", "0.55"), ("synops", "student SynOps (AC)", COLORS[0]),
+              ("macs", "student MACs (analog input)", COLORS[1]))
+    for k, (key, label, color) in enumerate(series):
+        vals = [max(ops[n].get(key) or 0, 0) for n in names]
+        if any(vals):
+            ax.barh([yi + (k - 1) * h for yi in y], [v if v > 0 else float("nan") for v in vals], height=h,
+                    color=color, label=label)
+    for yi, n in zip(y, names):
+        if ops[n].get("ratio") is not None:
+            ax.text(1.01, yi, f"{ops[n]['ratio']:.2f}x", va="center", fontsize=8, transform=ax.get_yaxis_transform())
+    ax.set_xscale("log")
+    ax.set_yticks(y, [_short(n, 22) for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel("operations per inference (log scale); right: student / teacher")
+    ax.set_title(title or (f"operations per layer (T = {T})" if T else "operations per layer"))
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
+def plot_bars(values: dict[str, float], path: Path, xlabel: str, title: str, reference: float | None = None,
+              reference_label: str = "", percent: bool = False) -> None:
+    """One horizontal bar per run (comparison across runs)."""
+    names = list(values)
+    if not names:
+        return
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4), layout="constrained")
+    vals = [values[n] if values[n] is not None else float("nan") for n in names]
+    shown = [100 * v for v in vals] if percent else vals
+    ax.barh(range(len(names)), shown, color=[COLORS[i % len(COLORS)] for i in range(len(names))])
+    for i, v in enumerate(shown):
+        if v == v:
+            ax.text(v, i, f" {v:.2f}{'%' if percent else ''}", va="center", fontsize=8,
+                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=0.5))
+    if reference is not None:
+        ax.axvline(100 * reference if percent else reference, color="k", ls=":", label=reference_label)
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(range(len(names)), [_short(n, 30) for n in names])
+    ax.invert_yaxis()
+    ax.set(xlabel=xlabel, title=title)
+    if percent:
+        ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+        finite = [v for v in shown if v == v]
+        ax.set_xlim(min(finite + [100]) * 0.9 if finite else 0, 101)
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)

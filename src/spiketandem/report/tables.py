@@ -1,0 +1,44 @@
+"""Text tables: the console accuracy table and Markdown tables for reports."""
+from __future__ import annotations
+
+
+def accuracy_table(teacher_acc: float | None, acc_by_T: dict) -> str:
+    """A plain-text table: teacher vs student accuracy per time window."""
+    lines = [f"{'model':<10}{'T':>6}{'accuracy':>12}{'gap':>10}", "-" * 38]
+    if teacher_acc is not None:
+        lines.append(f"{'teacher':<10}{'-':>6}{100 * teacher_acc:>11.2f}%{'':>10}")
+    for T, acc in sorted(acc_by_T.items(), key=lambda kv: int(kv[0])):
+        gap = f"{100 * (acc - teacher_acc):+.2f}" if teacher_acc is not None else ""
+        lines.append(f"{'student':<10}{int(T):>6}{100 * acc:>11.2f}%{gap:>10}")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return "–" if value is None or value == "" else str(value).replace("|", "\\|")
+
+
+def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    """A GitHub-flavoured Markdown table; ``align`` is one of l/r/c per column (default: l then r)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule[a] for a in align) + " |"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pct(value, digits: int = 2) -> str | None:
+    return None if value is None else f"{100 * value:.{digits}f}%"
+
+
+def num(value, fmt: str = ".3g") -> str | None:
+    return None if value is None else format(value, fmt)
+
+
+def si(value) -> str | None:
+    """1234567 -> '1.23 M'."""
+    if value is None:
+        return None
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {suffix}"
+    return f"{value:.3g}"

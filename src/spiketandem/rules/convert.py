@@ -1,0 +1,123 @@
+"""ANN-to-SNN conversion: ``convert`` (no training) and ``qcfs`` (quantized ANN fine-tuned, then converted).
+
+``convert`` (Rueckauer et al. 2017): the teacher's weights copied with BN folded, every ReLU replaced
+by IF neurons (reset by subtraction) whose threshold and spike amplitude equal the ``--percentile``
+of that layer's teacher activation on calibration images (99.9 by default; 100 is the maximum).  An
+IF neuron driven by a constant current z fires at rate clamp(z / s, 0, 1) up to an error of 1/T, so
+amplitude * rate approaches clamp(z, 0, s) as T grows.  Nothing is trained: run it with
+``--epochs 0``.  ``--membrane-init 0.5`` starts every membrane at half the threshold, which turns
+the flooring of the spike count into rounding (Bu et al. 2022).
+
+``qcfs`` (Bu et al., ICLR 2022): the teacher's ReLUs are replaced by the quantization-clip-floor-shift
+activation with a learnable scale lambda per layer,
+
+    h(z) = lambda * clamp(floor(z * L / lambda + phi) / L, 0, 1),
+
+the network is fine-tuned from the teacher's weights for ``--epochs`` (h is ``qat.quantize_activation``
+with a learnable scale; straight-through, dh/dz = 1 and dh/dlambda = (h - z)/lambda inside the clip
+range, dh/dlambda = 1 above it), and then converted: threshold = amplitude = lambda, membranes start
+at phi * lambda.  With constant input and T = L the IF rates then equal h exactly.  The paper trains
+the QCFS network from scratch (``--init random`` here); by default it starts from the teacher, with
+lambda initialised to the teacher's percentile.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SpiketandemError
+from .base import Option, Rule, make_student
+from .hybrid import require_if_neurons, run_hybrid, run_snn
+from .qat import quantize_activation
+
+
+def _require_teacher_init(cfg, teacher, rule: str) -> None:
+    if teacher is None or cfg.init != "teacher":
+        raise SpiketandemError(f"rule {rule} converts a trained teacher: pass --teacher (or let `train` train one) and "
+                               "keep --init teacher")
+
+
+class Convert(Rule):
+    name = "convert"
+    needs_teacher = True
+    spiking = True
+    options = (Option("membrane_init", float, 0.0, "initial membrane potential as a fraction of the threshold "
+                      "(0: Rueckauer et al. 2017; 0.5: rounds instead of floors the spike count)"),)
+
+    def __init__(self, cfg, info, teacher=None, calibration=None):
+        super().__init__(cfg, info, teacher)
+        _require_teacher_init(cfg, teacher, self.name)
+        require_if_neurons(cfg, self.name)
+        if cfg.epochs != 0:
+            raise SpiketandemError("rule convert trains nothing: pass --epochs 0 (to fine-tune a quantized ANN and "
+                                   "then convert it, use --rule qcfs)")
+        self.model = make_student(cfg, info, teacher, calibration)
+
+    @torch.no_grad()
+    def predict(self, x, T=None):
+        return run_snn(self.model, x, T or self.cfg.T, self.option("membrane_init"))
+
+
+class QCFS(Rule):
+    name = "qcfs"
+    needs_teacher = True
+    spiking = True
+    # Bu et al. train with SGD (lr 0.1 from scratch, weight decay 5e-4); fine-tuning starts lower
+    default_optimizer = "sgd"
+    default_lr = 0.01
+    default_weight_decay = 5e-4
+    options = (Option("qcfs_levels", int, 8, "quantization levels L of the QCFS activation (Bu et al. 2022)"),
+               Option("qcfs_shift", float, 0.5, "QCFS shift phi; the converted SNN starts every membrane at phi * "
+                      "threshold"))
+    MIN_SCALE = 1e-3  # lambda stays positive (it divides z)
+
+    def __init__(self, cfg, info, teacher=None, calibration=None):
+        super().__init__(cfg, info, teacher)
+        if teacher is None and cfg.init == "teacher":
+            raise SpiketandemError("rule qcfs fine-tunes the teacher: pass --teacher (or let `train` train one), or "
+                                   "--init random to train the QCFS network from scratch as Bu et al. do")
+        require_if_neurons(cfg, self.name)
+        if self.option("qcfs_levels") < 1:
+            raise SpiketandemError(f"--qcfs-levels must be >= 1, got {self.option('qcfs_levels')}")
+        if not 0 <= self.option("qcfs_shift") < 1:
+            raise SpiketandemError(f"--qcfs-shift must lie in [0, 1), got {self.option('qcfs_shift')}")
+        self.model = make_student(cfg, info, teacher, calibration)
+        # the learnable lambda of each layer, starting at the teacher's activation percentile; the
+        # neurons' threshold and amplitude are kept equal to it, so the student is always the conversion
+        self.scales = nn.ParameterDict({name: nn.Parameter(m.amplitude.detach().clone())
+                                        for name, m in self.model.neurons.items()})
+
+    def optim_parameters(self):
+        return list(self.model.parameters()) + list(self.scales.parameters())
+
+    def _sync_neurons(self) -> None:
+        with torch.no_grad():
+            for name, neuron in self.model.neurons.items():
+                scale = self.scales[name].clamp_(min=self.MIN_SCALE)
+                neuron.threshold.copy_(scale)
+                neuron.amplitude.copy_(scale)
+
+    def loss(self, x, y, epoch):
+        levels, shift = self.option("qcfs_levels"), self.option("qcfs_shift")
+        modes = {name: ("ann", lambda z, s=self.scales[name]: quantize_activation(z, s, levels, shift))
+                 for name in self.model.neurons}
+        logits = run_hybrid(self.model, x, 1, modes)
+        return F.cross_entropy(logits, y), logits, {}
+
+    def train_step(self, x, y, optimizer, epoch):
+        logs = super().train_step(x, y, optimizer, epoch)
+        self._sync_neurons()
+        return logs
+
+    @torch.no_grad()
+    def predict(self, x, T=None):
+        """The converted SNN's scores at time window T."""
+        return run_snn(self.model, x, T or self.cfg.T, self.option("qcfs_shift"))
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "scales": self.scales.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.scales.load_state_dict(state["scales"])

@@ -1,0 +1,205 @@
+"""Direct (end-to-end) training of the spiking student, the base of stbp, tet, dspike and shortcut.
+
+The student is the spiking version of an *untrained* ``cfg.arch`` (random init, as these papers train
+from scratch; a ``--teacher`` is not used), trained by back-propagation through time and through all
+layers with the neuron's surrogate gradient.  Shared options:
+
+- ``--tdbn``: keep the BatchNorm layers, normalising over (T, B, H, W) and scaled by V_th (tdBN);
+- ``--neunorm``: NeuNorm after the convolutional spiking layers (inserted into the student's graph);
+- ``--voting M``: a voting output layer: M spiking output neurons per class, the class score is the
+  mean firing rate of its M neurons, and the loss becomes the mean squared error between those
+  scores and the one-hot label (STBP's output layer and loss);
+- ``--init-rate r``: without BatchNorm, each layer's random weights are rescaled at the start so that
+  it fires at mean rate r on calibration images (our addition: with PyTorch's default initialisation
+  deep layers stay silent at V_th = 1 and nothing learns; 0 turns it off).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SpiketandemError
+from ..models import build_model
+from ..neuron import RunContext, run_neuron
+from ..student import Student, build_student
+from .base import Option, Rule
+from .neunorm import install_neunorm
+from .tdbn import install_tdbn
+
+DIRECT_OPTIONS = (
+    Option("tdbn", bool, None, "keep BatchNorm, with statistics over (T, B, H, W) scaled by V_th (tdBN); "
+           "unset = the rule's paper (off for stbp, on for tet, dspike, shortcut)"),
+    Option("tdbn_alpha", float, 1.0, "tdBN's alpha (the paper uses 1/sqrt(2) before a residual add)"),
+    Option("neunorm", bool, False, "NeuNorm: subtract alpha * an auxiliary neuron's trace of channel-summed spikes"),
+    Option("neunorm_k", float, 0.9, "NeuNorm decay k of the auxiliary neuron"),
+    Option("neunorm_v", float, 0.1, "NeuNorm input scale v (the drive is v/F^2 times the channel sum)"),
+    Option("voting", int, 0, "voting output layer: M spiking output neurons per class, MSE loss on their mean rate "
+           "(0 = off: cross-entropy on the mean output current)"),
+)
+INIT_RATE = Option("init_rate", float, 0.1, "students without BatchNorm: rescale each layer's random weights, layer "
+                   "by layer, so that it fires at this mean rate on calibration images (0 = PyTorch's initialisation)")
+DIRECT_OPTIONS = DIRECT_OPTIONS + (INIT_RATE,)
+
+
+@torch.no_grad()
+def bisect_scale(modules: list[nn.Module], rate_of, target: float, iterations: int = 10) -> float:
+    """Multiply the parameters of ``modules`` by the factor s in [2^-6, 2^8] (bisection on log2 s) at which
+    ``rate_of()`` (a mean firing rate, increasing with s) equals ``target``; returns s."""
+    originals = [[p.clone() for p in m.parameters()] for m in modules]
+
+    def rate_at(log_scale: float) -> float:
+        for m, orig in zip(modules, originals):
+            for p, o in zip(m.parameters(), orig):
+                p.copy_(o * 2 ** log_scale)
+        return rate_of()
+
+    lo, hi = -6.0, 8.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rate_at(mid) < target else (lo, mid)
+    rate_at((lo + hi) / 2)
+    return 2 ** ((lo + hi) / 2)
+
+
+@torch.no_grad()
+def rate_init(student: Student, images: torch.Tensor, T: int, target: float) -> dict[str, float]:
+    """Rescale each layer's random weights, in order (later layers see the rescaled earlier ones), so that
+    its mean firing rate on ``images`` is ``target``; returns the factor per layer.  Why: with PyTorch's
+    default initialisation and V_th = 1, deep layers without BatchNorm get too little current to fire, so
+    no surrogate gradient flows and direct training never starts."""
+    mode = student.training
+    student.eval()
+    factors = {}
+    for info in student.layers:
+        def rate_of(name=info.name):
+            ctx = RunContext(T=T, batch=images.shape[0], records={}, record_names={name})
+            student.run(images, ctx)
+            return float(ctx.records[name].mean())
+        layers = [m for m in (student.graph_module.get_submodule(t) for t in info.modules)
+                  if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+        factors[info.name] = bisect_scale(layers, rate_of, target)
+    student.train(mode)
+    return factors
+
+
+def build_direct_student(cfg, info, device, keep_batchnorm: bool = False) -> Student:
+    """The spiking student of an untrained, randomly initialised ``cfg.arch``, with the papers' neuron:
+    every layer fires binary spikes (amplitude 1) at the fixed threshold V_th = ``cfg.threshold``."""
+    arch = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width).to(device)
+    student = build_student(arch, cfg.neuron_config(), info.example_input(device=device), init="random",
+                            encoding=cfg.encoding, keep_batchnorm=keep_batchnorm)
+    for neuron in student.neurons.values():  # not threshold balancing: V_th is part of these rules
+        neuron.threshold.fill_(cfg.threshold)
+        neuron.amplitude.fill_(1.0)
+    return student
+
+
+def initialise_rates(student: Student, calibration, T: int, target: float) -> dict[str, float]:
+    """``rate_init`` on up to 64 calibration images, unless disabled (target 0) or there are no real
+    images (a rule rebuilt to load saved weights gets a blank example input)."""
+    if not target or calibration is None or float(calibration.std()) == 0:
+        return {}
+    if not 0 < target < 1:
+        raise SpiketandemError(f"--init-rate must lie in (0, 1) (a firing rate), or be 0 to skip; got {target}")
+    return rate_init(student, calibration[:64], T, target)
+
+
+@torch.no_grad()
+def record_shapes(student: Student, info, device) -> dict[str, tuple]:
+    """Per-sample shape of every neuron layer's output (one dry step in eval mode, no statistics touched)."""
+    mode = student.training
+    student.eval()
+    ctx = RunContext(T=1, batch=1, records={})
+    student.run(info.example_input(batch=1, device=device), ctx)
+    student.train(mode)
+    return {name: tuple(s.shape[2:]) for name, s in ctx.records.items()}
+
+
+def _final_linear(student: Student) -> str:
+    """Module target of the last Linear of the readout (the layer that emits the logits)."""
+    gm = student.graph_module
+    linears = [n.target for n in gm.graph.nodes if n.op == "call_module" and n.target in student.readout
+               and isinstance(gm.get_submodule(n.target), nn.Linear)]
+    if not linears:
+        raise SpiketandemError("--voting needs an architecture whose output layer is a Linear after the last spiking "
+                               "layer; this one has none")
+    return linears[-1]
+
+
+class DirectRule(Rule):
+    """STBP: cross-entropy on the mean output over time, BPTT through every layer (Wu et al. 2018/2019)."""
+
+    name = "direct"
+    needs_teacher = False
+    default_optimizer = "adam"
+    default_lr = 1e-3
+    options = DIRECT_OPTIONS
+    paper_tdbn = False
+
+    def __init__(self, cfg, info, teacher=None, calibration=None):
+        super().__init__(cfg, info, None)
+        device = calibration.device if calibration is not None else torch.device("cpu")
+        tdbn = self.option("tdbn")
+        self.tdbn = self.paper_tdbn if tdbn is None else bool(tdbn)
+        self.voting = int(self.option("voting"))
+        if self.voting < 0:
+            raise SpiketandemError(f"--voting must be >= 0 (neurons per class), got {self.voting}")
+        self.model = build_direct_student(cfg, info, device, keep_batchnorm=self.tdbn)
+        if self.tdbn:
+            install_tdbn(self.model, cfg.threshold, self.option("tdbn_alpha"))
+        self.init_factors = {} if self.tdbn else initialise_rates(self.model, calibration, cfg.T, self.option("init_rate"))
+        self.neunorm = {}
+        if self.option("neunorm"):
+            self.neunorm = install_neunorm(self.model, record_shapes(self.model, info, device),
+                                           self.option("neunorm_k"), self.option("neunorm_v"))
+            self.model.to(device)
+        if self.voting:
+            target = _final_linear(self.model)
+            old = self.model.graph_module.get_submodule(target)
+            voting = nn.Linear(old.in_features, info.num_classes * self.voting).to(device)
+            self.model.graph_module.add_submodule(target, voting)
+            self.neuron = cfg.neuron_config()
+            if self.init_factors:  # the output neurons fire too, so they get the same start
+                images = calibration[:64]
+                self.init_factors["voting"] = bisect_scale(
+                    [voting], lambda: float(self.scores(self.run(images, cfg.T)[0]).mean()), self.option("init_rate"))
+
+    # ---- running the student ---------------------------------------------------------------------
+
+    def run(self, x: torch.Tensor, T: int, **settings) -> tuple[torch.Tensor, RunContext]:
+        """The student's output [T, B, K] and its run context (``settings``: records, hooks, ...)."""
+        ctx = RunContext(T=T, batch=x.shape[0], **settings)
+        return self.model.run(x, ctx), ctx
+
+    def scores(self, out: torch.Tensor) -> torch.Tensor:
+        """Class scores [B, classes] from the output [T, B, K]: the mean over time, or with voting the
+        mean firing rate of each class's M output neurons."""
+        if not self.voting:
+            return out.mean(0)
+        c = self.neuron
+        spikes, _ = run_neuron(out, out.shape[0], c.alpha, c.threshold, c.reset, c.surrogate)
+        return spikes.mean(0).reshape(out.shape[1], self.info.num_classes, self.voting).mean(2)
+
+    def main_loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.voting:
+            return F.mse_loss(scores, F.one_hot(y, self.info.num_classes).to(scores.dtype))
+        return F.cross_entropy(scores, y)
+
+    @torch.no_grad()
+    def predict(self, x, T=None):
+        return self.scores(self.run(x, T or self.cfg.T)[0])
+
+    # ---- the objective -------------------------------------------------------------------------
+
+    def objective(self, out, ctx, y, epoch) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        scores = self.scores(out)
+        return self.main_loss(scores, y), scores, {}
+
+    def loss(self, x, y, epoch):
+        out, ctx = self.run(x, self.cfg.T, **self.run_settings())
+        return self.objective(out, ctx, y, epoch)
+
+    def run_settings(self) -> dict:
+        """Extra RunContext settings for training (e.g. which layers to record)."""
+        return {}

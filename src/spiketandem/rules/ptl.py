@@ -1,0 +1,201 @@
+"""Progressive tandem learning (Wu et al., IEEE TPAMI 2021).
+
+Start from the teacher (BN folded) and turn its layers into spiking tandem layers one at a time.
+In stage k, layers 1..k-1 are spiking and frozen, layer k is spiking and trained by tandem learning
+(spikes forward, the ANN gradient backward; see ``tandem.py``), and layers k+1..L are still ANN layers
+(ReLU of their mean input current, trained normally) that learn to absorb the conversion error.  On
+entering stage k, layer k's threshold and spike amplitude are set to the ``--percentile`` (99.9) of
+its ANN activation in the current network, the rate-unit form of the paper's "percentile / T".
+
+Adaptive scheduler: after every epoch the current network is scored on a validation split held out
+from the TRAINING set (``--ptl-val-fraction``; the test set is never used); after ``--ptl-patience``
+epochs without a gain (6 in the paper) the best weights of the stage are restored, layer k is frozen
+and layer k+1 is converted.  To fit a fixed budget, ``--epochs`` caps the total: a stage also ends
+after its share (remaining epochs / remaining stages; unused epochs pass to later stages), so at
+least one epoch per neuron layer is needed.  After the last stage (all layers spiking, readout
+trained) the network stays at its best state and later epochs make no updates.
+
+Because the held-out examples must not be trained on, the rule draws its training batches itself from
+the rest of the training set (same batch size, augmentation and seed scheme); the loop's batches only
+set the pace.  The end of an epoch is detected as the first switch to evaluation mode after training.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from ..data import DeviceBatches
+from ..errors import SpiketandemError
+from .base import Option, Rule, make_student
+from .hybrid import activation_scales, require_if_neurons, run_hybrid, set_scales
+
+
+class TrainValSplit:
+    """The run's training set split into a part to train on and a held-out validation part."""
+
+    def __init__(self, cfg, fraction: float, device):
+        from ..pipeline import prepare  # the pipeline's own loading: the split is of exactly its training set
+        _, data, _, _ = prepare(cfg)
+        n = len(data.train_y)
+        n_val = int(round(fraction * n))
+        if not 0 < n_val < n:
+            raise SpiketandemError(f"--ptl-val-fraction {fraction} leaves no validation or no training images out of "
+                                   f"{n}; choose a fraction in (0, 1)")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+        val, fit = order[:n_val].sort().values, order[n_val:].sort().values
+        stats = dict(mean=data.mean, std=data.std, device=device)
+        self.fit = DeviceBatches(data.train_x[fit], data.train_y[fit], cfg.batch_size, shuffle=True,
+                                 augment=data.augment, seed=cfg.seed, **stats)
+        self.val = DeviceBatches(data.train_x[val], data.train_y[val], max(cfg.batch_size, 256), shuffle=False,
+                                 augment=False, **stats)
+        self._passes, self._iter, self._rest = 0, iter(self.fit), None
+
+    def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``n`` training samples (the fit part is reshuffled on every pass)."""
+        xs, ys, have = [], [], 0
+        while have < n:
+            if self._rest is None:
+                try:
+                    self._rest = next(self._iter)
+                except StopIteration:
+                    self._passes += 1
+                    self.fit.set_epoch(self._passes)
+                    self._iter = iter(self.fit)
+                    continue
+            x, y = self._rest
+            k = min(n - have, len(y))
+            xs.append(x[:k])
+            ys.append(y[:k])
+            have += k
+            self._rest = (x[k:], y[k:]) if k < len(y) else None
+        return torch.cat(xs), torch.cat(ys)
+
+
+class PTL(Rule):
+    name = "ptl"
+    needs_teacher = True
+    spiking = True
+    default_optimizer = "adam"  # the tandem-learning recipe (the TPAMI paper's own value is unverified)
+    default_lr = 1e-3
+    options = (Option("ptl_patience", int, 6, "epochs without validation gain before the next layer is "
+                      "converted (Wu et al. 2021: 6)"),
+               Option("ptl_val_fraction", float, 0.1, "share of the training set held out for validation"))
+
+    def __init__(self, cfg, info, teacher=None, calibration=None):
+        super().__init__(cfg, info, teacher)
+        if teacher is None or cfg.init != "teacher":
+            raise SpiketandemError("rule ptl starts from a trained teacher: pass --teacher (or let `train` train one) "
+                                   "and keep --init teacher")
+        require_if_neurons(cfg, self.name)
+        if self.option("ptl_patience") < 1:
+            raise SpiketandemError(f"--ptl-patience must be >= 1, got {self.option('ptl_patience')}")
+        self.model = make_student(cfg, info, teacher, calibration)
+        self.names = [layer.name for layer in self.model.layers]
+        if cfg.epochs < len(self.names):
+            raise SpiketandemError(f"rule ptl converts one of the {len(self.names)} neuron layers per stage and needs "
+                                   f"at least one epoch each: pass --epochs >= {len(self.names)}")
+        self.calibration = calibration
+        self.split: TrainValSplit | None = None
+        # scheduler state (saved in checkpoints): stage = index of the layer being trained
+        self.stage, self.done = -1, False
+        self.epochs_used, self.stage_epochs, self.stage_cap = 0, 0, 0
+        self.best_acc, self.stale, self.best_state = -1.0, 0, None
+        self._trained_since_check, self._reset_optimizer = False, False
+
+    # ---- the network of the current stage -------------------------------------------------------
+
+    def modes(self) -> dict:
+        return {name: ("tandem" if i <= self.stage else "ann", F.relu) for i, name in enumerate(self.names)}
+
+    def _apply_freezing(self) -> None:
+        for i, name in enumerate(self.names):
+            for p in self.model.layer_parameters(name):
+                p.requires_grad_(i >= self.stage and not self.done)
+        for p in self.model.readout_parameters():
+            p.requires_grad_(not self.done)
+
+    def _start_stage(self, k: int) -> None:
+        self.stage = k
+        name = self.names[k]
+        set_scales(self.model, activation_scales(self.model, self.calibration, self.cfg.T, self.modes(), [name],
+                                                 self.cfg.percentile))
+        remaining = self.cfg.epochs - self.epochs_used
+        self.stage_cap = remaining if k == len(self.names) - 1 else remaining // (len(self.names) - k)
+        self.stage_epochs, self.best_acc, self.stale, self.best_state = 0, -1.0, 0, None
+        self._reset_optimizer = True
+        self._apply_freezing()
+
+    # ---- the loop's hooks ----------------------------------------------------------------------
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.split is None:
+            self.split = TrainValSplit(self.cfg, self.option("ptl_val_fraction"), self.calibration.device)
+        if self.stage < 0:
+            self._start_stage(0)
+
+    def loss(self, x, y, epoch):
+        logits = run_hybrid(self.model, x, self.cfg.T, self.modes())
+        return F.cross_entropy(logits, y), logits, {"stage": float(self.stage + 1)}
+
+    def train_step(self, x, y, optimizer, epoch):
+        x, y = self.split.take(len(y))  # never a validation image
+        self._trained_since_check = True
+        if self._reset_optimizer:  # a new stage starts from fresh moment estimates
+            optimizer.state.clear()
+            self._reset_optimizer = False
+        if self.done:
+            with torch.no_grad():
+                loss, logits, logs = self.loss(x, y, epoch)
+            return {"loss": float(loss), "correct": int((logits.argmax(1) == y).sum()), **logs}
+        return super().train_step(x, y, optimizer, epoch)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode and self._trained_since_check:
+            self._trained_since_check = False
+            self._end_of_epoch()
+
+    @torch.no_grad()
+    def validation_accuracy(self) -> float:
+        correct = total = 0
+        for x, y in self.split.val:
+            correct += int((run_hybrid(self.model, x, self.cfg.T, self.modes()).argmax(1) == y).sum())
+            total += y.numel()
+        return correct / total
+
+    def _end_of_epoch(self) -> None:
+        if self.done:
+            return
+        self.epochs_used += 1
+        self.stage_epochs += 1
+        acc = self.validation_accuracy()
+        if acc > self.best_acc:
+            self.best_acc, self.stale = acc, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.stale += 1
+        if self.stale >= self.option("ptl_patience") or self.stage_epochs >= self.stage_cap:
+            self.model.load_state_dict(self.best_state)
+            if self.stage == len(self.names) - 1:
+                self.done = True
+                self._apply_freezing()
+            else:
+                self._start_stage(self.stage + 1)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    SCHEDULER_FIELDS = ("stage", "done", "epochs_used", "stage_epochs", "stage_cap", "best_acc", "stale",
+                        "best_state", "_reset_optimizer")
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(),
+                "scheduler": {k: copy.copy(getattr(self, k)) for k in self.SCHEDULER_FIELDS}}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        for k, v in state.get("scheduler", {}).items():
+            setattr(self, k, v)
+        if self.stage >= 0:
+            self._apply_freezing()

@@ -1,0 +1,57 @@
+"""Quantized ANN baseline (the "quantized ANN" curve of the LTL paper's Fig. 2a).
+
+The teacher (BN folded) with every ReLU replaced by a T-level quantizer of its activation,
+
+    q(z) = s * floor(clamp(z / s, 0, 1) * T + 1/2) / T    (clip to [0, s], round to T + 1 levels 0, s/T, ..., s)
+
+trained from the teacher's weights by a straight-through estimator (dq/dz = 1 on (0, s), 0 outside).
+The scale s of each layer is the ``--percentile`` of its teacher activation, i.e. the threshold and
+spike amplitude a converted IF layer would get: q is the most a rate code with T steps can express,
+so the curve is the upper bound a T-step SNN is measured against.  Evaluated as an ANN at T levels
+(``spiking = False``); compare runs at different ``--T``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpiketandemError
+from .base import Rule, make_student
+from .hybrid import run_hybrid
+
+
+def quantize_activation(z: torch.Tensor, scale: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
+    """q(z) = s * floor(clamp(z / s, 0, 1) * L + phi) / L: L + 1 levels 0, s/L, ..., s (phi = 1/2 rounds).
+
+    For 0 <= phi < 1 this equals the QCFS activation s * clamp(floor(z L / s + phi) / L, 0, 1) of Bu et al.
+    The gradient is that of s * clamp(z / s, 0, 1) (straight-through): dq/dz = 1 for 0 < z < s and 0
+    outside; dq/ds = (q - z) / s inside, 1 above, 0 below."""
+    clipped = (z / scale).clamp(0, 1)
+    return scale * (clipped + (torch.floor(clipped * levels + shift) / levels - clipped).detach())
+
+
+class QAT(Rule):
+    name = "qat"
+    needs_teacher = True
+    spiking = False
+    default_optimizer = "adam"
+    default_lr = 1e-4
+
+    def __init__(self, cfg, info, teacher=None, calibration=None):
+        super().__init__(cfg, info, teacher)
+        if teacher is None:
+            raise SpiketandemError("qat fine-tunes the teacher's weights; pass --teacher (or let `train` train one)")
+        self.model = make_student(cfg, info, teacher, calibration)
+
+    def modes(self, levels: int) -> dict:
+        return {name: ("ann", lambda z, s=neuron.amplitude: quantize_activation(z, s, levels))
+                for name, neuron in self.model.neurons.items()}
+
+    def loss(self, x, y, epoch):
+        logits = run_hybrid(self.model, x, 1, self.modes(self.cfg.T))
+        return F.cross_entropy(logits, y), logits, {}
+
+    @torch.no_grad()
+    def predict(self, x, T=None):
+        """The quantized ANN's scores with T levels per activation (default: the training T)."""
+        return run_hybrid(self.model, x, 1, self.modes(T or self.cfg.T))
