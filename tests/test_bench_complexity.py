@@ -1,7 +1,6 @@
 """`spiketandem bench complexity` on tiny sizes, and the CPU peak-memory meter against hand-counted bytes."""
 import json
 
-import pytest
 import torch
 
 from spiketandem.bench.memory import LiveTensorBytes, peak_bytes

@@ -21,7 +21,8 @@ def test_demo_writes_the_run_folder_contract(tmp_path, capsys):
     run = tmp_path / "demo"
     assert main(["demo", "--out", str(run), "--quiet", "--epochs", "2", "--teacher-epochs", "12", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "student.pt", "teacher.pt", "learning_curve.png"):
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "student.pt", "teacher.pt", "learning_curve.png",
+                 "report/report.md", "report/report.html"):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
     assert CONTRACT_KEYS <= set(summary) and printed["student_acc"] == summary["student_acc"]

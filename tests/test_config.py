@@ -16,7 +16,7 @@ def test_defaults_follow_the_paper():
     ("neuron", "izhikevich", "'neuron'.*if, lif"),
     ("reset", "hard", "'reset'.*subtract, zero"),
     ("T", 0, "'T' must be a positive"),
-    ("epochs", -1, "'epochs' must be a positive"),
+    ("epochs", -1, "'epochs' must be a non-negative"),
     ("percentile", 101, "'percentile'"),
     ("eval_T", [4, 0], "'eval_T'"),
     ("ynorm", "ema", "'ynorm'.*batch, running, fixed"),

@@ -142,7 +142,9 @@ def cmd_demo(args):
     log("spiketandem demo: digits (scikit-learn, 1,797 8x8 images) -> CNN teacher -> offline-LTL LIF student")
     t0 = time.perf_counter()
     summary, run = cmd_train(args, DEMO_CONFIG)
-    log(f"demo finished in {time.perf_counter() - t0:.0f}s; learning curve: {run.file('learning_curve.png')}")
+    from .report import build_report
+    markdown, html = build_report([run.path], run.path / "report")
+    log(f"demo finished in {time.perf_counter() - t0:.0f}s; report: {markdown} and {html}")
 
 
 def cmd_eval(args):
@@ -156,7 +158,8 @@ def cmd_eval(args):
 
 
 # modules adding subcommands: each defines register(subparsers), which adds its parser and sets func
-COMMAND_MODULES: tuple[str, ...] = ("spiketandem.bench", "spiketandem.report.command", "spiketandem.reproduce", "spiketandem.compare")
+COMMAND_MODULES: tuple[str, ...] = ("spiketandem.bench", "spiketandem.report.command", "spiketandem.reproduce", "spiketandem.compare",
+                                    "spiketandem.export.command", "spiketandem.hardware.command")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,14 +17,14 @@ CHOICES = {
     "reset": RESETS,
     "surrogate": SURROGATES,
     "init": ("teacher", "random"),
-    "encoding": ("analog", "rate"),
+    "encoding": ("analog", "rate", "frames"),
     "ynorm": ("batch", "running", "fixed"),
     "schedule": ("parallel", "sequential"),
     "bptt": ("full", "truncated"),
     "optimizer": ("sgd", "adam", "adamw", None),
     "lr_schedule": ("cosine", "step", "constant"),
 }
-POSITIVE = ("T", "epochs", "batch_size", "threshold", "tau_m", "dt", "kd_temperature", "width", "teacher_epochs")
+POSITIVE = ("T", "batch_size", "threshold", "tau_m", "dt", "kd_temperature", "width", "teacher_epochs")
 
 
 @dataclass
@@ -92,6 +92,9 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise SpiketandemError(f"config field {name!r} must be a positive number, got {value!r}")
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 0:
+            raise SpiketandemError(f"config field 'epochs' must be a non-negative integer (0 for rules that train "
+                                   f"nothing, e.g. convert), got {self.epochs!r}")
         if not 0 < self.percentile <= 100:
             raise SpiketandemError(f"config field 'percentile' must lie in (0, 100], got {self.percentile}")
         if isinstance(self.eval_T, int):

@@ -280,10 +280,36 @@ def select(exp: Experiment, only: list[str] | None = None, steps: bool = True) -
 
 
 def reproduce(exp: Experiment, out: Path, *, only: list[str] | None = None, steps: bool = True, resume: bool = False,
-              log=print) -> dict:
+              report_only: bool = False, log=print) -> dict:
     """Run the experiment (teacher, students, evaluation, further steps, report); returns reproduction.json's
     content.  ``only`` restricts it to some runs (and the steps that use only those); ``steps=False`` skips
-    the further steps."""
+    the further steps; ``report_only`` only collects the finished runs and rewrites the report."""
+    from .runs import RunFolder
+
+    exp = select(exp, only, steps and not report_only)
+    t0 = time.perf_counter()
+    teacher_fields, students = run_configs(exp, out)
+    if report_only:
+        unfinished = [f["out"] for _, f in students if not (Path(f["out"]) / "summary.json").is_file()]
+        if unfinished:
+            raise SpiketandemError(f"--report-only: unfinished run(s) {', '.join(unfinished)}; run the experiment "
+                                   "without --report-only first")
+    else:
+        _run_all(exp, out, teacher_fields, students, resume, log)
+    result = _collect(exp, out, teacher_fields, students, time.perf_counter() - t0)
+    RunFolder(out).write_json("reproduction.json", result)
+    folders = ([teacher_fields["out"]] if teacher_fields else []) + [f["out"] for _, f in students]
+    from .report import build_report
+    figures = _step_figures(out, folders)
+    md, _ = build_report(folders, out / "report", title=f"Reproduction: {exp.title} (scale: {exp.scale})",
+                         preface=lambda doc, report_dir: paper_section(doc, exp, result, figures, report_dir))
+    result["report"] = str(md)
+    log(f"[{exp.name}] done in {result['wall_seconds']:.0f}s; report: {out / 'report' / 'report.md'}")
+    return result
+
+
+def _run_all(exp: Experiment, out: Path, teacher_fields, students, resume: bool, log) -> None:
+    """Train the teacher and the students (finished runs are reused), evaluate vs T, run the further steps."""
     from .cli import main as cli_main
     from .config import make_config
     from .pipeline import eval_run, train_student, train_teacher
@@ -291,11 +317,8 @@ def reproduce(exp: Experiment, out: Path, *, only: list[str] | None = None, step
     from .rules import RULES
     from .runs import RunFolder
 
-    exp = select(exp, only, steps)
     check_requirements(exp)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    teacher_fields, students = run_configs(exp, out)
     quiet = {"progress": False}
     if teacher_fields is not None:
         folder = Path(teacher_fields["out"])
@@ -316,7 +339,10 @@ def reproduce(exp: Experiment, out: Path, *, only: list[str] | None = None, step
     sweep = exp.evaluate.get("sweep_T")
     if sweep is not None:
         for name, fields in students:
-            if RULES[fields.get("rule", "ltl-offline")].spiking:
+            done = Path(fields["out"]) / "sweep_T.csv"
+            if done.is_file() and done.stat().st_mtime >= (Path(fields["out"]) / "student.pt").stat().st_mtime:
+                log(f"[{exp.name}] {name}: sweep over T done before, reused")
+            elif RULES[fields.get("rule", "ltl-offline")].spiking:
                 log(f"[{exp.name}] {name}: accuracy and SynOps ratio vs T")
                 eval_run(fields["out"], list(sweep or SWEEP_T), device=exp.defaults.get("device", "auto"), log=log,
                          sweep=True)
@@ -326,16 +352,6 @@ def reproduce(exp: Experiment, out: Path, *, only: list[str] | None = None, step
         code = cli_main(argv)
         if code != 0:
             raise SpiketandemError(f"step `spiketandem {' '.join(argv)}` of {exp.name} failed (exit code {code})")
-    result = _collect(exp, out, teacher_fields, students, time.perf_counter() - t0)
-    RunFolder(out).write_json("reproduction.json", result)
-    folders = ([teacher_fields["out"]] if teacher_fields else []) + [f["out"] for _, f in students]
-    from .report import build_report
-    figures = _step_figures(out, folders)
-    md, _ = build_report(folders, out / "report", title=f"Reproduction: {exp.title} (scale: {exp.scale})",
-                         preface=lambda doc, report_dir: paper_section(doc, exp, result, figures, report_dir))
-    result["report"] = str(md)
-    log(f"[{exp.name}] done in {result['wall_seconds']:.0f}s; report: {out / 'report' / 'report.md'}")
-    return result
 
 
 def _collect(exp: Experiment, out: Path, teacher_fields, students, seconds: float) -> dict:
@@ -455,6 +471,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-steps", action="store_true", help="skip the further steps (other commands, e.g. noise)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (every run's config) and stop")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs from their checkpoints")
+    p.add_argument("--report-only", action="store_true", help="only collect the finished runs in OUT and rewrite "
+                   "reproduction.json and the report")
     g = p.add_argument_group("shrink for a small machine (override the scale)")
     g.add_argument("--width", type=float, help="channel width multiplier of every model")
     g.add_argument("--epochs", type=int, help="epochs of every student")
@@ -492,6 +510,7 @@ def cmd_reproduce(args) -> None:
         return
     quiet = args.quiet or args.json
     log = (lambda *a, **k: None) if quiet else print
-    result = reproduce(exp, out, only=args.only, steps=not args.no_steps, resume=args.resume, log=log)
+    result = reproduce(exp, out, only=args.only, steps=not args.no_steps, resume=args.resume,
+                       report_only=args.report_only, log=log)
     if args.json:
         print(json.dumps(result, default=str))

@@ -25,6 +25,9 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; run files are for everyone who may read the folder
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -32,7 +32,7 @@ STATELESS_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNo
 STATELESS_FUNCTIONS = (operator.add, operator.iadd, torch.add, torch.flatten, torch.cat, F.avg_pool2d, F.max_pool2d,
                        F.adaptive_avg_pool2d, F.dropout, operator.getitem, getattr)
 STATELESS_METHODS = ("view", "reshape", "flatten", "size", "add", "add_", "contiguous")
-ENCODINGS = ("analog", "rate")
+ENCODINGS = ("analog", "rate", "frames")
 INITS = ("teacher", "random")
 
 
@@ -124,6 +124,8 @@ class TeacherTaps(nn.Module):
         self.names = list(taps)
 
     def forward(self, x):
+        if x.dim() == 5:  # event frames [B, T, C, H, W]: the teacher sees their time average
+            x = x.mean(1)
         return self.graph_module(x)
 
 
@@ -253,16 +255,23 @@ class Student(nn.Module):
 
     def encode(self, x: torch.Tensor, T: int) -> torch.Tensor:
         """analog: the image itself, a constant current; rate: signed Bernoulli spikes with
-        P = |x| / max|x| per sample, scaled so the expected input equals x ([T*B, ...])."""
+        P = |x| / max|x| per sample, scaled so the expected input equals x ([T*B, ...]);
+        frames: x is [B, T, C, H, W] (event frames), step t sees frame t ([T*B, ...])."""
         if self.encoding == "analog":
             return x
+        if self.encoding == "frames":
+            return x.transpose(0, 1).flatten(0, 1)
         peak = x.abs().flatten(1).amax(1).clamp_min(1e-12).reshape(-1, *([1] * (x.dim() - 1)))
         prob = (x.abs() / peak).unsqueeze(0).expand(T, *x.shape)
         return (torch.bernoulli(prob) * x.sign() * peak).flatten(0, 1)
 
     def run(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         """Run with an explicit context (records, carried state, hooks); returns logits [T, B, ...]."""
-        if tuple(x.shape[1:]) != self.input_shape:
+        if self.encoding == "frames":
+            if x.dim() != len(self.input_shape) + 2 or tuple(x.shape[2:]) != self.input_shape or x.shape[1] != ctx.T:
+                raise SpiketandemError(f"a frames student expects [B, T={ctx.T}, {', '.join(map(str, self.input_shape))}]"
+                                       f" (one frame per step), got {list(x.shape)}; bin the events into T={ctx.T} frames")
+        elif tuple(x.shape[1:]) != self.input_shape:
             raise SpiketandemError(f"student expects inputs of shape [B, {', '.join(map(str, self.input_shape))}], "
                                    f"got {list(x.shape)}")
         timed = [m for m in self.graph_module.modules() if isinstance(m, TimeAware)]

@@ -57,7 +57,7 @@ def make_optimizer(rule: Rule, cfg) -> torch.optim.Optimizer:
 
 def make_scheduler(optimizer, cfg):
     if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
     if cfg.lr_schedule == "step":
         milestones = sorted({max(1, int(round(m * cfg.epochs))) for m in cfg.milestones})
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.2)

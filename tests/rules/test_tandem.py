@@ -4,7 +4,10 @@ and it learns digits from scratch."""
 import torch
 import torch.nn.functional as F
 
+from spiketandem.config import make_config
 from spiketandem.neuron import RunContext
+from spiketandem.rules.base import DataInfo
+from spiketandem.rules.tandem import Tandem
 
 
 def value_of_gradient_of(value, ann):
@@ -48,3 +51,18 @@ def test_tandem_learns_digits_from_scratch(digits_rule, fit_and_score):
     rule, cfg = digits_rule("tandem", neuron="if", T=4, eval_T=[4], epochs=2)
     before, after = fit_and_score(rule, cfg, before=True)
     assert before[4] < 0.3 and after[4] > 0.8  # chance is 0.10; measured 0.88 (0.95 with T=8 and 3 epochs)
+
+
+def test_tandem_on_a_resnet_forwards_the_snn_and_reaches_every_weight():
+    """Reused ReLU modules and residual additions: the value is still the SNN's, and every parameter
+    (both branches of each block) gets a tandem gradient."""
+    cfg = make_config({"dataset": "cifar10", "arch": "resnet20", "width": 0.125, "rule": "tandem", "neuron": "if",
+                       "T": 3, "device": "cpu"})
+    torch.manual_seed(0)
+    rule = Tandem(cfg, DataInfo(10, 3, 32), None, torch.randn(8, 3, 32, 32))
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    loss, logits, _ = rule.loss(x, y, 0)
+    loss.backward()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, rule.model(x, 3).mean(0))
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in rule.model.parameters())

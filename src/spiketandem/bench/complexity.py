@@ -65,6 +65,7 @@ def add_arguments(p) -> None:
     p.add_argument("--rules", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="what to measure")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (the median is kept)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-plot", action="store_true", help="skip OUT/complexity.png")
 
 
@@ -191,11 +192,16 @@ def plot(rows: list[dict], path: Path) -> None:
             color = f"C{VARIANTS.index(variant)}"
             ax_mem.plot(Ts, [r["peak_memory_bytes"] / 2**20 for r in mine], "o" + styles[k % 4], color=color, label=label)
             ax_time.plot(Ts, [r["seconds_per_step"] for r in mine], "o" + styles[k % 4], color=color, label=label)
+    from matplotlib.ticker import FixedLocator, NullLocator
+    Ts = sorted({r["T"] for r in rows})
     for ax, ylabel in ((ax_mem, "peak memory of a training step (MiB)"), (ax_time, "seconds per training step")):
-        ax.set(xlabel="time window T", ylabel=ylabel, xscale="log", yscale="log")
-        ax.set_xticks(sorted({r["T"] for r in rows}), labels=[str(t) for t in sorted({r["T"] for r in rows})])
+        ax.set(xlabel="time window T", ylabel=ylabel, yscale="log")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(Ts))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(t) for t in Ts])
         ax.grid(alpha=0.3, which="both")
-    ax_time.legend(fontsize=7)
+    ax_mem.legend(fontsize=7)
     fig.suptitle("training cost vs time window (LTL Table 2)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -209,8 +215,10 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def run(args, log) -> dict:
     device = resolve_device(args.device)
-    if any(t <= 0 for t in args.T) or args.batch_size <= 0 or args.repeats <= 0:
-        raise SpiketandemError("--T, --batch-size and --repeats must be positive")
+    if any(t <= 0 for t in args.T) or args.batch_size <= 0 or args.repeats <= 0 or (args.threads or 1) <= 0:
+        raise SpiketandemError("--T, --batch-size, --repeats and --threads must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     info = DataInfo(10, 3, args.image_size)
     method = ("torch.cuda max_memory_allocated - memory_allocated around the step" if device.type == "cuda" else
               "live bytes of tensors created by the step (TorchDispatchMode + storage finalizers), peak")

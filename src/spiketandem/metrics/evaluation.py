@@ -36,7 +36,7 @@ def student_metrics(rule, reference: nn.Module, test_batches, T_list, T: int, en
         activity = None
         if hasattr(rule.model, "run") and hasattr(rule.model, "neurons"):
             activity = record_activity(rule.model, test_batches, T, activity_samples)
-            extra["layer_rates"] = {name: {"rate": s["rate"], "silent": s["silent"]}
+            extra["layer_rates"] = {name: {"rate": s["rate"], "silent": s["silent"], "path": s["path"]}
                                     for name, s in activity["layers"].items()}
     finally:
         rule.train(was_training)

@@ -80,7 +80,8 @@ def spike_raster(records: dict, sample: int = 0, max_neurons: int = 64, seed: in
 @torch.no_grad()
 def record_activity(student, batches, T: int, max_samples: int = 512, raster_neurons: int = 64) -> dict:
     """Run a ``Student`` at window T over (x, y) batches (up to ``max_samples`` images), recording
-    every neuron layer.  Returns {"T", "samples", "layers": summary, "histograms", "raster" (first image)}."""
+    every neuron layer.  Returns {"T", "samples", "layers": summary (plus each layer's teacher module
+    ``path``), "histograms", "raster" (first image)}."""
     stats, raster, seen = FiringStats(), None, 0
     was_training = student.training
     student.train(False)
@@ -97,5 +98,8 @@ def record_activity(student, batches, T: int, max_samples: int = 512, raster_neu
                 break
     finally:
         student.train(was_training)
-    return {"T": T, "samples": seen, "layers": stats.summary(), "histograms": stats.histograms(),
-            "raster": raster or {}}
+    layers = stats.summary()
+    neurons = getattr(student, "neurons", {})
+    for name, entry in layers.items():  # the teacher's module path of the ReLU each layer replaced
+        entry["path"] = getattr(neurons.get(name), "path", name)
+    return {"T": T, "samples": seen, "layers": layers, "histograms": stats.histograms(), "raster": raster or {}}

@@ -126,6 +126,8 @@ def _accuracy_section(doc: Document, r: RunData, out: Path, stem: str) -> None:
     if s.get("teacher_acc") is not None:
         doc.text(f"Teacher (ANN) accuracy: **{pct(s['teacher_acc'])}**.")
     doc.table(["T", "accuracy", "Δ teacher (pp)", "SynOps ratio", "energy ratio"], rows)
+    if len(rows) < 2:
+        return  # one window: the table says it all
     label = f"{s.get('rule')} ({(s.get('neuron') or '').upper()}, trained at T={s.get('T')})"
     plots.plot_T_sweep({label: s["acc_by_T"]}, {label: ratio}, out / f"{stem}-T.png", teacher_acc=s.get("teacher_acc"),
                        energy={label: energy}, title=f"{r.label}: {s.get('arch')} on {s.get('dataset')}")
@@ -163,16 +165,18 @@ def _firing_section(doc: Document, r: RunData, out: Path, stem: str) -> None:
     doc.text(f"Recorded at T = {a['T']} on {a['samples']} test images. Rate = spikes per neuron per time step; "
              "silent = neurons that emit no spike for a sample, averaged over samples; dead = neurons silent for "
              "every sample.")
-    doc.table(["layer", "neurons", "rate", "silent", "dead"],
-              [[name, v["neurons"], f"{v['rate']:.4f}", pct(v["silent"], 1), pct(v["dead"], 1)]
+    # label layers by the teacher module of the ReLU they replaced (activity records before it was kept: by name)
+    label = {name: v.get("path", name) for name, v in a["layers"].items()}
+    doc.table(["layer (teacher ReLU)", "neurons", "rate", "silent", "dead"],
+              [[label[name], v["neurons"], f"{v['rate']:.4f}", pct(v["silent"], 1), pct(v["dead"], 1)]
                for name, v in a["layers"].items()])
-    plots.plot_layer_rates(a["layers"], out / f"{stem}-rates.png", a["T"])
+    plots.plot_layer_rates({label[n]: v for n, v in a["layers"].items()}, out / f"{stem}-rates.png", a["T"])
     doc.figure(out / f"{stem}-rates.png", "Mean firing rate and fraction of silent neurons per layer.")
-    plots.plot_rate_histograms(a["histograms"], out / f"{stem}-hist.png")
+    plots.plot_rate_histograms({label.get(n, n): h for n, h in a["histograms"].items()}, out / f"{stem}-hist.png")
     doc.figure(out / f"{stem}-hist.png", "Distribution of per-neuron firing rates (spike count / T) per layer, log "
                "scale.")
     if a.get("raster"):
-        plots.plot_raster(a["raster"], out / f"{stem}-raster.png")
+        plots.plot_raster({label.get(n, n): r for n, r in a["raster"].items()}, out / f"{stem}-raster.png")
         doc.figure(out / f"{stem}-raster.png", "Spike raster of the first test image: per layer, up to 64 neurons "
                    "drawn at random among those that fired.")
 

@@ -115,6 +115,8 @@ def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teach
     if teacher_acc is not None:
         ax_a.axhline(100 * teacher_acc, color="k", ls=":", label=f"ANN teacher {100 * teacher_acc:.2f}%")
     ax_a.set(ylabel="test accuracy (%)", title="(a) accuracy vs time window")
+    low, high = ax_a.get_ylim()
+    ax_a.set_ylim(max(low, 0), min(high, 100.5))  # accuracy lives in [0, 100]
     ax_a.grid(alpha=0.3)
     ax_a.legend(fontsize=8)
     annotate = sum(1 for values in ratio.values() if values) == 1  # value labels only where they cannot collide

@@ -216,19 +216,16 @@ class LTLOnline(LTLOffline):
         del acts
         optimizer.zero_grad(set_to_none=True)
         state, counts, out_sum = None, {}, None
-        static_graph, static_leaves = None, ()
         totals = {"local": 0.0, "ce": 0.0, "made": 0, "dense": 0, "open": 0.0, "neurons": 0}
         self._counting = self.gated
         try:
-            with torch.no_grad():
-                static_fixed = self.runner.static_currents(x)
+            static_graph, static_leaves = self._static_currents(x)
             for t in range(1, T + 1):
                 learn = t > self.warmup
-                if learn and (static_graph is None or self.per_step):
-                    static_graph = self.runner.static_currents(x)   # graph to the static layers' weights
-                    static_leaves = tuple(c.detach().requires_grad_(c.requires_grad) for c in static_graph)
+                if learn and self.per_step and t > self.warmup + 1:    # the weights changed at step t-1
+                    static_graph, static_leaves = self._static_currents(x)
                 with torch.set_grad_enabled(learn):
-                    currents = static_leaves if learn else static_fixed
+                    currents = static_leaves if learn else tuple(c.detach() for c in static_leaves)
                     ctx = self._step_context(t, B, state)
                     out = self.runner.step(x, currents, ctx)
                     mean_out = (out if out_sum is None else out_sum + out) / t        # m[t], graph through O[t] only
@@ -283,12 +280,15 @@ class LTLOnline(LTLOffline):
             totals["neurons"] += gate.numel()
         objective.backward()
 
+    def _static_currents(self, x) -> tuple[tuple, tuple]:
+        """The static layers' currents with their graph to the weights, and leaf copies to feed the steps."""
+        graph = self.runner.static_currents(x)
+        return graph, tuple(c.detach().requires_grad_(c.requires_grad) for c in graph)
+
     @staticmethod
     def _backprop_static(graph, leaves) -> None:
         """The static currents were fed as leaves: pass their gradient (summed over the steps so far)
         on to the static layers' weights, dL/dW0 = sum_t dL[t]/dI0 * x (the image is constant)."""
-        if graph is None:
-            return
         pairs = [(g, leaf.grad) for g, leaf in zip(graph, leaves) if g.requires_grad and leaf.grad is not None]
         if pairs:
             torch.autograd.backward([g for g, _ in pairs], [d for _, d in pairs])

@@ -1,0 +1,63 @@
+"""Bring your own teacher: train an ANN, distil it into a spiking student by LTL, measure, export.
+
+    python examples/quickstart.py                 # ~1-2 minutes on a laptop CPU
+    python examples/quickstart.py --tiny          # seconds (what CI runs)
+"""
+import argparse
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from spiketandem import api
+
+
+def digits(n: int | None = None):
+    """sklearn's 8x8 digits as normalised float images [N, 1, 8, 8] and int64 labels, split 80/20."""
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = (x - x.mean()) / x.std()
+    y = torch.tensor(d.target)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(y), generator=g)[:n]
+    cut = int(0.8 * len(order))
+    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+
+
+def train_teacher(teacher: nn.Module, x, y, epochs: int) -> nn.Module:
+    """Plain ANN training (any way you like: spiketandem only needs the trained module)."""
+    opt = torch.optim.Adam(teacher.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y)).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(teacher(x[idx]), y[idx]).backward()
+            opt.step()
+    return teacher.eval()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--tiny", action="store_true", help="a few hundred images and one epoch (for CI)")
+    p.add_argument("--out", default="student.nir")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    train_x, train_y, test_x, test_y = digits(250 if args.tiny else None)
+
+    # 1. your teacher: any conv/linear/BatchNorm/pooling/flatten/ReLU network
+    teacher = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(2),
+                            nn.Flatten(), nn.Linear(16 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+    train_teacher(teacher, train_x, train_y, epochs=3 if args.tiny else 20)
+
+    # 2. the spiking student, trained by offline Local Tandem Learning (reset to zero so it exports to NIR)
+    student = api.train_ltl(teacher, train_x, train_y, T=8, epochs=1 if args.tiny else 5, reset="zero", log=print)
+
+    # 3. evaluate, count operations, export
+    print(f"teacher accuracy {api.accuracy(teacher, test_x, test_y):.3f}")
+    print(f"student accuracy (T=8) {api.accuracy(student, test_x, test_y, T=8):.3f}")
+    print(f"SynOps / teacher MACs (T=8) {api.synops_ratio(student, teacher, test_x, T=8):.3f}")
+    print(f"wrote {api.export_nir(student, args.out)}")
+    return student
+
+
+if __name__ == "__main__":
+    main()

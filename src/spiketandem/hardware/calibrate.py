@@ -1,0 +1,139 @@
+"""On-chip calibration of a trained student, and the hardware-in-the-loop (HIL) baseline.
+
+Both start from the same trained student imprinted on the same chip and get the same budget (epochs,
+optimizer, learning rate, data); both run through the shared training loop ``train.fit``, whose
+per-epoch test accuracy is measured on the chip.
+
+- ``ltl``: online LTL (rules/ltl_online.py) on the noisy student: every layer learns from its local
+  loss against the unchanged teacher targets, computed from the chip's own (noisy) spikes; updates land
+  through the chip's write mismatch; quantized weights learn through a straight-through estimator.
+  ``onchip_gate`` uses the rule's gated form sign(error) x boxcar(U).
+- ``hil`` (Cramer et al. 2022): the forward pass runs on the chip; the host backpropagates the global
+  cross-entropy through an ideal model fed with the chip's values: BPTT through the neuron equations
+  with the chip's membrane potentials and spikes, the noise injections passed straight through
+  (dead neurons and current noise are invisible to the host's gradient).
+"""
+from __future__ import annotations
+
+import copy
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import SpiketandemError
+from ..rules.base import Rule
+from ..rules.ltl_online import LTLOnline
+from ..runs import RunFolder
+from ..student import Student
+from ..train import batches, evaluate, fit
+from .chip import Chip
+
+METHODS = ("ltl", "hil")
+
+
+class OnChip(Rule):
+    """Adapter that lets ``fit``/``evaluate`` train and score a rule's student as it runs on a chip."""
+
+    spiking = True
+
+    def __init__(self, inner: Rule, chip: Chip):
+        self.inner, self.chip = inner, chip
+        self.cfg, self.info, self.teacher, self.model = inner.cfg, inner.info, inner.teacher, inner.model
+        self.name = f"{inner.name}@chip"
+
+    def optim_parameters(self):
+        return self.inner.optim_parameters()
+
+    def on_epoch_start(self, epoch):
+        self.inner.on_epoch_start(epoch)
+
+    def train_step(self, x, y, optimizer, epoch):
+        return self.inner.train_step(x, y, self.chip.writes(optimizer), epoch)
+
+    @torch.no_grad()
+    def predict(self, x, T=None):
+        return self.chip.predict(self.model, x, T or self.cfg.T)
+
+    def train(self, mode=True):
+        self.inner.train(mode)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
+class HIL(Rule):
+    """Hardware-in-the-loop training: chip forward, ideal-model backward, global cross-entropy."""
+
+    name = "hil"
+    needs_teacher = False
+
+    def __init__(self, cfg, info, student: Student, chip: Chip):
+        super().__init__(cfg, info)
+        self.model, self.chip = student, chip
+
+    def loss(self, x, y, epoch):
+        logits = self.chip.run(self.model, x, self.cfg.T, straight_through=True).mean(0)
+        loss = F.cross_entropy(logits, y)
+        return loss, logits, {}
+
+
+def calibration_rule(method: str, trained: Rule, chip: Chip, cfg, info, calibration_images, onchip_gate=False) -> Rule:
+    """The rule that calibrates ``trained``'s student on ``chip`` (a fresh imprinted copy; ``trained``
+    is left untouched)."""
+    if method not in METHODS:
+        raise SpiketandemError(f"calibration method {method!r} is not one of {', '.join(METHODS)}")
+    if not isinstance(getattr(trained, "model", None), Student):
+        raise SpiketandemError(f"the run's rule {trained.name!r} has no spiking student; noise applies to spiking runs")
+    if method == "hil":
+        student = chip.imprint(copy.deepcopy(trained.model))
+        for p in student.parameters():
+            p.requires_grad_(True)
+        return HIL(cfg, info, student, chip)
+    if trained.teacher is None:
+        raise SpiketandemError(f"LTL calibration needs the run's teacher, but rule {trained.name!r} trained without "
+                               "one; calibrate with --method hil, or use a run of an LTL-style rule")
+    options = {**cfg.options, "onchip_gate": bool(onchip_gate)}
+    online_cfg = cfg.replace(rule="ltl-online", schedule="parallel", options=options,
+                             surrogate="boxcar" if onchip_gate else cfg.surrogate)
+    online = LTLOnline(online_cfg, info, trained.teacher, calibration_images)
+    online.model.to(calibration_images.device)
+    online.model.load_state_dict(trained.model.state_dict())
+    if hasattr(trained, "targets"):
+        online.targets.load_state_dict(trained.targets.state_dict())
+    chip.imprint(online.model)
+    currents, outputs = chip.hooks(online.model)
+    online.current_hooks, online.output_hooks = currents, outputs
+    return online
+
+
+def chip_accuracy(rule: Rule, chip: Chip, data, cfg, device) -> float:
+    """Test accuracy of ``rule``'s student running on ``chip`` at the run's T."""
+    return evaluate(OnChip(rule, chip), batches(data, "test", cfg, device, train=False), [cfg.T])[cfg.T]
+
+
+def uncalibrated_accuracy(trained: Rule, chip: Chip, cfg, info, data, device, calibration_images) -> float:
+    """Test accuracy of ``trained``'s student imprinted (a copy) on ``chip``, without calibration."""
+    return chip_accuracy(calibration_rule("hil", trained, chip, cfg, info, calibration_images), chip, data, cfg, device)
+
+
+def calibrate(method: str, trained: Rule, chip: Chip, cfg, info, data, device, calibration_images, *, epochs: int,
+              lr: float | None = None, onchip_gate: bool = False, log=lambda *a, **k: None) -> dict:
+    """Imprint ``trained`` on ``chip`` and calibrate it for ``epochs`` epochs by ``method``.
+
+    Returns {"before": accuracy on the chip before calibration, "epochs": [accuracy after each epoch]}.
+    """
+    rule = calibration_rule(method, trained, chip, cfg, info, calibration_images, onchip_gate)
+    train_cfg = rule.cfg.replace(epochs=epochs, lr=lr if lr is not None else (cfg.lr or 1e-3),
+                                 lr_schedule="constant", progress=False, tensorboard=False)
+    rule.cfg = train_cfg
+    chipped = OnChip(rule, chip)
+    before = chip_accuracy(rule, chip, data, train_cfg, device)
+    with tempfile.TemporaryDirectory(prefix="spiketandem-calibrate-") as tmp:
+        folder = RunFolder(tmp)
+        fit(chipped, train_cfg, data, device, folder, log=log, label=f"{method} on {chip!r}")
+        accs = [row["test_acc"] for row in folder.read_metrics()]
+    return {"before": before, "epochs": accs}
