@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from spiketandem.config import make_config
-from spiketandem.errors import SpiketandemError
 from spiketandem.pipeline import calibration_images, load_teacher, prepare, train_student
 from spiketandem.rules import get_rule
 from spiketandem.runs import RunFolder
@@ -32,20 +31,6 @@ def direct_run(tmp_path):
 # ---- tandem / ptl / convert / qcfs / qat ---------------------------------------------------------
 
 
-def digits_config(**fields):
-    """A digits config.  RunConfig does not accept ``epochs=0`` yet (needed by rules that train nothing,
-    e.g. convert); until it does, such a config is made with 1 epoch and then set to 0."""
-    fields = {**DIGITS, **fields}
-    if fields.get("epochs") != 0:
-        return make_config(fields)
-    try:
-        return make_config(fields)
-    except SpiketandemError:
-        cfg = make_config({**fields, "epochs": 1})
-        cfg.epochs = 0
-        return cfg
-
-
 @pytest.fixture(scope="session")
 def digits_data():
     """(ArrayDataset, DataInfo) of scikit-learn digits."""
@@ -60,7 +45,7 @@ def digits_rule(request, digits_data):
     data, info = digits_data
 
     def make(name, **fields):
-        cfg = digits_config(rule=name, **fields)
+        cfg = make_config({**DIGITS, "rule": name, **fields})
         teacher = None
         if get_rule(name).needs_teacher:  # the session teacher is trained only when a test needs it
             teacher = load_teacher(request.getfixturevalue("digits_teacher"), info)[0]

@@ -70,16 +70,6 @@ def test_convert_refuses_training_and_leaky_neurons(digits_rule):
         digits_rule("convert", neuron="lif", epochs=0)
 
 
-def _config_accepts_zero_epochs() -> bool:
-    try:
-        make_config({"epochs": 0})
-        return True
-    except SpiketandemError:
-        return False
-
-
-@pytest.mark.xfail(not _config_accepts_zero_epochs(), strict=True,
-                   reason="RunConfig rejects epochs=0 (core change requested: allow 0 for rules that train nothing)")
 def test_conversion_runs_through_the_pipeline_with_zero_epochs(tmp_path, digits_teacher):
     cfg = make_config({"dataset": "digits", "arch": "digits-cnn", "rule": "convert", "neuron": "if", "epochs": 0,
                        "T": 16, "eval_T": [16], "teacher": digits_teacher, "progress": False, "out": str(tmp_path)})
