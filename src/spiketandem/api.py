@@ -138,8 +138,9 @@ def synops_ratio(student: Student, teacher: nn.Module, images: torch.Tensor, T: 
     student.eval()
     teacher.eval()
     with torch.no_grad():
-        counts, _ = count_ops(lambda x: student(x, T), images, named=student.graph_module)
-        reference = teacher_macs(teacher, images)
+        frames = student.encoding == "frames"  # event counts: input layer event-driven, teacher on the time average
+        counts, _ = count_ops(lambda x: student(x, T), images, named=student.graph_module, event_inputs=frames)
+        reference = teacher_macs(teacher, images.mean(1) if frames else images)
     return (counts.total_synops() + counts.total_macs()) / max(1, reference.total_macs())
 
 

@@ -32,20 +32,30 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
                    help="log losses, accuracies, per-layer firing rates and local losses to RUN/tensorboard "
                         "(needs: pip install 'spiketandem[tensorboard]')")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="digits (default), cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder")
+    g.add_argument("--dataset", help="digits (default), cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder; "
+                   "event cameras: nmnist, cifar10-dvs, dvs-gesture (binned into --T frames, docs/events.md)")
     g.add_argument("--data-dir", help="where the dataset lives (see README: Data)")
     g.add_argument("--download", action="store_true", default=None, help="download through torchvision if missing")
     g.add_argument("--n-train", type=int, help="use a random subset of this many training images")
     g.add_argument("--n-test", type=int, help="use a random subset of this many test images")
+    g.add_argument("--bins", choices=CHOICES["bins"], help="event datasets: T equal time bins (default) or T bins of "
+                   "equal event counts")
+    g.add_argument("--event-size", type=int, metavar="S", help="event datasets: pool the sensor to S x S frames "
+                   "(e.g. 48 for CIFAR10-DVS; default the full sensor)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--arch", help="vgg11, vgg13, vgg16, resnet20, digits-cnn, digits-mlp")
     g.add_argument("--width", type=float, help="channel width multiplier (e.g. 0.25 for a CPU)")
     g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--batch-size", type=int, help="the global batch: under torchrun each of the N processes gets "
+                   "batch-size / N of it (must divide evenly)")
     g.add_argument("--lr", type=float)
     g.add_argument("--optimizer", choices=[c for c in CHOICES["optimizer"] if c])
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--lr-schedule", choices=CHOICES["lr_schedule"])
+    g.add_argument("--amp", choices=CHOICES["amp"], help="mixed precision: bf16 autocast of the weight layers (GPU; "
+                   "allowed but slow on most CPUs); neuron states and losses stay float32 (default off)")
+    g.add_argument("--channels-last", action="store_true", default=None,
+                   help="NHWC memory format for conv weights and image batches (faster convolutions on GPUs)")
     if not rule_flag:
         return
     g.add_argument("--rule", choices=sorted(r for r in RULES if r != "ann"), help="learning rule (default ltl-offline)")
@@ -61,6 +71,8 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
     g.add_argument("--reset", choices=CHOICES["reset"], help="subtract (paper, default) or zero (authors' code)")
     g.add_argument("--surrogate", choices=CHOICES["surrogate"], help="surrogate gradient (default boxcar, Eq. 8)")
     g.add_argument("--surrogate-param", type=float, help="boxcar/triangle width p or sigmoid/atan slope")
+    g.add_argument("--neuron-backend", choices=CHOICES["neuron_backend"], help="auto (default: the fused multi-step "
+                   "kernel where it applies), fused (always; an error where it cannot), reference (per-step loop)")
     g.add_argument("--init", choices=CHOICES["init"], help="teacher (BN folded, thresholds balanced) or random")
     g.add_argument("--encoding", choices=CHOICES["encoding"], help="analog constant current (default) or rate spikes")
     g.add_argument("--percentile", type=float, help="percentile for y_norm and threshold balancing (default 99.9)")
@@ -79,10 +91,11 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
 
 
 CONFIG_FLAGS = ("name", "out", "device", "seed", "dataset", "data_dir", "download", "n_train", "n_test", "arch",
+                "bins", "event_size",
                 "width", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "lr_schedule", "rule", "teacher",
                 "teacher_epochs", "neuron", "T", "eval_T", "threshold", "tau_m", "leak", "reset", "surrogate",
-                "surrogate_param", "init", "encoding", "percentile", "ynorm", "schedule", "bptt", "kd",
-                "tensorboard")
+                "surrogate_param", "neuron_backend", "init", "encoding", "percentile", "ynorm", "schedule", "bptt", "kd",
+                "tensorboard", "amp", "channels_last")
 
 
 def config_from_args(args, base: dict | None = None):
@@ -96,7 +109,15 @@ def config_from_args(args, base: dict | None = None):
     return make_config(fields, overrides)
 
 
+def _secondary_rank() -> bool:
+    """A torchrun process other than rank 0: it trains but prints nothing (rank 0 reports)."""
+    import os
+    return int(os.environ.get("RANK", "0")) != 0
+
+
 def _logger(args):
+    if _secondary_rank():
+        return lambda *a, **k: None
     if args.json or args.quiet:
         return lambda *a, **k: print(*a, file=sys.stderr, **k) if not args.quiet else None
     return print
@@ -104,6 +125,8 @@ def _logger(args):
 
 def _print_summary(args, summary: dict, run_dir) -> None:
     from .report import accuracy_table
+    if _secondary_rank():
+        return
     if args.json:
         print(json.dumps({**summary, "run_dir": str(run_dir)}))
         return
@@ -175,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p, rule_flag=False)
     p.set_defaults(func=cmd_teacher)
     p = sub.add_parser("train", help="train a spiking student by a learning rule",
-                       description="Train a spiking student (default rule: offline LTL).")
+                       description="Train a spiking student (default rule: offline LTL). On several "
+                       "GPUs: torchrun --nproc_per_node=N -m spiketandem train ... (--batch-size is then the global "
+                       "batch; see docs/performance.md).")
     _add_run_flags(p, rule_flag=True)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="evaluate a trained run folder at several time windows",

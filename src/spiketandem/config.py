@@ -8,13 +8,14 @@ from pathlib import Path
 import yaml
 
 from .errors import SpiketandemError
-from .neuron import NEURON_KINDS, RESETS, NeuronConfig
+from .neuron import NEURON_BACKENDS, NEURON_KINDS, RESETS, NeuronConfig
 from .surrogate import SURROGATES, Surrogate
 
 # fields whose value must be one of a fixed set (rules and datasets are checked where they are known)
 CHOICES = {
     "neuron": NEURON_KINDS,
     "reset": RESETS,
+    "neuron_backend": NEURON_BACKENDS,
     "surrogate": SURROGATES,
     "init": ("teacher", "random"),
     "encoding": ("analog", "rate", "frames"),
@@ -23,6 +24,8 @@ CHOICES = {
     "bptt": ("full", "truncated"),
     "optimizer": ("sgd", "adam", "adamw", None),
     "lr_schedule": ("cosine", "step", "constant"),
+    "amp": ("off", "bf16"),
+    "bins": ("time", "count"),
 }
 POSITIVE = ("T", "batch_size", "threshold", "tau_m", "dt", "kd_temperature", "width", "teacher_epochs")
 
@@ -39,6 +42,8 @@ class RunConfig:
     download: bool = False
     n_train: int | None = None
     n_test: int | None = None
+    bins: str = "time"  # event datasets: T equal time bins or T bins of equal event counts (data/events.py)
+    event_size: int | None = None  # event datasets: sum-pool the sensor to event_size x event_size (None: full)
     # model
     arch: str | None = None
     width: float = 1.0
@@ -54,6 +59,7 @@ class RunConfig:
     surrogate: str = "boxcar"
     surrogate_param: float | None = None
     detach_reset: bool = False
+    neuron_backend: str = "auto"  # fused multi-step kernel when it applies (auto), always (fused), or never (reference)
     # student
     T: int = 16
     eval_T: list = field(default_factory=lambda: [4, 8, 16, 32])
@@ -79,6 +85,8 @@ class RunConfig:
     out: str | None = None
     progress: bool = True
     tensorboard: bool = False  # log each epoch to <run>/tensorboard
+    amp: str = "off"            # "bf16": bfloat16 autocast of weight layers (neurons and losses stay float32)
+    channels_last: bool = False  # NHWC memory format for conv weights and image batches
     # rule-specific options (declared by each rule's ``options``), name -> value
     options: dict = field(default_factory=dict)
 
@@ -105,7 +113,7 @@ class RunConfig:
     def neuron_config(self) -> NeuronConfig:
         return NeuronConfig(kind=self.neuron, threshold=self.threshold, tau_m=self.tau_m, dt=self.dt, leak=self.leak,
                             reset=self.reset, surrogate=Surrogate(self.surrogate, self.surrogate_param),
-                            detach_reset=self.detach_reset)
+                            detach_reset=self.detach_reset, backend=self.neuron_backend)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -8,6 +8,11 @@ The per-step update is a pure function of (input current, state, parameters)::
 
 with a = 1 for IF and a = exp(-dt / tau_m) for LIF.  ``run_neuron`` drives it over time; the module
 ``SpikingNeuron`` is a thin shell that a student graph uses in place of a teacher's ReLU.
+
+``run_neuron`` has two implementations: the reference (``neuron_step`` in a loop, under autograd) and
+the fused kernel of ``spiketandem.kernels`` (one op over all T steps, saving a 1-byte mask or the
+membrane instead of the whole autograd graph).  ``backend="auto"`` picks the fused one whenever it
+applies (see ``kernels.unfused_reason``); both give the same spikes and states exactly.
 """
 from __future__ import annotations
 
@@ -19,10 +24,12 @@ import torch
 from torch import nn
 
 from .errors import SpiketandemError
+from .kernels import fused_run, unfused_reason
 from .surrogate import Surrogate, spike
 
 NEURON_KINDS = ("if", "lif")
 RESETS = ("subtract", "zero")
+NEURON_BACKENDS = ("auto", "fused", "reference")   # fused when it applies / fused or an error / per-step loop
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,13 @@ class NeuronConfig:
     reset: str = "subtract"
     surrogate: Surrogate = field(default_factory=Surrogate)
     detach_reset: bool = False
+    backend: str = "auto"   # how run_neuron computes it (NEURON_BACKENDS); the dynamics do not depend on it
 
     def __post_init__(self):
         if self.kind not in NEURON_KINDS:
             raise SpiketandemError(f"neuron kind {self.kind!r} is not one of {NEURON_KINDS}")
+        if self.backend not in NEURON_BACKENDS:
+            raise SpiketandemError(f"neuron backend {self.backend!r} is not one of {NEURON_BACKENDS}")
         if self.reset not in RESETS:
             raise SpiketandemError(f"reset {self.reset!r} is not one of {RESETS}")
         if not self.threshold > 0:
@@ -87,22 +97,41 @@ CurrentHook = Callable[[torch.Tensor, int], torch.Tensor]
 
 def run_neuron(currents: torch.Tensor, T: int, alpha, threshold, reset: str, surrogate: Surrogate,
                state: NeuronState | None = None, *, static: bool = False, detach_reset: bool = False,
-               current_hook: CurrentHook | None = None, truncate: bool = False) -> tuple[torch.Tensor, NeuronState]:
+               current_hook: CurrentHook | None = None, truncate: bool = False,
+               backend: str = "auto") -> tuple[torch.Tensor, NeuronState]:
     """Run the neuron for T steps.
 
     ``currents`` is ``[T, ...]``, or with ``static=True`` one ``[...]`` current applied at every
     step (a constant analog input, computed once).  ``current_hook(I, t)`` may transform each step's
     current (hardware noise).  ``truncate`` detaches the state between steps, so the gradient of
     step t flows through step t's current only.  Returns spikes ``[T, ...]`` and the final state.
+    ``backend``: "auto" (the fused kernel when it applies), "fused" (it, or an error saying why
+    not), "reference" (``neuron_step`` in a loop).
     """
     if not static and currents.shape[0] != T:
         raise SpiketandemError(f"neuron got {currents.shape[0]} time steps of input, expected T={T}")
-    first = currents if static else currents[0]
+    if backend not in NEURON_BACKENDS:
+        raise SpiketandemError(f"neuron backend {backend!r} is not one of {NEURON_BACKENDS}")
+    if backend != "reference":
+        reason = unfused_reason(currents, alpha, threshold, state, truncate, static)
+        if reason is None:
+            if current_hook is not None:  # hooks see the current only, never the state: apply them up front
+                steps = currents.unsqueeze(0).expand(T, *currents.shape) if static else currents
+                currents, static = torch.stack([current_hook(steps[t], t) for t in range(T)]), False
+            spikes, u, s = fused_run(currents, T, alpha, threshold, reset, surrogate, state, static=static,
+                                     detach_reset=detach_reset)
+            return spikes, NeuronState(u, s)
+        if backend == "fused":
+            raise SpiketandemError(f"neuron backend 'fused' cannot run this call: {reason}; use backend 'auto' "
+                                   "(falls back to the reference) or 'reference'")
+    # unbind, not currents[t]: the backward of T selects would build T full-size [T, ...] gradients
+    steps = None if static else currents.unbind(0)
+    first = currents if static else steps[0]
     if state is None:
         state = zero_state(first)
     out = []
     for t in range(T):
-        current = currents if static else currents[t]
+        current = currents if static else steps[t]
         if current_hook is not None:
             current = current_hook(current, t)
         if truncate:
@@ -177,7 +206,8 @@ class SpikingNeuron(TimeAware):
         spikes, state = run_neuron(currents, ctx.T, self.alpha, self.threshold, self.config.reset,
                                    self.config.surrogate, state, static=self.static_input,
                                    detach_reset=self.config.detach_reset,
-                                   current_hook=ctx.current_hooks.get(self.name), truncate=ctx.truncate_time)
+                                   current_hook=ctx.current_hooks.get(self.name), truncate=ctx.truncate_time,
+                                   backend=self.config.backend)
         if self.name in ctx.output_hooks:
             spikes = ctx.output_hooks[self.name](spikes)
         ctx.state_out[self.name] = state

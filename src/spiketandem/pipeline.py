@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import RunConfig, make_config
 from .data import ArrayDataset, DeviceBatches, load_dataset
 from .errors import SpiketandemError
@@ -31,14 +32,41 @@ def run_dir_for(cfg: RunConfig, kind: str) -> RunFolder:
     return RunFolder(Path("runs") / name)
 
 
+def prepare_events(cfg: RunConfig):
+    """An event dataset binned at the student's window (``cfg.T`` bins of kind ``cfg.bins``; cached per
+    setting): spiking rules get ``encoding="frames"`` (frame t at step t) and are evaluated at that
+    window only; non-spiking rules (the teacher, qat) get the time-integrated frames."""
+    from .data.event_data import load_event_data
+    spiking = get_rule(cfg.rule).spiking
+    if spiking and cfg.encoding == "rate":
+        raise SpiketandemError(f"--encoding rate does not apply to {cfg.dataset}: event frames are already spikes "
+                               "(drop --encoding; event datasets always use --encoding frames)")
+    if spiking:
+        cfg = cfg.replace(encoding="frames", eval_T=[cfg.T])
+    data = load_event_data(cfg.dataset, cfg.data_dir, T=cfg.T, mode=cfg.bins, size=cfg.event_size)
+    return cfg, (data if spiking else data.integrated())
+
+
 def prepare(cfg: RunConfig) -> tuple[RunConfig, ArrayDataset, DataInfo, torch.device]:
+    from .data.event_data import EVENT_DATASETS
     if cfg.arch is None:
         cfg = cfg.replace(arch=default_arch(cfg.dataset))
-    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+    if cfg.dataset in EVENT_DATASETS:
+        cfg, data = prepare_events(cfg)
+    else:
+        data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
     if cfg.n_train or cfg.n_test:
         data = data.subset(cfg.n_train, cfg.n_test, seed=cfg.seed)
     info = DataInfo(data.num_classes, data.in_channels, data.image_size)
-    return cfg, data, info, resolve_device(cfg.device)
+    return cfg, data, info, distributed.setup(resolve_device(cfg.device))
+
+
+def _on_main(run: RunFolder, work) -> dict:
+    """``work()`` (which writes the run folder and returns the summary) on rank 0 only; under torchrun
+    the other ranks wait at a barrier, then read the summary rank 0 wrote."""
+    summary = work() if distributed.is_main() else None
+    distributed.barrier()
+    return summary if summary is not None else run.read_json("summary.json")
 
 
 def calibration_images(data: ArrayDataset, device, n: int = 512) -> torch.Tensor:
@@ -87,25 +115,31 @@ def train_teacher(cfg: RunConfig, run: RunFolder, *, resume=False, log=print) ->
     """`spiketandem teacher`: train the ANN of cfg.arch on cfg.dataset; writes teacher.pt + the run files."""
     cfg, data, info, device = prepare(cfg.replace(rule="ann"))
     seed_everything(cfg.seed)
-    run.write_config(cfg)
+    if distributed.is_main():
+        run.write_config(cfg)
     rule = get_rule("ann")(cfg, info)
     rule.model.to(device)
     log(f"training teacher {cfg.arch} (width {cfg.width}) on {cfg.dataset}: {len(data.train_y)} train / "
         f"{len(data.test_y)} test images, {cfg.epochs} epochs, device {device}")
     seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, label="teacher")
-    acc = evaluate(rule, batches(data, "test", cfg, device, train=False), [1])[1]
-    save_teacher(rule.model, cfg, info, acc, run.file("teacher.pt"))
-    summary = summary_row(cfg, rule, {1: acc}, acc, 1.0, seconds, device)
-    run.write_json("summary.json", summary)
-    plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), title=f"teacher {cfg.arch} on {cfg.dataset}")
-    return summary
+
+    def finish() -> dict:
+        acc = evaluate(rule, batches(data, "test", cfg, device, train=False), [1])[1]
+        save_teacher(rule.model, cfg, info, acc, run.file("teacher.pt"))
+        summary = summary_row(cfg, rule, {1: acc}, acc, 1.0, seconds, device)
+        run.write_json("summary.json", summary)
+        plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"),
+                            title=f"teacher {cfg.arch} on {cfg.dataset}")
+        return summary
+    return _on_main(run, finish)
 
 
 def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, resume: bool, log) -> tuple:
     """The teacher given by --teacher, or (when none is given) one trained now into RUN/teacher/."""
     if cfg.teacher:
         teacher, meta = load_teacher(cfg.teacher, info, device)
-        shutil.copyfile(Path(cfg.teacher) / "teacher.pt" if Path(cfg.teacher).is_dir() else cfg.teacher,
+        if distributed.is_main():
+            shutil.copyfile(Path(cfg.teacher) / "teacher.pt" if Path(cfg.teacher).is_dir() else cfg.teacher,
                         run.file("teacher.pt"))
         return teacher, meta["accuracy"]
     sub = RunFolder(run.path / "teacher")
@@ -118,18 +152,20 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
                                   out=str(sub.path), lr_schedule="cosine")
         train_teacher(teacher_cfg, sub, resume=resume, log=log)
         teacher, meta = load_teacher(sub.file("teacher.pt"), info, device)
-    shutil.copyfile(sub.file("teacher.pt"), run.file("teacher.pt"))
+    if distributed.is_main():
+        shutil.copyfile(sub.file("teacher.pt"), run.file("teacher.pt"))
     return teacher, meta["accuracy"]
 
 
-def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, log=print) -> dict:
+def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, log=print, on_epoch_end=None) -> dict:
     """`spiketandem train`: a student by cfg.rule, its evaluation at every T, and the run folder."""
     rule_cls = get_rule(cfg.rule)
     cfg, data, info, device = prepare(cfg)
     if resume and not run.exists():
         raise SpiketandemError(f"--resume: {run.path} holds no run to resume; drop --resume to start one")
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_config(cfg)
+    if distributed.is_main():
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
     seed_everything(cfg.seed)
     teacher, teacher_acc = (None, None)
     if rule_cls.needs_teacher:
@@ -139,14 +175,17 @@ def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, log=print) ->
     rule.model.to(device)
     log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on {cfg.dataset}, "
         f"{cfg.epochs} epochs, device {device}")
-    seconds = fit(rule, cfg, data, device, run, resume=resume, log=log)
-    atomic_save({"format": MODEL_FORMAT, "rule": cfg.rule, "info": dataclasses.asdict(info), "state": rule.state_dict()},
-                run.file("student.pt"))
-    summary = evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, run=run)
-    run.write_json("summary.json", summary)
-    plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), teacher_acc=teacher_acc,
-                        title=f"{cfg.rule} student of {cfg.arch} on {cfg.dataset} (T={cfg.T})")
-    return summary
+    seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end)
+
+    def finish() -> dict:  # the final evaluation (every T, SynOps) runs on rank 0 alone
+        atomic_save({"format": MODEL_FORMAT, "rule": cfg.rule, "info": dataclasses.asdict(info),
+                     "state": rule.state_dict()}, run.file("student.pt"))
+        summary = evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, run=run)
+        run.write_json("summary.json", summary)
+        plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), teacher_acc=teacher_acc,
+                            title=f"{cfg.rule} student of {cfg.arch} on {cfg.dataset} (T={cfg.T})")
+        return summary
+    return _on_main(run, finish)
 
 
 def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, T_list=None,
@@ -154,6 +193,9 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
     """Accuracy at every T; for spiking rules also SynOps / MACs / energy against the teacher (at every
     T), per-layer firing rates, and (given ``run``) the activity record ``activity.json``."""
     T_list = sorted(set(T_list or cfg.eval_T) | {cfg.T})
+    if cfg.encoding == "frames" and rule.spiking and T_list != [cfg.T]:
+        raise SpiketandemError(f"this student reads event frames binned into T={cfg.T} steps, so it is evaluated at "
+                               f"T={cfg.T} only (asked for {T_list}); train another run with --T N to bin differently")
     test = batches(data, "test", cfg, device, train=False)
     acc_by_T = evaluate(rule, test, T_list if rule.spiking else [cfg.T])
     ratio, extra = 1.0, {}
@@ -212,4 +254,4 @@ class _AsRule:
         self.model.train(mode)
 
     def predict(self, x, T=None):
-        return self.model(x)
+        return self.model(x.mean(1) if x.dim() == 5 else x)  # event frames: the teacher sees their time average

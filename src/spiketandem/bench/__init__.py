@@ -19,6 +19,9 @@ from ..runs import atomic_text
 
 BENCHMARKS: tuple[str, ...] = (
     "spiketandem.bench.complexity",
+    "spiketandem.bench.neuron",
+    "spiketandem.bench.ltl_epoch",
+    "spiketandem.bench.time_to_accuracy",
 )
 DEFAULT_OUT = "benchmarks/results"
 

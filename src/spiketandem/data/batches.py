@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 
 class DeviceBatches:
-    """An iterable over one epoch of ``(x float32 [b, C, H, W], y int64 [b])`` batches on ``device``.
+    """An iterable over one epoch of ``(x float32 [b, C, H, W], y int64 [b])`` batches on ``device``
+    (``[b, T, C, H, W]`` for uint8 event frames ``[N, T, C, H, W]``).
 
     ``x_uint8 [N, C, H, W]`` and ``y [N]`` are moved to ``device`` once, here. ``mean``/``std`` are
     per-channel statistics of ``x / 255``. With ``augment``, each sample gets its own random crop of
@@ -38,7 +39,7 @@ class DeviceBatches:
     def __init__(self, x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, mean: Sequence[float],
                  std: Sequence[float], shuffle: bool, augment: bool, pad: int = 4, flip: bool = True,
                  device: str | torch.device = "cpu", seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         _check_arguments(x_uint8, y, batch_size, mean, std, pad, rank, world_size)
         self.device = torch.device(device)
         self.x = x_uint8.to(self.device)
@@ -47,9 +48,11 @@ class DeviceBatches:
         self.shuffle, self.augment, self.pad, self.flip = shuffle, augment, pad, flip
         self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
         self.epoch = 0
-        channels = self.x.shape[1]
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, channels, 1, 1)
+        self.memory_format = memory_format  # torch.channels_last: NHWC batches (``--channels-last``)
+        channels = self.x.shape[-3]
+        shape = (1,) * (self.x.dim() - 3) + (channels, 1, 1)  # [N, T, C, H, W] event frames: per-channel too
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape)
         self._scale = 1.0 / (255.0 * std_t)   # x_norm = x_uint8 * scale + shift
         self._shift = -mean_t / std_t
 
@@ -115,9 +118,13 @@ class DeviceBatches:
             batch = slice(start, start + size)
             start += size
             x = self.x[index[batch]]
-            if self.augment:
-                x = crop_and_flip(x, offsets[batch], flips[batch] if self.flip else None, self.pad)
-            yield x.float() * self._scale + self._shift, self.y[index[batch]]
+            if self.augment:  # event frames [b, T, C, H, W]: the same crop and flip for every step
+                x = crop_and_flip(x.flatten(1, -3), offsets[batch], flips[batch] if self.flip else None,
+                                  self.pad).view(x.shape)
+            x = x.float() * self._scale + self._shift
+            if self.memory_format != torch.contiguous_format and x.dim() == 4:
+                x = x.contiguous(memory_format=self.memory_format)
+            yield x, self.y[index[batch]]
 
     def __repr__(self) -> str:
         return (f"DeviceBatches(n={len(self.y)}, batch_size={self.batch_size}, batches={len(self)}, "
@@ -144,14 +151,15 @@ def crop_and_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor | 
 
 def _check_arguments(x: torch.Tensor, y: torch.Tensor, batch_size: int, mean: Sequence[float],
                      std: Sequence[float], pad: int, rank: int, world_size: int) -> None:
-    if x.dtype != torch.uint8 or x.dim() != 4:
-        raise ValueError(f"DeviceBatches needs uint8 images [N, C, H, W], got {x.dtype} {tuple(x.shape)}")
+    if x.dtype != torch.uint8 or x.dim() not in (4, 5):
+        raise ValueError(f"DeviceBatches needs uint8 images [N, C, H, W] (or event frames [N, T, C, H, W]), got "
+                         f"{x.dtype} {tuple(x.shape)}")
     if y.dim() != 1 or len(y) != len(x):
         raise ValueError(f"DeviceBatches needs one label per image: {len(x)} images, labels {tuple(y.shape)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if len(mean) != x.shape[1] or len(std) != x.shape[1]:
-        raise ValueError(f"mean and std need {x.shape[1]} values (one per channel), got {len(mean)} and {len(std)}")
+    if len(mean) != x.shape[-3] or len(std) != x.shape[-3]:
+        raise ValueError(f"mean and std need {x.shape[-3]} values (one per channel), got {len(mean)} and {len(std)}")
     if min(std) <= 0:
         raise ValueError(f"std must be positive, got {tuple(std)}")
     if pad < 0:

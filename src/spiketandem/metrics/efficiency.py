@@ -42,17 +42,21 @@ def layer_table(student: OpCounts, teacher: OpCounts) -> dict[str, dict]:
 
 
 def efficiency_by_T(predict: Callable[[torch.Tensor, int], torch.Tensor], named: nn.Module, teacher: nn.Module,
-                    images: torch.Tensor, T_list, T_main: int, energy: EnergyModel | None = None) -> dict:
+                    images: torch.Tensor, T_list, T_main: int, energy: EnergyModel | None = None,
+                    event_frames: bool = False) -> dict:
     """Count the student at every T of ``T_list`` (and ``T_main``) on ``images``.
+
+    ``event_frames``: ``images`` are event-count frames ``[B, T, C, H, W]``; the student's input
+    layer is then counted as SynOps (events x fan-out) and the teacher sees their time average.
 
     Returns the summary keys: ``synops_ratio`` and the per-sample counts and energy at ``T_main``,
     ``synops_ratio_by_T`` and ``energy_ratio_by_T`` (T as string keys, like ``acc_by_T``), and
     ``ops_by_layer`` at ``T_main``."""
     energy = energy or EnergyModel()
-    reference = teacher_macs(teacher, images)
+    reference = teacher_macs(teacher, images.mean(1) if event_frames else images)
     by_T, main = {}, None
     for T in sorted(set(T_list) | {T_main}):
-        counts, _ = count_ops(lambda x: predict(x, T), images, named=named)
+        counts, _ = count_ops(lambda x: predict(x, T), images, named=named, event_inputs=event_frames)
         by_T[T] = compare_ops(counts, reference, energy)
         if T == T_main:
             main = by_T[T]

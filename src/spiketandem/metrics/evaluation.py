@@ -32,7 +32,7 @@ def student_metrics(rule, reference: nn.Module, test_batches, T_list, T: int, en
     rule.train(False)
     try:
         extra = efficiency_by_T(lambda x, t: rule.predict(x, t), counted_module(rule.model), reference, images, T_list,
-                                T, energy)
+                                T, energy, event_frames=getattr(rule.model, "encoding", None) == "frames")
         activity = None
         if hasattr(rule.model, "run") and hasattr(rule.model, "neurons"):
             activity = record_activity(rule.model, test_batches, T, activity_samples)

@@ -25,6 +25,10 @@ anything keeps the count where the factor is non-zero (a graded spike is still o
 other op (adding a bias, a nonlinearity) makes the result analog.  Parameters and buffers of the
 ``named`` module are always analog, so a weight matrix is never mistaken for spikes.
 
+Event-camera frames (counts of events per pixel and time bin, ``count_ops(..., event_inputs=True)``)
+are event tensors whose shadow is the count itself, ``E = x``: the first layer of a frames student
+is event-driven, costing SynOps = sum_i x_i * fanout_i (each event one AC per synapse), not MACs.
+
 A layer that sees the constant analog input runs once per inference in spiketandem's students (its
 current is held for all T steps), and is counted once.  Bias additions, BatchNorm, pooling and the
 neuron updates themselves are not counted (the convention of the SNN literature and of the LTL
@@ -317,15 +321,25 @@ def _attribution_hooks(named: nn.Module, counter: _Counter) -> list:
     return hooks
 
 
+def _check_event_counts(x: torch.Tensor) -> None:
+    from ..errors import SpiketandemError
+    if x.is_floating_point() and bool(((x < 0) | (x != x.round())).any()):
+        raise SpiketandemError("count_ops(event_inputs=True) needs event counts (non-negative whole numbers, e.g. "
+                               "binned event-camera frames); this input holds other values: count it as analog "
+                               "(event_inputs=False)")
+
+
 @torch.no_grad()
 def count_ops(fn, *args, named: nn.Module | None = None, dense: bool = False, samples: int | None = None,
-              **kwargs) -> tuple[OpCounts, object]:
+              event_inputs: bool = False, **kwargs) -> tuple[OpCounts, object]:
     """Run ``fn(*args, **kwargs)`` once (a model or any function), counting MACs and SynOps.
 
     Ops are attributed to the conv/linear layers of ``named`` (default: ``fn`` itself when it is a
     module) by module path.  ``dense=True`` counts every conv/matmul as MACs (an ANN, whatever its
     activations look like).  ``samples`` (default: the first argument's batch size) is the number of
-    inferences the call makes, for the per-sample figures.  Returns the counts and ``fn``'s output."""
+    inferences the call makes, for the per-sample figures.  ``event_inputs=True``: the tensor
+    arguments are event counts (event-camera frames), so the layers they reach cost SynOps
+    ``sum_i x_i * fanout_i`` rather than MACs.  Returns the counts and ``fn``'s output."""
     if samples is None:
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         samples = int(first.shape[0]) if first is not None and first.dim() > 0 else 1
@@ -333,6 +347,10 @@ def count_ops(fn, *args, named: nn.Module | None = None, dense: bool = False, sa
     named = named if named is not None else (fn if isinstance(fn, nn.Module) else nn.Module())
     analog = [*named.parameters(), *named.buffers()]
     counter = _Counter(counts, dense, analog)
+    for a in (args if event_inputs else ()):
+        if isinstance(a, torch.Tensor) and a.dim() > 0:
+            _check_event_counts(a)
+            counter.events[a] = a.detach().to(torch.float32)  # shadow E = the event count itself
     hooks = _attribution_hooks(named, counter)
     try:
         with counter:

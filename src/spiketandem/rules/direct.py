@@ -111,7 +111,8 @@ def record_shapes(student: Student, info, device) -> dict[str, tuple]:
     mode = student.training
     student.eval()
     ctx = RunContext(T=1, batch=1, records={})
-    student.run(info.example_input(batch=1, device=device), ctx)
+    x = info.example_input(batch=1, device=device)
+    student.run(x.unsqueeze(1) if student.encoding == "frames" else x, ctx)  # frames: [1, T=1, C, H, W]
     student.train(mode)
     return {name: tuple(s.shape[2:]) for name, s in ctx.records.items()}
 

@@ -69,7 +69,10 @@ def hybrid_context(student: Student, T: int, batch: int, modes: dict[str, tuple[
 
 
 def run_hybrid(student: Student, x: torch.Tensor, T: int, modes: dict[str, tuple[str, Activation]], **context):
-    """Logits ``[B, classes]`` (mean over time) of the student with the given layer modes."""
+    """Logits ``[B, classes]`` (mean over time) of the student with the given layer modes.  A one-step
+    (``T=1``) pass of an event-frames student sees the time-integrated frame, as its teacher does."""
+    if getattr(student, "encoding", None) == "frames" and x.dim() == 5 and x.shape[1] != T == 1:
+        x = x.mean(1, keepdim=True)
     return student.run(x, hybrid_context(student, T, x.shape[0], modes, **context)).mean(0)
 
 

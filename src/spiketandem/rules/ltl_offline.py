@@ -56,7 +56,11 @@ class LTLOffline(Rule):
                 p.requires_grad_(name == names[stage])
 
     def local_losses(self, records: dict, acts: dict, update: bool = True) -> dict[str, torch.Tensor]:
-        return {name: F.mse_loss(records[name].mean(0), self.targets.target(name, acts[name], update))
+        """L_l = mean((target_l - C_l[T] / T)^2) for each active layer (spikes ``[T, B, ...]``)."""
+        # C/T as sum(0) / T rather than mean(0): the same value, but the backward of sum is a stride-0
+        # expand that the fused neuron kernel reads in place; mean's backward writes a [T, B, ...] tensor
+        return {name: F.mse_loss(records[name].sum(0) / records[name].shape[0],
+                                 self.targets.target(name, acts[name], update))
                 for name in self.active}
 
     def loss(self, x, y, epoch):

@@ -97,8 +97,11 @@ class StepRunner:
         return tuple(self.prefix(x)) if self.static_names else ()
 
     def step(self, x: torch.Tensor, currents, ctx: RunContext) -> torch.Tensor:
-        """One step (ctx.T must be 1): returns the readout output [B, ...]; ctx.state_out holds the new state."""
-        if tuple(x.shape[1:]) != self.student.input_shape:
+        """One step (ctx.T must be 1): returns the readout output [B, ...]; ctx.state_out holds the new state.
+        A frames student takes this step's event frame as ``[B, 1, C, H, W]``."""
+        frames = self.student.encoding == "frames"
+        per_sample = tuple(x.shape[2:]) if frames else tuple(x.shape[1:])
+        if per_sample != self.student.input_shape or (frames and x.shape[1] != 1):
             raise SpiketandemError(f"student expects inputs of shape [B, {', '.join(map(str, self.student.input_shape))}]"
                                    f", got {list(x.shape)}")
         for m in self.timed:
@@ -227,7 +230,8 @@ class LTLOnline(LTLOffline):
                 with torch.set_grad_enabled(learn):
                     currents = static_leaves if learn else tuple(c.detach() for c in static_leaves)
                     ctx = self._step_context(t, B, state)
-                    out = self.runner.step(x, currents, ctx)
+                    frame = x[:, t - 1:t] if self.model.encoding == "frames" else x   # event frames: frame t
+                    out = self.runner.step(frame, currents, ctx)
                     mean_out = (out if out_sum is None else out_sum + out) / t        # m[t], graph through O[t] only
                     if learn:
                         self._learn_step(t, ctx, counts, targets, mean_out, y, teacher_logits, totals)

@@ -26,11 +26,14 @@ class LocalTargets:
         self.mode, self.percentile, self.momentum = mode, percentile, momentum
         self.scales: dict[str, float] = dict(initial or {})
         self._seen: set[str] = set()
+        # multi-process training sets this to an all-gather, so the percentile is the global batch's
+        self.gather = None
 
     def scale(self, name: str, activation: torch.Tensor, update: bool = True) -> float:
         if self.mode == "fixed":
             return self.scales[name]
-        current = percentile_of(activation.detach().flatten(), self.percentile)
+        values = activation.detach().flatten()
+        current = percentile_of(values if self.gather is None else self.gather(values), self.percentile)
         if self.mode == "batch":
             return current
         if update:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import DeviceBatches
+from ..distributed import shard_args
 from ..errors import SpiketandemError
 from .base import Option, Rule, make_student
 from .hybrid import activation_scales, require_if_neurons, run_hybrid, set_scales
@@ -46,8 +47,9 @@ class TrainValSplit:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
         val, fit = order[:n_val].sort().values, order[n_val:].sort().values
         stats = dict(mean=data.mean, std=data.std, device=device)
-        self.fit = DeviceBatches(data.train_x[fit], data.train_y[fit], cfg.batch_size, shuffle=True,
-                                 augment=data.augment, seed=cfg.seed, **stats)
+        # under torchrun: this rank's slices of global batches of cfg.batch_size (distributed.py)
+        self.fit = DeviceBatches(data.train_x[fit], data.train_y[fit], shuffle=True, augment=data.augment,
+                                 seed=cfg.seed, **shard_args(cfg.batch_size), **stats)
         self.val = DeviceBatches(data.train_x[val], data.train_y[val], max(cfg.batch_size, 256), shuffle=False,
                                  augment=False, **stats)
         self._passes, self._iter, self._rest = 0, iter(self.fit), None
