@@ -74,3 +74,16 @@ def test_corrupt_model_file_is_reported(tmp_path, digits_teacher, capsys):
     (run / "student.pt").write_bytes(b"not a checkpoint")
     assert main(["eval", str(run)]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_clipped_teacher_is_trained_saved_and_loaded_with_its_clip(tmp_path, capsys):
+    from torch import nn
+    from spiketandem.pipeline import load_teacher
+    out = tmp_path / "t"
+    assert main(["teacher", "--dataset", "digits", "--arch", "digits-mlp", "--epochs", "3", "--act-clip", "1.5",
+                 "--out", str(out), "--quiet", "--json"]) == 0
+    teacher, saved = load_teacher(out)
+    clips = [m for m in teacher.modules() if isinstance(m, nn.Hardtanh)]
+    assert saved["act_clip"] == 1.5 and clips and all((m.min_val, m.max_val) == (0.0, 1.5) for m in clips)
+    assert not any(isinstance(m, nn.ReLU) for m in teacher.modules())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["teacher_acc"] > 0.8

@@ -20,6 +20,8 @@ def test_defaults_follow_the_paper():
     ("percentile", 101, "'percentile'"),
     ("eval_T", [4, 0], "'eval_T'"),
     ("ynorm", "ema", "'ynorm'.*batch, running, fixed"),
+    ("act_clip", 0, "'act_clip' must be a positive"),
+    ("act_clip", "two", "'act_clip' must be a positive"),
 ])
 def test_bad_values_name_the_field_and_the_allowed_values(field, value, needle):
     with pytest.raises(SpiketandemError, match=needle):

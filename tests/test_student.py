@@ -178,3 +178,35 @@ def test_student_of_a_frozen_teacher_is_fully_trainable(init):
     student = build_student(teacher, NeuronConfig(), torch.zeros(2, 1, 8, 8), init=init)
     assert all(p.requires_grad for p in student.parameters())
     assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_clipped_relu_teacher_becomes_a_student_and_keeps_its_clip():
+    teacher = warmed(build_model("vgg11", width=0.125, act_clip=0.5), (3, 32, 32))
+    assert not any(isinstance(m, nn.ReLU) for m in teacher.modules())
+    x = torch.randn(3, 3, 32, 32)
+    _, acts = TeacherTaps(teacher, x)(x)
+    assert len(acts) == 10 and all(0 <= float(a.min()) and float(a.max()) <= 0.5 for a in map(torch.Tensor.detach, acts.values()))
+    assert any(float(a.detach().max()) == 0.5 for a in acts.values())  # the clip binds somewhere
+    student = build_student(teacher, NeuronConfig("if"), x, calibration_images=torch.randn(64, 3, 32, 32))
+    assert [layer.name for layer in student.layers] == list(acts)
+    # a Hardtanh that is not a clipped ReLU (negative lower bound) has no spiking counterpart
+    bad = nn.Sequential(nn.Linear(4, 4), nn.Hardtanh(-1.0, 1.0), nn.Linear(4, 2))
+    with pytest.raises(SpiketandemError, match="Hardtanh"):
+        build_student(bad, NeuronConfig(), torch.zeros(2, 4))
+    with pytest.raises(SpiketandemError, match="act_clip must be > 0"):
+        build_model("vgg11", act_clip=0.0)
+
+
+def test_ann_activation_of_each_layer_reproduces_a_clipped_teacher():
+    # rules that run layers as the ANN (PTL before a layer's stage) must use the teacher's own activation
+    from spiketandem.rules.hybrid import run_hybrid
+    teacher = warmed(build_model("digits-mlp", in_channels=1, image_size=8, act_clip=0.5), (1, 8, 8))
+    x = torch.randn(4, 1, 8, 8)
+    student = build_student(teacher, NeuronConfig("if"), x, calibration_images=torch.randn(32, 1, 8, 8))
+    assert {layer.ceiling for layer in student.layers} == {0.5}
+    with torch.no_grad():
+        ann = run_hybrid(student, x, 1, {i.name: ("ann", i.ann_activation) for i in student.layers})
+        relu = run_hybrid(student, x, 1, {i.name: ("ann", F.relu) for i in student.layers})
+        expected = teacher(x)
+    torch.testing.assert_close(ann, expected, rtol=1e-4, atol=1e-5)
+    assert (relu - expected).abs().max() > 1e-2

@@ -45,6 +45,8 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--arch", help="vgg11, vgg13, vgg16, resnet20, digits-cnn, digits-mlp")
     g.add_argument("--width", type=float, help="channel width multiplier (e.g. 0.25 for a CPU)")
+    g.add_argument("--act-clip", type=float, metavar="C", help="teachers trained here use the clipped ReLU "
+                   "min(max(x, 0), C) (the LTL authors' teacher: C = 2); helps students at small T (default: plain ReLU)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="the global batch: under torchrun each of the N processes gets "
                    "batch-size / N of it (must divide evenly)")
@@ -92,7 +94,7 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
 
 CONFIG_FLAGS = ("name", "out", "device", "seed", "dataset", "data_dir", "download", "n_train", "n_test", "arch",
                 "bins", "event_size",
-                "width", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "lr_schedule", "rule", "teacher",
+                "width", "act_clip", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "lr_schedule", "rule", "teacher",
                 "teacher_epochs", "neuron", "T", "eval_T", "threshold", "tau_m", "leak", "reset", "surrogate",
                 "surrogate_param", "neuron_backend", "init", "encoding", "percentile", "ynorm", "schedule", "bptt", "kd",
                 "tensorboard", "amp", "channels_last")

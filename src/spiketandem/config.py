@@ -47,6 +47,7 @@ class RunConfig:
     # model
     arch: str | None = None
     width: float = 1.0
+    act_clip: float | None = None  # teacher activation min(max(x, 0), act_clip) instead of ReLU (the authors' use 2)
     teacher: str | None = None
     teacher_epochs: int = 30
     # neuron
@@ -103,6 +104,10 @@ class RunConfig:
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 0:
             raise SpiketandemError(f"config field 'epochs' must be a non-negative integer (0 for rules that train "
                                    f"nothing, e.g. convert), got {self.epochs!r}")
+        if self.act_clip is not None and (isinstance(self.act_clip, bool) or not isinstance(self.act_clip, (int, float))
+                                          or self.act_clip <= 0):
+            raise SpiketandemError(f"config field 'act_clip' must be a positive number (or null for a plain ReLU), "
+                                   f"got {self.act_clip!r}")
         if not 0 < self.percentile <= 100:
             raise SpiketandemError(f"config field 'percentile' must lie in (0, 100], got {self.percentile}")
         if isinstance(self.eval_T, int):

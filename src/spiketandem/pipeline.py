@@ -79,7 +79,7 @@ def calibration_images(data: ArrayDataset, device, n: int = 512) -> torch.Tensor
 # ---- teachers ---------------------------------------------------------------------------------
 
 def save_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, accuracy: float, path: Path) -> None:
-    atomic_save({"format": TEACHER_FORMAT, "arch": cfg.arch, "width": cfg.width, "dataset": cfg.dataset,
+    atomic_save({"format": TEACHER_FORMAT, "arch": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip, "dataset": cfg.dataset,
                  "info": dataclasses.asdict(info), "state_dict": model.state_dict(), "accuracy": accuracy}, path)
 
 
@@ -96,7 +96,8 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
     if info is not None and saved != info:
         raise SpiketandemError(f"teacher {path} was trained for {saved} but this dataset is {info}; train a teacher on "
                                "this dataset (`spiketandem teacher --dataset ...`)")
-    model = build_model(obj["arch"], saved.num_classes, saved.in_channels, saved.image_size, obj["width"])
+    model = build_model(obj["arch"], saved.num_classes, saved.in_channels, saved.image_size, obj["width"],
+                        obj.get("act_clip"))
     model.load_state_dict(obj["state_dict"])
     return model.to(device).eval(), obj
 

@@ -11,6 +11,7 @@ that same node is the layer's LTL target (``TeacherTaps``).
 from __future__ import annotations
 
 import copy
+import math
 import operator
 from dataclasses import dataclass
 
@@ -37,11 +38,21 @@ INITS = ("teacher", "random")
 
 
 def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """ReLU, ReLU6 and clipped ReLUs (Hardtanh with a lower bound of 0) become spiking neurons."""
     if node.op == "call_module":
-        return isinstance(gm.get_submodule(node.target), RELU_MODULES)
+        module = gm.get_submodule(node.target)
+        return isinstance(module, RELU_MODULES) or (isinstance(module, nn.Hardtanh) and module.min_val == 0)
     if node.op == "call_function":
         return node.target in RELU_FUNCTIONS
     return node.op == "call_method" and node.target in RELU_METHODS
+
+
+def _ceiling(gm: fx.GraphModule, node: fx.Node) -> float:
+    """The upper clip of a ReLU node: inf for ReLU, 6 for ReLU6, max_val for a clipped ReLU (Hardtanh(0, c))."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        return 6.0 if isinstance(module, nn.ReLU6) else float(getattr(module, "max_val", math.inf))
+    return 6.0 if node.target is F.relu6 else math.inf
 
 
 def _describe(node: fx.Node) -> str:
@@ -110,9 +121,9 @@ class TeacherTaps(nn.Module):
         graph = gm.graph
         taps = {}
         for node in relu_nodes(gm):
-            # tap a non-inplace ReLU so later in-place ops cannot alter the recorded activation
+            # tap a non-inplace copy of the activation so later in-place ops cannot alter the recorded one
             with graph.inserting_after(node):
-                clean = graph.call_function(F.relu, (node.args[0],))
+                clean = graph.call_function(F.hardtanh, (node.args[0], 0.0, _ceiling(gm, node)))
             node.replace_all_uses_with(clean)
             graph.erase_node(node)
             clean.name = node.name
@@ -228,6 +239,11 @@ class LayerInfo:
     name: str        # neuron module name (the fx node name of the teacher ReLU)
     path: str        # the teacher's module path of that ReLU
     modules: list    # targets of the stateless modules that feed this neuron layer
+    ceiling: float = math.inf  # the teacher activation's upper clip (inf: ReLU; 6: ReLU6; c: Hardtanh(0, c))
+
+    def ann_activation(self, z: torch.Tensor) -> torch.Tensor:
+        """The teacher's activation of this layer, for rules that run some layers as the ANN."""
+        return F.hardtanh(z, 0.0, self.ceiling)
 
 
 class Student(nn.Module):
@@ -364,13 +380,13 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     graph = gm.graph
     layers, seen = [], {}
     for node in relu_nodes(gm):
-        name, path = node.name, _relu_path(node, seen)
+        name, path, ceiling = node.name, _relu_path(node, seen), _ceiling(gm, node)
         gm.add_submodule(f"neurons.{name}", SpikingNeuron(neuron, name=name, path=path))
         with graph.inserting_after(node):
             new = graph.call_module(f"neurons.{name}", (node.args[0],))
         node.replace_all_uses_with(new)
         graph.erase_node(node)
-        layers.append(LayerInfo(name, path, []))
+        layers.append(LayerInfo(name, path, [], ceiling))
     if not layers:
         raise SpiketandemError("the teacher has no ReLU: there is nothing to make spiking")
     for node in list(graph.nodes):  # dropout is the identity at inference and on spikes

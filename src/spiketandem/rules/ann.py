@@ -18,7 +18,7 @@ class ANNRule(Rule):
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, None)
-        self.model = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width)
+        self.model = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip)
 
     def loss(self, x, y, epoch):
         logits = self.model(x)

@@ -109,7 +109,8 @@ class PTL(Rule):
     # ---- the network of the current stage -------------------------------------------------------
 
     def modes(self) -> dict:
-        return {name: ("tandem" if i <= self.stage else "ann", F.relu) for i, name in enumerate(self.names)}
+        return {info.name: ("tandem" if i <= self.stage else "ann", info.ann_activation)
+                for i, info in enumerate(self.model.layers)}
 
     def _apply_freezing(self) -> None:
         for i, name in enumerate(self.names):
