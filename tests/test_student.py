@@ -184,9 +184,10 @@ def test_clipped_relu_teacher_becomes_a_student_and_keeps_its_clip():
     teacher = warmed(build_model("vgg11", width=0.125, act_clip=0.5), (3, 32, 32))
     assert not any(isinstance(m, nn.ReLU) for m in teacher.modules())
     x = torch.randn(3, 3, 32, 32)
-    _, acts = TeacherTaps(teacher, x)(x)
-    assert len(acts) == 10 and all(0 <= float(a.min()) and float(a.max()) <= 0.5 for a in map(torch.Tensor.detach, acts.values()))
-    assert any(float(a.detach().max()) == 0.5 for a in acts.values())  # the clip binds somewhere
+    with torch.no_grad():
+        _, acts = TeacherTaps(teacher, x)(x)
+    assert len(acts) == 10 and all(0 <= float(a.min()) and float(a.max()) <= 0.5 for a in acts.values())
+    assert any(float(a.max()) == 0.5 for a in acts.values())  # the clip binds somewhere
     student = build_student(teacher, NeuronConfig("if"), x, calibration_images=torch.randn(64, 3, 32, 32))
     assert [layer.name for layer in student.layers] == list(acts)
     # a Hardtanh that is not a clipped ReLU (negative lower bound) has no spiking counterpart
@@ -210,3 +211,26 @@ def test_ann_activation_of_each_layer_reproduces_a_clipped_teacher():
         expected = teacher(x)
     torch.testing.assert_close(ann, expected, rtol=1e-4, atol=1e-5)
     assert (relu - expected).abs().max() > 1e-2
+
+
+class _FunctionalReLU6(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc2(F.relu6(self.fc1(x)))
+
+
+@pytest.mark.parametrize("make", [lambda: nn.Sequential(nn.Linear(4, 16), nn.ReLU6(), nn.Linear(16, 2)),
+                                  _FunctionalReLU6], ids=["module", "function"])
+def test_teacher_taps_record_relu6_as_the_teacher_computes_it(make):
+    net = make()
+    first = next(net.children())
+    x = 10 * torch.randn(8, 4)  # large inputs: many pre-activations lie above 6
+    with torch.no_grad():
+        logits, acts = TeacherTaps(net, x)(x)
+        expected = torch.clamp(first(x), 0, 6)
+    assert float(expected.max()) == 6.0 and len(acts) == 1
+    torch.testing.assert_close(acts[list(acts)[0]], expected)
+    torch.testing.assert_close(logits, net(x))
