@@ -67,6 +67,13 @@ def test_bad_input_gets_one_clear_error(tmp_path, digits_teacher, capsys):
     assert "missing.pt" in capsys.readouterr().err
 
 
+def test_act_clip_that_contradicts_the_given_teacher_is_refused(tmp_path, digits_teacher, capsys):
+    assert main(["train", "--teacher", digits_teacher, "--act-clip", "2", "--epochs", "1",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "act_clip=None" in err and "drop --act-clip" in err
+
+
 def test_corrupt_model_file_is_reported(tmp_path, digits_teacher, capsys):
     run = tmp_path / "run"
     assert main(["train", "--teacher", digits_teacher, "--arch", "digits-cnn", "--T", "2", "--eval-T", "2",

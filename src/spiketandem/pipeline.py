@@ -139,6 +139,11 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
     """The teacher given by --teacher, or (when none is given) one trained now into RUN/teacher/."""
     if cfg.teacher:
         teacher, meta = load_teacher(cfg.teacher, info, device)
+        if cfg.act_clip is not None and meta.get("act_clip") != cfg.act_clip:
+            raise SpiketandemError(f"--act-clip {cfg.act_clip} asks for a teacher with ReLUs clipped at {cfg.act_clip}, "
+                                   f"but {cfg.teacher} was trained with act_clip={meta.get('act_clip')}; drop "
+                                   "--act-clip (the student follows the teacher's own activation) or train a teacher "
+                                   f"with `spiketandem teacher --act-clip {cfg.act_clip}`")
         if distributed.is_main():
             shutil.copyfile(Path(cfg.teacher) / "teacher.pt" if Path(cfg.teacher).is_dir() else cfg.teacher,
                         run.file("teacher.pt"))
