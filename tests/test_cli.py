@@ -11,10 +11,35 @@ CONTRACT_KEYS = {"rule", "dataset", "arch", "neuron", "T", "epochs", "teacher_ac
                  "synops_ratio", "train_seconds", "peak_memory_bytes", "device"}
 
 
-@pytest.mark.parametrize("command", ["demo", "teacher", "train", "eval"])
-def test_every_subcommand_has_help(command):
-    out = subprocess.run([sys.executable, "-m", "spiketandem", command, "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "usage: spiketandem" in out.stdout
+def _command_paths(parser, prefix=()):
+    """Every (sub)command path of the real parser, e.g. ("bench", "neuron")."""
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _command_paths(sub, prefix + (name,))
+
+
+def test_the_help_test_covers_every_subcommand():
+    from spiketandem.cli import build_parser
+    paths = list(_command_paths(build_parser()))
+    top = {p[0] for p in paths}
+    assert {"demo", "teacher", "train", "eval", "bench", "report", "reproduce", "compare", "export", "noise"} <= top
+    assert len(paths) >= 14
+
+
+@pytest.mark.parametrize("path", [" ".join(p) for p in _command_paths(__import__("spiketandem.cli").cli.build_parser())])
+def test_every_subcommand_has_help(path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(path.split() + ["--help"])
+    assert stop.value.code == 0
+    assert f"usage: spiketandem {path}" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "spiketandem", "train", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: spiketandem train" in out.stdout
 
 
 def test_demo_writes_the_run_folder_contract(tmp_path, capsys):
@@ -41,17 +66,37 @@ def test_demo_writes_the_run_folder_contract(tmp_path, capsys):
     assert evaluated["acc_by_T"]["8"] == pytest.approx(summary["acc_by_T"]["8"])
 
 
-def test_train_resumes_from_the_last_checkpoint(tmp_path, digits_teacher, capsys):
-    run = tmp_path / "run"
+def test_a_killed_run_resumes_bit_identically(tmp_path, digits_teacher):
+    """kill -9 a real training process after its first checkpoint, `--resume`: the same weights, bit for bit,
+    as the run that was never interrupted, and every epoch once in metrics.jsonl."""
+    import os
+    import signal
+    import time
+
+    import torch
     args = ["train", "--teacher", digits_teacher, "--arch", "digits-cnn", "--T", "4", "--eval-T", "4",
-            "--out", str(run), "--quiet"]
-    assert main(args + ["--epochs", "1"]) == 0
-    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    assert main(args + ["--epochs", "3", "--resume"]) == 0
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            "--epochs", "3", "--n-train", "600", "--quiet", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run([sys.executable, "-m", "spiketandem", *args, "--out", str(whole)], check=True, env=env,
+                   capture_output=True)
+    process = subprocess.Popen([sys.executable, "-m", "spiketandem", *args, "--out", str(cut)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = cut / "checkpoint.pt"
+    while process.poll() is None and not checkpoint.is_file():  # the first epoch's checkpoint
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.is_file(), "the run ended before its first checkpoint"
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert done < 3, "the run finished before it was killed; nothing was tested"
+    subprocess.run([sys.executable, "-m", "spiketandem", *args, "--out", str(cut), "--resume"], check=True, env=env,
+                   capture_output=True)
+    a = torch.load(whole / "student.pt", weights_only=True)["state"]["model"]
+    b = torch.load(cut / "student.pt", weights_only=True)["state"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert rows[0] == first
-    assert json.loads((run / "summary.json").read_text())["epochs"] == 3
 
 
 def test_bad_input_gets_one_clear_error(tmp_path, digits_teacher, capsys):

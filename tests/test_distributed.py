@@ -38,11 +38,11 @@ def _torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "spiketandem"] + args
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)  # generous: never fail for a slow machine
 
 
 def _weights(path: Path) -> dict:
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
     state = obj["state"]["model"] if "state" in obj else obj["state_dict"]
     return {k: v for k, v in state.items() if v.is_floating_point()}
 

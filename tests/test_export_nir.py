@@ -17,7 +17,8 @@ from spiketandem.neuron import NeuronConfig, RunContext
 from spiketandem.pipeline import save_teacher
 from spiketandem.rules import get_rule
 from spiketandem.rules.base import DataInfo
-from spiketandem.runs import MODEL_FORMAT, RunFolder, atomic_save
+from spiketandem.model_file import save_model, zoo_architecture
+from spiketandem.runs import RunFolder
 from spiketandem.student import build_student
 
 T = 12
@@ -135,8 +136,7 @@ def test_export_command_writes_a_readable_file(tmp_path):
     run.write_config(cfg)
     save_teacher(teacher, cfg, info, 0.0, run.file("teacher.pt"))
     rule = get_rule("ltl-offline")(cfg, info, teacher, info.example_input())
-    atomic_save({"format": MODEL_FORMAT, "rule": "ltl-offline", "info": {"num_classes": 10, "in_channels": 1,
-                 "image_size": 8}, "state": rule.state_dict()}, run.file("student.pt"))
+    save_model(rule, run.file("student.pt"), zoo_architecture(cfg))
     out = tmp_path / "student.nir"
     assert main(["export", str(run.path), str(out), "--format", "nir", "--dt", "0.001"]) == 0
     graph = nir.read(str(out))

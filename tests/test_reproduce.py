@@ -9,6 +9,7 @@ import yaml
 from spiketandem.cli import main
 from spiketandem.config import make_config
 from spiketandem.errors import SpiketandemError
+from spiketandem.rules import configure
 from spiketandem.reproduce import apply_scale, check_requirements, list_experiments, load_experiment, run_configs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -29,7 +30,7 @@ def test_every_scale_of_every_experiment_makes_valid_run_configs(path):
         scaled = apply_scale(exp, scale)
         teacher, students = run_configs(scaled, Path("/tmp/out"))
         for fields in ([teacher] if teacher else []) + [f for _, f in students]:
-            make_config(fields)  # raises on an unknown field or a bad value
+            configure(make_config(fields))  # raises on an unknown field, option or a bad value
         paper = exp.paper.get("results") or {}
         assert set(paper) <= set(exp.run_names()), "paper results must name runs of the experiment"
 
@@ -103,3 +104,14 @@ def test_tiny_experiment_end_to_end(tmp_path):
     # finished runs are reused: a second call trains nothing
     assert main(["reproduce", str(path), "--out", str(out), "--quiet", "--no-steps"]) == 0
     assert json.loads((out / "ltl" / "summary.json").read_text())["train_seconds"] == measured["train_seconds"]
+
+
+def test_an_event_dataset_experiment_passes_the_requirement_check(tmp_path):
+    """Every dataset `train` accepts (image and event datasets, one registry) is known to reproduce."""
+    path = tmp_path / "events.yaml"
+    path.write_text("title: N-MNIST\ndefaults: {dataset: nmnist, arch: digits-mlp}\n"
+                    "runs:\n  - {name: ltl, rule: ltl-offline, T: 4}\n")
+    check_requirements(load_experiment(str(path)))  # raised "dataset 'nmnist' is not known" before
+    path.write_text("title: bad\ndefaults: {dataset: mnist-9000}\nruns:\n  - {name: a}\n")
+    with pytest.raises(SpiketandemError, match="dataset 'mnist-9000' is not known.*nmnist"):
+        check_requirements(load_experiment(str(path)))

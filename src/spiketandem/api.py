@@ -1,13 +1,18 @@
-"""A small Python API: bring your own teacher, get a trained spiking student in a few lines.
+"""A small Python API: bring your own teacher and data, get a trained spiking student in a few lines.
 
     from spiketandem import api
-    student = api.train_ltl(teacher, train_x, train_y, T=8, epochs=3)       # offline LTL
+    student = api.train_ltl(teacher, train_x, train_y, T=8, epochs=3)       # offline LTL on tensors
+    student = api.train_ltl(teacher, my_dataset, test=my_test_set, T=8)      # any Dataset / DataLoader
     acc = api.accuracy(student, test_x, test_y, T=8)
     ratio = api.synops_ratio(student, teacher, test_x, T=8)                 # SynOps / teacher MACs
+    api.save_student(student, "student.pt"); student = spiketandem.load_student("student.pt", teacher=MyNet())
     api.export_nir(student, "student.nir")
 
-Images are float tensors ``[N, C, H, W]``, already normalised the way the teacher expects; labels
-are int64 ``[N]``.  Everything here calls the same rules, student builder and metrics as the CLI.
+Data is a float tensor ``[N, C, H, W]`` of images (already normalised the way the teacher expects) with
+int64 labels ``[N]``, an ``(images, labels)`` pair, any ``torch.utils.data.Dataset`` of
+``(image, label)`` (torchvision datasets with their transforms, tonic datasets with ``ToFrame``) or a
+``DataLoader``, or a built-in dataset (``spiketandem.data.load_dataset``).  Training runs through the
+one training loop, ``spiketandem.train.fit``, exactly as the CLI's.
 """
 from __future__ import annotations
 
@@ -18,93 +23,104 @@ import torch
 from torch import nn
 
 from .config import make_config
+from .data.feeding import calibration_images
+from .data.user_data import UserData, _check_tensors
 from .errors import SpiketandemError
 from .metrics import count_ops, teacher_macs
-from .rules import get_rule
+from .model_file import load_student, model_record, save_model, save_student, zoo_architecture
+from .rules import configure, get_rule
 from .rules.base import DataInfo
+from .runs import RunFolder
 from .student import Student
-from .train import make_optimizer, resolve_device, seed_everything
+from .train import fit, resolve_device, seed_everything
 
 LTL_RULES = ("ltl-offline", "ltl-online")
 
 
 def _check_data(images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-    if not torch.is_tensor(images) or images.dim() not in (4, 5) or not images.is_floating_point():
-        raise SpiketandemError(f"images must be a float tensor [N, C, H, W] (or event frames [N, T, C, H, W]), got "
-                               f"{getattr(images, 'shape', type(images).__name__)}")
-    if images.shape[-1] != images.shape[-2]:
-        raise SpiketandemError(f"images must be square (H == W), got {tuple(images.shape[-2:])}; crop or pad them")
-    if labels is not None and (labels.shape != images.shape[:1] or labels.dtype != torch.long):
-        raise SpiketandemError(f"labels must be an int64 tensor [N] matching the images, got {labels.dtype} "
-                               f"{tuple(labels.shape)}")
+    if not torch.is_tensor(images):
+        raise SpiketandemError(f"images must be a float tensor [N, C, H, W], got {type(images).__name__}")
+    if labels is None:
+        labels = torch.zeros(len(images), dtype=torch.long)
+    _check_tensors(images, labels, "the")
 
 
-def train_ltl(teacher: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor, *, T: int = 8,
-              epochs: int = 5, online: bool = False, **kwargs) -> Student:
+def _as_training_data(data, labels, test, test_labels, num_classes, augment):
+    if hasattr(data, "train_x") and hasattr(data, "mean"):  # a built-in dataset (ArrayDataset / EventDataset)
+        if labels is not None or test is not None:
+            raise SpiketandemError("a built-in dataset carries its own labels and test split; pass it alone")
+        return data
+    return UserData(data, labels, test, test_labels, num_classes=num_classes, augment=augment)
+
+
+def train_ltl(teacher: nn.Module, data, labels: torch.Tensor | None = None, *, T: int = 8, epochs: int = 5,
+              online: bool = False, **kwargs) -> Student:
     """Train the spiking student of ``teacher`` by Local Tandem Learning; returns the student.
 
     Each neuron layer l is fitted to the teacher's ReLU output at the same node (offline LTL:
     L_l = || amplitude_l * mean_t S_l[t] - y_l ||^2 / y_norm, Yang et al. 2022, Eq. 4-5); ``online=True``
     uses the online form (per-step local losses).  ``teacher`` is any module of
-    conv/linear/BatchNorm/pooling/flatten/ReLU; it is not modified.  Event frames ``[N, T, C, H, W]``
-    are fed one frame per step, and the teacher sees their time average.  Other keyword arguments
-    are those of :func:`train`.
+    conv/linear/BatchNorm/pooling/flatten/ReLU; it is not modified.  Event frames ``[T, C, H, W]`` per
+    sample are fed one frame per step, and the teacher sees their time average.  Other keyword
+    arguments are those of :func:`train`.
     """
-    return train(LTL_RULES[1] if online else LTL_RULES[0], train_images, train_labels, teacher=teacher, T=T,
-                 epochs=epochs, **kwargs)
+    return train(LTL_RULES[1] if online else LTL_RULES[0], data, labels, teacher=teacher, T=T, epochs=epochs, **kwargs)
 
 
-def train(rule: str, train_images: torch.Tensor, train_labels: torch.Tensor, *, teacher: nn.Module | None = None,
-          arch: str | None = None, T: int = 8, epochs: int = 5, neuron: str = "lif", reset: str = "subtract",
-          batch_size: int = 64, lr: float | None = None, num_classes: int | None = None, seed: int = 0,
-          device: str = "cpu", log: Callable[[str], None] | None = None, **config) -> Student:
+def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, test_labels=None,
+          teacher: nn.Module | None = None, arch: str | None = None, T: int = 8, epochs: int = 5, neuron: str = "lif",
+          reset: str = "subtract", batch_size: int = 64, lr: float | None = None, num_classes: int | None = None,
+          augment: bool = False, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
+          log: Callable[[str], None] | None = None, history: list | None = None, **config) -> Student:
     """Train a spiking student by any registered rule (``spiketandem.rules.RULES``); returns it.
 
-    Rules with a teacher (LTL, tandem, conversion) use ``teacher``; direct-training rules (STBP, TET,
-    ...) build a random student of the zoo architecture ``arch`` (``spiketandem.models``).  Extra
-    keyword arguments are ``RunConfig`` fields (e.g. ``tau_m=4.0``, ``percentile=99.9``,
-    ``options={"init_rate": 0.1}``).  Each epoch visits the data in a fresh random order once,
-    calling the rule's own ``train_step``.
+    ``data`` (and ``test``): see the module docstring; ``augment``: random crop (padding 4) and flip of
+    in-memory images.  Rules with a teacher (LTL, tandem, conversion) use ``teacher``; direct-training
+    rules (STBP, TET, ...) build a random student of the zoo architecture ``arch``
+    (``spiketandem.models``).  Extra keyword arguments are ``RunConfig`` fields (``tau_m=4.0``,
+    ``percentile=99.9``, ``lr_schedule="constant"``) or the rule's options (``ynorm="fixed"``, ``kd=0.5``,
+    ``schedule="sequential"``).  ``out``: also write a run folder there (metrics, checkpoint, config and
+    ``student.pt``); ``history``: a list that receives every epoch's metrics row (with ``test_acc`` when
+    ``test`` is given).  The student can be saved with :func:`save_student`.
     """
-    _check_data(train_images, train_labels)
     rule_cls = get_rule(rule)
-    frames = train_images.dim() == 5
-    if frames and train_images.shape[1] != T:
-        raise SpiketandemError(f"event frames have {train_images.shape[1]} time bins but T={T}; bin the events into "
-                               f"T frames (or pass T={train_images.shape[1]})")
     if rule_cls.needs_teacher and teacher is None:
         raise SpiketandemError(f"rule {rule!r} learns from a teacher: pass teacher=<your trained nn.Module>")
     if not rule_cls.needs_teacher and arch is None:
         raise SpiketandemError(f"rule {rule!r} trains a zoo architecture from scratch: pass arch= (e.g. 'digits-cnn')")
+    training = _as_training_data(data, labels, test, test_labels, num_classes, augment)
     fields = {"rule": rule, "T": T, "epochs": epochs, "neuron": neuron, "reset": reset, "batch_size": batch_size,
-              "lr": lr, "seed": seed, "progress": False, "arch": arch, **config}
-    if frames:
+              "lr": lr, "seed": seed, "progress": False, "arch": arch, "dataset": getattr(training, "name", "user data"),
+              "out": str(out) if out is not None else None, **config}
+    steps = training.sample_shape[0] if isinstance(training, UserData) and training.frames else \
+        (training.train_x.shape[1] if not isinstance(training, UserData) and training.train_x.dim() == 5 else None)
+    if steps is not None:
+        if steps != T:
+            raise SpiketandemError(f"event frames have {steps} time bins but T={T}; bin the events into T frames "
+                                   f"(or pass T={steps})")
         fields["encoding"] = "frames"
-    cfg = make_config(fields)
+    cfg = configure(make_config(fields))  # every setting checked before any work
     dev = resolve_device(device)
-    classes = num_classes or int(train_labels.max()) + 1
-    info = DataInfo(classes, train_images.shape[-3], train_images.shape[-1])
+    info = DataInfo(training.num_classes, training.in_channels, training.image_size)
     seed_everything(seed)
     if teacher is not None:
         teacher = teacher.to(dev).eval()
-    model_rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, train_images[:512].to(dev))
-    model_rule.model.to(dev)
-    optimizer = make_optimizer(model_rule, cfg)
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        model_rule.train(True)
-        model_rule.on_epoch_start(epoch)
-        order = torch.randperm(len(train_labels), generator=generator)
-        loss_sum, correct = 0.0, 0
-        for idx in order.split(batch_size):
-            logs = model_rule.train_step(train_images[idx].to(dev), train_labels[idx].to(dev), optimizer, epoch)
-            loss_sum += logs["loss"] * len(idx)
-            correct += logs["correct"]
-        if log is not None:
-            log(f"epoch {epoch}/{epochs}: loss {loss_sum / len(order):.4f}, train accuracy "
-                f"{correct / len(order):.3f}")
+    model_rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, calibration_images(training, dev))
+    for module in model_rule.modules().values():
+        module.to(dev)
+    run = RunFolder(out) if out is not None else None
+    teacher_arch = zoo_architecture(cfg) if not rule_cls.needs_teacher else None
+    if run is not None:
+        run.write_config(cfg)
+    result = fit(model_rule, cfg, training, dev, run, log=log or (lambda *a, **k: None))
+    if history is not None:
+        history.extend(result.rows)
+    if run is not None:
+        save_model(model_rule, run.file("student.pt"), teacher_arch)
     model_rule.train(False)
-    return model_rule.model
+    student = model_rule.model
+    student.origin = model_record(model_rule, teacher_arch)
+    return student
 
 
 @torch.no_grad()
@@ -150,4 +166,4 @@ def export_nir(student: Student, path: str | Path, dt: float | None = None, allo
     return write_nir(student.eval(), path, dt=dt or DEFAULT_DT, allow_subtract_reset=allow_subtract_reset)
 
 
-__all__ = ["train_ltl", "train", "predict", "accuracy", "synops_ratio", "export_nir"]
+__all__ = ["train_ltl", "train", "predict", "accuracy", "synops_ratio", "export_nir", "save_student", "load_student"]

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from .config import CHOICES, load_yaml, make_config, rule_options
+from .config import CHOICES, FIELD_NAMES, load_yaml, make_config
 from .errors import SpiketandemError
-from .rules import RULES
+from .rules import RULES, all_options, rules_declaring
 
 DEMO_CONFIG = dict(dataset="digits", arch="digits-cnn", neuron="lif", T=8, eval_T=[2, 4, 8, 16, 32], epochs=5,
                    teacher_epochs=40, batch_size=64, name="demo")
@@ -78,13 +78,9 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
     g.add_argument("--init", choices=CHOICES["init"], help="teacher (BN folded, thresholds balanced) or random")
     g.add_argument("--encoding", choices=CHOICES["encoding"], help="analog constant current (default) or rate spikes")
     g.add_argument("--percentile", type=float, help="percentile for y_norm and threshold balancing (default 99.9)")
-    g.add_argument("--ynorm", choices=CHOICES["ynorm"], help="y_norm per batch (default), running average, or fixed")
-    g.add_argument("--schedule", choices=CHOICES["schedule"], help="train layers all at once or one after another")
-    g.add_argument("--bptt", choices=CHOICES["bptt"], help="full BPTT (default) or the one-step form printed as Eq. 6-7")
-    g.add_argument("--kd", type=float, help="weight of distillation to the teacher's logits at the readout (default 0)")
     g = p.add_argument_group("rule options (each applies to the rules named)")
-    for opt in rule_options().values():
-        users = ", ".join(r.name for r in RULES.values() if opt in r.options)
+    for opt in all_options().values():
+        users = ", ".join(rules_declaring(opt.name))
         kwargs = dict(dest=f"option_{opt.name}", help=f"{opt.help} [{users}; default {opt.default}]")
         if opt.type is bool:
             g.add_argument(opt.flag, action=argparse.BooleanOptionalAction, default=None, **kwargs)
@@ -92,19 +88,13 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
             g.add_argument(opt.flag, type=opt.type, choices=opt.choices, **kwargs)
 
 
-CONFIG_FLAGS = ("name", "out", "device", "seed", "dataset", "data_dir", "download", "n_train", "n_test", "arch",
-                "bins", "event_size",
-                "width", "act_clip", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "lr_schedule", "rule", "teacher",
-                "teacher_epochs", "neuron", "T", "eval_T", "threshold", "tau_m", "leak", "reset", "surrogate",
-                "surrogate_param", "neuron_backend", "init", "encoding", "percentile", "ynorm", "schedule", "bptt", "kd",
-                "tensorboard", "amp", "channels_last")
-
-
 def config_from_args(args, base: dict | None = None):
+    """The run config: ``base`` (e.g. the demo's), then the --config file, then the given flags (every
+    flag named after a config field, and every rule option)."""
     fields = dict(base or {})
     if getattr(args, "config", None):
         fields.update(load_yaml(args.config))
-    overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if hasattr(args, k)}
+    overrides = {k: getattr(args, k) for k in FIELD_NAMES if hasattr(args, k)}
     overrides["options"] = {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_")}
     if args.quiet:
         overrides["progress"] = False
@@ -146,18 +136,18 @@ def cmd_teacher(args):
     from .pipeline import default_arch
     if cfg.arch is None:
         cfg = cfg.replace(arch=default_arch(cfg.dataset))
-    run = run_dir_for(cfg.replace(rule="ann"), "teacher")
-    summary = train_teacher(cfg, run, resume=args.resume, log=_logger(args))
+    run = run_dir_for(cfg.replace(rule="ann"), "teacher", resume=args.resume)
+    summary = train_teacher(cfg, run, resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                            log=_logger(args))
     _print_summary(args, summary, run.path)
 
 
 def cmd_train(args, base: dict | None = None):
-    from .pipeline import default_arch, run_dir_for, train_student
+    from .pipeline import run_dir_for, train_student
     cfg = config_from_args(args, base)
-    if cfg.arch is None:
-        cfg = cfg.replace(arch=default_arch(cfg.dataset))
-    run = run_dir_for(cfg, cfg.rule)
-    summary = train_student(cfg, run, resume=args.resume, log=_logger(args))
+    run = run_dir_for(cfg, cfg.rule, resume=args.resume)
+    summary = train_student(cfg, run, resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                            log=_logger(args))
     _print_summary(args, summary, run.path)
     return summary, run
 

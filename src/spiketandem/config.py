@@ -7,27 +7,29 @@ from pathlib import Path
 
 import yaml
 
+from .data.events import BIN_MODES
 from .errors import SpiketandemError
 from .neuron import NEURON_BACKENDS, NEURON_KINDS, RESETS, NeuronConfig
+from .precision import AMP_MODES
+from .student import ENCODINGS, INITS
 from .surrogate import SURROGATES, Surrogate
+from .train import LR_SCHEDULES, OPTIMIZERS
 
-# fields whose value must be one of a fixed set (rules and datasets are checked where they are known)
+# fields whose value must be one of a fixed set, each list owned by the module that implements it (rules,
+# their options and datasets are checked by their registries: ``rules.configure``, ``data.registry``)
 CHOICES = {
     "neuron": NEURON_KINDS,
     "reset": RESETS,
     "neuron_backend": NEURON_BACKENDS,
     "surrogate": SURROGATES,
-    "init": ("teacher", "random"),
-    "encoding": ("analog", "rate", "frames"),
-    "ynorm": ("batch", "running", "fixed"),
-    "schedule": ("parallel", "sequential"),
-    "bptt": ("full", "truncated"),
-    "optimizer": ("sgd", "adam", "adamw", None),
-    "lr_schedule": ("cosine", "step", "constant"),
-    "amp": ("off", "bf16"),
-    "bins": ("time", "count"),
+    "init": INITS,
+    "encoding": ENCODINGS,
+    "optimizer": OPTIMIZERS + (None,),
+    "lr_schedule": LR_SCHEDULES,
+    "amp": AMP_MODES,
+    "bins": BIN_MODES,
 }
-POSITIVE = ("T", "batch_size", "threshold", "tau_m", "dt", "kd_temperature", "width", "teacher_epochs")
+POSITIVE = ("T", "batch_size", "threshold", "tau_m", "dt", "width", "teacher_epochs")
 
 
 @dataclass
@@ -67,11 +69,6 @@ class RunConfig:
     init: str = "teacher"
     encoding: str = "analog"
     percentile: float = 99.9
-    ynorm: str = "batch"
-    schedule: str = "parallel"
-    bptt: str = "full"
-    kd: float = 0.0
-    kd_temperature: float = 4.0
     # optimisation
     epochs: int = 5
     batch_size: int = 64
@@ -124,47 +121,28 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **changes) -> "RunConfig":
-        return make_config(self.to_dict(), changes)
+        """A copy with ``changes`` (``None`` sets a field to None: "the default"), validated again."""
+        unknown = sorted(set(changes) - set(FIELD_NAMES))
+        if unknown:
+            raise SpiketandemError(f"unknown config field(s) {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 
 
-def rule_options() -> dict:
-    """name -> Option, over every registered rule."""
-    from .rules import RULES
-    return {o.name: o for rule in RULES.values() for o in rule.options}
-
-
-def _check_option(opt, value):
-    if value is None:
-        return None
-    try:
-        value = opt.type(value) if not isinstance(value, bool) or opt.type is bool else value
-    except (TypeError, ValueError):
-        raise SpiketandemError(f"option {opt.name!r} must be of type {opt.type.__name__}, got {value!r}") from None
-    if opt.choices and value not in opt.choices:
-        raise SpiketandemError(f"option {opt.name!r}: {value!r} is not allowed; choose one of "
-                               f"{', '.join(map(str, opt.choices))}")
-    return value
-
-
 def make_config(base: dict | None = None, overrides: dict | None = None) -> RunConfig:
-    """Build a config from a dict (e.g. YAML) and overrides (flags); unknown keys are an error.
+    """Build a config from a dict (e.g. YAML) and overrides (flags; ``None`` = not given).
 
-    Keys that name a rule option (top level, or under ``options:``) go into ``options``."""
+    Keys that are not config fields (top level, or under ``options:``) are rule options; they are
+    checked against the rule that runs by ``spiketandem.rules.configure``."""
     merged = dict(base or {})
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None and k != "options"})
     options = dict(merged.pop("options", None) or {})
     options.update({k: v for k, v in ((overrides or {}).get("options") or {}).items() if v is not None})
-    known = rule_options()
-    for key in [k for k in merged if k not in FIELD_NAMES and k in known]:
+    for key in [k for k in merged if k not in FIELD_NAMES]:
         options[key] = merged.pop(key)
-    unknown = sorted((set(merged) - set(FIELD_NAMES)) | (set(options) - set(known)))
-    if unknown:
-        raise SpiketandemError(f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(FIELD_NAMES)}"
-                               f"; rule options: {', '.join(sorted(known)) or 'none'}")
-    merged["options"] = {k: _check_option(known[k], v) for k, v in options.items() if v is not None}
+    merged["options"] = {k: v for k, v in options.items() if v is not None}
     try:
         return RunConfig(**merged)
     except TypeError as e:

@@ -49,6 +49,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -110,7 +111,8 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    return rank() == 0
+    """Rank 0 (also before the process group is set up: torchrun's RANK variable)."""
+    return rank() == 0 if active() else int(os.environ.get("RANK", "0")) == 0
 
 
 def barrier() -> None:
@@ -261,19 +263,15 @@ def globalise_batchnorm(module: nn.Module) -> int:
 
 def attach(rule, optimizer: torch.optim.Optimizer) -> None:
     """Make ``rule`` train on the global batch across ranks: identical starting state, global BatchNorm
-    statistics, global LTL normalisers, and gradients averaged before every optimizer step."""
+    statistics, gradients averaged before every optimizer step, and the rule's own rank-dependent
+    choices made global through its ``on_distributed`` hook (LTL's normalisers, Dspike's temperature)."""
     if not active():
         return
-    from .precision import trainable_modules
-    for module in trainable_modules(rule):
+    for module in rule.modules().values():
         globalise_batchnorm(module)
         broadcast_module(module)
-    targets = getattr(rule, "targets", None)
-    if targets is not None and hasattr(targets, "gather"):
-        targets.gather = gather_flat
     optimizer.register_step_pre_hook(average_gradients)
-    if hasattr(rule, "choose_temperature") and hasattr(rule, "set_temperature"):
-        _follow_rank0_temperature(rule)
+    rule.on_distributed(sys.modules[__name__])
 
 
 def broadcast_float(value: float) -> float:
@@ -281,18 +279,3 @@ def broadcast_float(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=_device())
     dist.broadcast(t, 0)
     return float(t)
-
-
-def _follow_rank0_temperature(rule) -> None:
-    """Dspike picks its surrogate temperature b by finite differences on the first images of the batch
-    it is given; each rank would pick from its own slice.  Every rank takes rank 0's pick: rank 0's
-    slice is the start of the global batch, so (when ``--dspike-fd-batch`` <= the per-rank batch) it
-    is the single process's pick."""
-    choose = rule.choose_temperature
-
-    def choose_as_rank0(x, y):
-        scores = choose(x, y)
-        rule.set_temperature(broadcast_float(rule.b))
-        return scores
-    rule.choose_temperature = choose_as_rank0
-

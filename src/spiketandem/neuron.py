@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import SpiketandemError
 from .kernels import fused_run, unfused_reason
-from .surrogate import Surrogate, spike
+from .surrogate import SURROGATES, Surrogate, spike
 
 NEURON_KINDS = ("if", "lif")
 RESETS = ("subtract", "zero")
@@ -34,7 +34,8 @@ NEURON_BACKENDS = ("auto", "fused", "reference")   # fused when it applies / fus
 
 @dataclass(frozen=True)
 class NeuronConfig:
-    """Neuron model. ``leak`` overrides ``exp(-dt/tau_m)`` for LIF; IF always has leak 1."""
+    """Neuron model. ``leak`` overrides ``exp(-dt/tau_m)`` for LIF; IF always has leak 1.
+    ``surrogate`` is a :class:`~.surrogate.Surrogate` or a surrogate's name (``"atan"``)."""
 
     kind: str = "lif"
     threshold: float = 1.0
@@ -47,6 +48,11 @@ class NeuronConfig:
     backend: str = "auto"   # how run_neuron computes it (NEURON_BACKENDS); the dynamics do not depend on it
 
     def __post_init__(self):
+        if isinstance(self.surrogate, str):  # a name: that surrogate with its default parameter
+            object.__setattr__(self, "surrogate", Surrogate(self.surrogate))
+        if not isinstance(self.surrogate, Surrogate):
+            raise SpiketandemError(f"surrogate must be a Surrogate or one of {', '.join(SURROGATES)}; got "
+                                   f"{type(self.surrogate).__name__}")
         if self.kind not in NEURON_KINDS:
             raise SpiketandemError(f"neuron kind {self.kind!r} is not one of {NEURON_KINDS}")
         if self.backend not in NEURON_BACKENDS:

@@ -8,31 +8,85 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .config import RunConfig, make_config
-from .data import ArrayDataset, DeviceBatches, load_dataset
+from .config import RunConfig
+from .data import ArrayDataset, load_dataset
+from .data.feeding import calibration_images, evaluation_batches
+from .data.registry import default_arch, is_event_dataset
 from .errors import SpiketandemError
 from .metrics import EnergyModel
 from .metrics.evaluation import student_metrics
-from .models import DEFAULT_ARCH, build_model
+from .model_file import read_model, rebuild_rule, save_model, zoo_architecture
+from .models import build_model
 from .report import plot_learning_curve, write_T_sweep
-from .rules import get_rule
+from .rules import configure, get_rule
 from .rules.base import DataInfo, Rule
-from .runs import MODEL_FORMAT, TEACHER_FORMAT, RunFolder, atomic_save, safe_load
-from .train import evaluate, fit, peak_memory_bytes, resolve_device, seed_everything, batches
+from .ownership import claim, latest_path, unique_path
+from .provenance import provenance
+from .runs import TEACHER_FORMAT, RunFolder, atomic_save, safe_load
+from .train import evaluate, fit, peak_memory_bytes, resolve_device, seed_everything
 
 
-def default_arch(dataset: str) -> str:
-    return DEFAULT_ARCH.get(dataset, "vgg11")
-
-
-def run_dir_for(cfg: RunConfig, kind: str) -> RunFolder:
+def run_dir_for(cfg: RunConfig, kind: str, resume: bool = False) -> RunFolder:
+    """``--out``, else a unique ``runs/<name>`` (``runs/<dataset>-<arch>-<rule>``, then ``-2``, ``-3``, ...);
+    with ``resume`` the newest folder of that series."""
     if cfg.out:
         return RunFolder(cfg.out)
-    name = cfg.name or f"{cfg.dataset}-{cfg.arch}-{kind}"
-    return RunFolder(Path("runs") / name)
+    base = Path("runs") / (cfg.name or f"{cfg.dataset}-{cfg.arch or default_arch(cfg.dataset)}-{kind}")
+    return RunFolder(latest_path(base) if resume else unique_path(base))
 
 
-def prepare_events(cfg: RunConfig):
+# config fields a resumed run may change: they do not change what is computed
+RESUMABLE = {"progress", "device", "out", "name", "data_dir", "download", "tensorboard", "neuron_backend", "teacher",
+             "eval_T"}
+
+
+def check_resume(run: RunFolder, cfg: RunConfig) -> None:
+    """A resumed run continues the weights, optimizer and schedule of its checkpoint, so every setting
+    must be the one it started with; one message names each flag that contradicts the run."""
+    saved = run.read_config()
+    diffs = []
+    for name, value in cfg.to_dict().items():
+        old = saved.get(name)
+        if name in RESUMABLE or old is None or value is None:
+            continue
+        if name == "options":
+            old_opts, new_opts = old or {}, value or {}
+            for key in sorted(set(old_opts) | set(new_opts)):
+                if old_opts.get(key) != new_opts.get(key):
+                    diffs.append(f"--{key.replace('_', '-')} {new_opts.get(key)!r} (the run has {old_opts.get(key)!r})")
+        elif value != old:
+            diffs.append(f"--{name.replace('_', '-')} {value!r} (the run has {old!r})")
+    if diffs:
+        raise SpiketandemError(f"--resume of {run.path} with settings that contradict the run: {'; '.join(diffs)}. "
+                               "A resumed run continues its checkpoint's weights, optimizer and schedule (so also its "
+                               "--epochs); drop these flags, or start a new run (another --out, or --overwrite)")
+
+
+def resolved(cfg: RunConfig, rule_cls) -> RunConfig:
+    """``cfg`` with the optimizer settings the rule's defaults fill in (what ``make_optimizer`` uses)."""
+    return cfg.replace(optimizer=cfg.optimizer or rule_cls.default_optimizer,
+                       lr=cfg.lr if cfg.lr is not None else rule_cls.default_lr,
+                       weight_decay=cfg.weight_decay if cfg.weight_decay is not None else rule_cls.default_weight_decay)
+
+
+def record_config(run: RunFolder, cfg: RunConfig, device, resume: bool) -> None:
+    """Write config.yaml (rank 0): the resolved values that run and their provenance; on resume, check
+    first that nothing contradicts the run, and keep its original record."""
+    if not distributed.is_main():
+        return
+    if resume:
+        check_resume(run, cfg)
+        return
+    run.write_config(cfg, provenance(cfg, device))
+
+
+def _mode(resume: bool, overwrite: bool) -> str:
+    if resume and overwrite:
+        raise SpiketandemError("--resume continues a run and --overwrite starts it again; give one of them")
+    return "resume" if resume else "overwrite" if overwrite else "new"
+
+
+def prepare_events(cfg: RunConfig, log=None):
     """An event dataset binned at the student's window (``cfg.T`` bins of kind ``cfg.bins``; cached per
     setting): spiking rules get ``encoding="frames"`` (frame t at step t) and are evaluated at that
     window only; non-spiking rules (the teacher, qat) get the time-integrated frames."""
@@ -43,18 +97,20 @@ def prepare_events(cfg: RunConfig):
                                "(drop --encoding; event datasets always use --encoding frames)")
     if spiking:
         cfg = cfg.replace(encoding="frames", eval_T=[cfg.T])
-    data = load_event_data(cfg.dataset, cfg.data_dir, T=cfg.T, mode=cfg.bins, size=cfg.event_size)
+    data = load_event_data(cfg.dataset, cfg.data_dir, T=cfg.T, mode=cfg.bins, size=cfg.event_size, log=log)
     return cfg, (data if spiking else data.integrated())
 
 
-def prepare(cfg: RunConfig) -> tuple[RunConfig, ArrayDataset, DataInfo, torch.device]:
-    from .data.event_data import EVENT_DATASETS
-    if cfg.arch is None:
+def prepare(cfg: RunConfig, log=None) -> tuple[RunConfig, ArrayDataset, DataInfo, torch.device]:
+    """Check the config against its rule (options) and dataset, then load the data (a one-time decode
+    reports its source and progress through ``log``): every command's first step, before any work."""
+    cfg = configure(cfg)
+    if cfg.arch is None and not cfg.teacher:  # with --teacher the architecture is the teacher's
         cfg = cfg.replace(arch=default_arch(cfg.dataset))
-    if cfg.dataset in EVENT_DATASETS:
-        cfg, data = prepare_events(cfg)
+    if is_event_dataset(cfg.dataset):
+        cfg, data = prepare_events(cfg, log)
     else:
-        data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+        data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, log=log)
     if cfg.n_train or cfg.n_test:
         data = data.subset(cfg.n_train, cfg.n_test, seed=cfg.seed)
     info = DataInfo(data.num_classes, data.in_channels, data.image_size)
@@ -69,13 +125,6 @@ def _on_main(run: RunFolder, work) -> dict:
     return summary if summary is not None else run.read_json("summary.json")
 
 
-def calibration_images(data: ArrayDataset, device, n: int = 512) -> torch.Tensor:
-    """The first n training images, normalised, for threshold balancing."""
-    x, _ = next(iter(DeviceBatches(data.train_x[:n], data.train_y[:n], n, mean=data.mean, std=data.std,
-                                   shuffle=False, augment=False, device=device)))
-    return x
-
-
 # ---- teachers ---------------------------------------------------------------------------------
 
 def save_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, accuracy: float, path: Path) -> None:
@@ -88,16 +137,18 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
     path = Path(path)
     if path.is_dir():
         path = path / "teacher.pt"
-    obj = safe_load(path, "teacher checkpoint", map_location=device)
-    if obj["format"] != TEACHER_FORMAT:
-        raise SpiketandemError(f"{path} is a {obj['format']} file, not a teacher; pass the teacher.pt a "
-                               "`spiketandem teacher` run wrote")
+    obj = safe_load(path, "teacher checkpoint", map_location=device, expected_format=TEACHER_FORMAT)
     saved = DataInfo(**obj["info"])
     if info is not None and saved != info:
         raise SpiketandemError(f"teacher {path} was trained for {saved} but this dataset is {info}; train a teacher on "
                                "this dataset (`spiketandem teacher --dataset ...`)")
     model = build_model(obj["arch"], saved.num_classes, saved.in_channels, saved.image_size, obj["width"],
                         obj.get("act_clip"))
+    bad = [k for k, v in obj["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise SpiketandemError(f"teacher {path} holds non-finite values ({', '.join(bad[:3])}): its training diverged; "
+                               "train it again with a lower --lr")
     model.load_state_dict(obj["state_dict"])
     return model.to(device).eval(), obj
 
@@ -109,25 +160,33 @@ def summary_row(cfg: RunConfig, rule: Rule, acc_by_T: dict, teacher_acc, synops_
             "epochs": cfg.epochs, "teacher_acc": teacher_acc, "student_acc": final,
             "acc_by_T": {str(T): a for T, a in acc_by_T.items()} if rule.spiking else {},
             "synops_ratio": synops_ratio, "train_seconds": seconds,
-            "peak_memory_bytes": peak_memory_bytes(device), "device": str(device)}
+            "peak_memory_bytes": peak_memory_bytes(device), "device": str(device),
+            "num_classes": rule.info.num_classes}
 
 
-def train_teacher(cfg: RunConfig, run: RunFolder, *, resume=False, log=print) -> dict:
+def train_teacher(cfg: RunConfig, run: RunFolder, *, resume=False, overwrite=False, log=print) -> dict:
     """`spiketandem teacher`: train the ANN of cfg.arch on cfg.dataset; writes teacher.pt + the run files."""
-    cfg, data, info, device = prepare(cfg.replace(rule="ann"))
+    cfg = configure(cfg.replace(rule="ann"))
+    with claim(run.path, _mode(resume, overwrite), main=distributed.is_main()):
+        return _train_teacher(cfg, run, resume, log)
+
+
+def _train_teacher(cfg, run, resume, log) -> dict:
+    cfg, data, info, device = prepare(cfg, log)
+    rule_cls = get_rule("ann")
+    cfg = resolved(cfg, rule_cls)
+    record_config(run, cfg, device, resume)
     seed_everything(cfg.seed)
-    if distributed.is_main():
-        run.write_config(cfg)
-    rule = get_rule("ann")(cfg, info)
+    rule = rule_cls(cfg, info)
     rule.model.to(device)
     log(f"training teacher {cfg.arch} (width {cfg.width}) on {cfg.dataset}: {len(data.train_y)} train / "
         f"{len(data.test_y)} test images, {cfg.epochs} epochs, device {device}")
-    seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, label="teacher")
+    seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, label="teacher").seconds
 
     def finish() -> dict:
-        acc = evaluate(rule, batches(data, "test", cfg, device, train=False), [1])[1]
+        acc = evaluate(rule, evaluation_batches(data, cfg, device), [1])[1]
         save_teacher(rule.model, cfg, info, acc, run.file("teacher.pt"))
-        summary = summary_row(cfg, rule, {1: acc}, acc, 1.0, seconds, device)
+        summary = {**summary_row(cfg, rule, {1: acc}, acc, 1.0, seconds, device), "test_samples": len(data.test_y)}
         run.write_json("summary.json", summary)
         plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"),
                             title=f"teacher {cfg.arch} on {cfg.dataset}")
@@ -147,45 +206,59 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
         if distributed.is_main():
             shutil.copyfile(Path(cfg.teacher) / "teacher.pt" if Path(cfg.teacher).is_dir() else cfg.teacher,
                         run.file("teacher.pt"))
-        return teacher, meta["accuracy"]
+        return teacher, meta
     sub = RunFolder(run.path / "teacher")
     if resume and sub.file("teacher.pt").is_file():
         teacher, meta = load_teacher(sub.file("teacher.pt"), info, device)
     else:
         log(f"no --teacher given: training the default teacher ({cfg.arch}, {cfg.teacher_epochs} epochs) first, "
             f"into {sub.path}")
+        # the teacher recipe (the ANN rule's optimizer defaults), never the student's settings
         teacher_cfg = cfg.replace(rule="ann", epochs=cfg.teacher_epochs, lr=None, optimizer=None, weight_decay=None,
-                                  out=str(sub.path), lr_schedule="cosine")
-        train_teacher(teacher_cfg, sub, resume=resume, log=log)
+                                  out=str(sub.path), lr_schedule="cosine", options={}, teacher=None)
+        train_teacher(teacher_cfg, sub, resume=resume and sub.exists(), log=log)
         teacher, meta = load_teacher(sub.file("teacher.pt"), info, device)
     if distributed.is_main():
         shutil.copyfile(sub.file("teacher.pt"), run.file("teacher.pt"))
-    return teacher, meta["accuracy"]
+    return teacher, meta
 
 
-def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, log=print, on_epoch_end=None) -> dict:
+def teacher_architecture(cfg: RunConfig, meta: dict) -> RunConfig:
+    """``cfg`` recording the architecture the student is built from: the given teacher's."""
+    if cfg.arch is not None and cfg.arch != meta["arch"]:
+        raise SpiketandemError(f"--arch {cfg.arch} contradicts the teacher {cfg.teacher}, which is a {meta['arch']}: "
+                               "the student is built from the teacher's graph; drop --arch")
+    return cfg.replace(arch=meta["arch"], width=meta["width"], act_clip=meta.get("act_clip"))
+
+
+def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, overwrite=False, log=print,
+                  on_epoch_end=None) -> dict:
     """`spiketandem train`: a student by cfg.rule, its evaluation at every T, and the run folder."""
+    cfg = configure(cfg)  # every setting checked before the folder is touched
+    with claim(run.path, _mode(resume, overwrite), main=distributed.is_main()):
+        return _train_student(cfg, run, resume, log, on_epoch_end)
+
+
+def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     rule_cls = get_rule(cfg.rule)
-    cfg, data, info, device = prepare(cfg)
-    if resume and not run.exists():
-        raise SpiketandemError(f"--resume: {run.path} holds no run to resume; drop --resume to start one")
-    if distributed.is_main():
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
+    cfg, data, info, device = prepare(cfg, log)
+    record_config(run, cfg, device, resume)  # on resume: refused here, before anything is trained or written
     seed_everything(cfg.seed)
     teacher, teacher_acc = (None, None)
     if rule_cls.needs_teacher:
-        teacher, teacher_acc = obtain_teacher(cfg, info, device, run, resume=resume, log=log)
+        teacher, meta = obtain_teacher(cfg, info, device, run, resume=resume, log=log)
+        cfg, teacher_acc = teacher_architecture(cfg, meta), meta["accuracy"]
+    cfg = resolved(cfg, rule_cls)
+    record_config(run, cfg, device, resume)  # what runs: the architecture as built from the teacher, the optimizer
     seed_everything(cfg.seed)
     rule = rule_cls(cfg, info, teacher, calibration_images(data, device))
     rule.model.to(device)
     log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on {cfg.dataset}, "
         f"{cfg.epochs} epochs, device {device}")
-    seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end)
+    seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end).seconds
 
     def finish() -> dict:  # the final evaluation (every T, SynOps) runs on rank 0 alone
-        atomic_save({"format": MODEL_FORMAT, "rule": cfg.rule, "info": dataclasses.asdict(info),
-                     "state": rule.state_dict()}, run.file("student.pt"))
+        save_model(rule, run.file("student.pt"), zoo_architecture(cfg))
         summary = evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, run=run)
         run.write_json("summary.json", summary)
         plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), teacher_acc=teacher_acc,
@@ -202,7 +275,7 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
     if cfg.encoding == "frames" and rule.spiking and T_list != [cfg.T]:
         raise SpiketandemError(f"this student reads event frames binned into T={cfg.T} steps, so it is evaluated at "
                                f"T={cfg.T} only (asked for {T_list}); train another run with --T N to bin differently")
-    test = batches(data, "test", cfg, device, train=False)
+    test = evaluation_batches(data, cfg, device)
     acc_by_T = evaluate(rule, test, T_list if rule.spiking else [cfg.T])
     ratio, extra = 1.0, {}
     if rule.spiking:  # against the teacher, or (rules without one) the same architecture as an ANN
@@ -211,22 +284,23 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
         ratio = extra.pop("synops_ratio")
         if run is not None and activity is not None:
             run.write_json("activity.json", activity)
-    return {**summary_row(cfg, rule, acc_by_T, teacher_acc, ratio, seconds, device), **extra}
+    return {**summary_row(cfg, rule, acc_by_T, teacher_acc, ratio, seconds, device), **extra,
+            "test_samples": len(data.test_y), **rule.summary_extras()}
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[RunConfig, Rule, DataInfo, torch.device]:
-    """Rebuild a trained run's rule (student and teacher) from its folder."""
+    """Rebuild a trained run's rule from its model file, with the run's teacher (``teacher.pt``, for
+    evaluation against it) where the rule has one."""
     run = RunFolder(path)
-    cfg = make_config(run.read_config())
+    run.read_config()  # a clear error for a folder that is no run
     dev = resolve_device(device)
-    model = safe_load(run.file("student.pt"), "trained model", map_location=dev)
-    info = DataInfo(**model["info"])
-    rule_cls = get_rule(model["rule"])
-    teacher = load_teacher(run.file("teacher.pt"), info, dev)[0] if rule_cls.needs_teacher else None
-    rule = rule_cls(cfg, info, teacher, info.example_input(device=dev))
-    rule.model.to(dev)
-    rule.load_state_dict(model["state"])
-    return cfg, rule, info, dev
+    obj = read_model(run.file("student.pt"), dev)
+    info = DataInfo(**obj["info"])
+    teacher = None
+    if get_rule(obj["rule"]).needs_teacher and run.file("teacher.pt").is_file():
+        teacher = load_teacher(run.file("teacher.pt"), info, dev)[0]
+    rule = rebuild_rule(obj, dev, teacher)
+    return rule.cfg, rule, info, dev
 
 
 def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, energy: EnergyModel | None = None,
@@ -238,7 +312,7 @@ def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, ene
     cfg, data, _, _ = prepare(cfg)
     teacher_acc = None
     if rule.teacher is not None:
-        teacher_acc = evaluate(_AsRule(rule.teacher), batches(data, "test", cfg, dev, train=False), [1])[1]
+        teacher_acc = evaluate(_AsRule(rule.teacher), evaluation_batches(data, cfg, dev), [1])[1]
     old = run.read_json("summary.json") if run.file("summary.json").is_file() else {}
     summary = evaluate_run_objects(cfg, rule, rule.teacher, data, dev, teacher_acc, old.get("train_seconds"), T_list,
                                    run=run, energy=energy)

@@ -56,15 +56,8 @@ def keep_neurons_float32(model: nn.Module) -> None:
 
 
 def trainable_modules(rule) -> list[nn.Module]:
-    """The rule's model and any other module it trains (aux heads, scales); never its teacher, nor a
-    wrapper of the frozen teacher (LTL's ``TeacherTaps``): modules with no trainable parameter."""
-    modules = [rule.model]
-    teacher = getattr(rule, "teacher", None)
-    for value in vars(rule).values():
-        if (isinstance(value, nn.Module) and value is not teacher and all(value is not m for m in modules)
-                and any(p.requires_grad for p in value.parameters())):
-            modules.append(value)
-    return modules
+    """The modules the rule trains (``Rule.modules()``); never its teacher."""
+    return list(rule.modules().values())
 
 
 def prepare_rule(rule, amp: str, channels_last: bool, device: torch.device) -> Callable[[], ContextManager]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ import yaml
 from .errors import SpiketandemError
 
 TEACHER_FORMAT = "spiketandem-teacher-1"
-MODEL_FORMAT = "spiketandem-model-1"
+MODEL_FORMAT = "spiketandem-model-2"  # model_file.py: rule, info, config, teacher_arch, state
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -43,18 +45,58 @@ def atomic_text(text: str, path: Path) -> None:
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
-def safe_load(path: Path, what: str, map_location="cpu") -> dict:
+def safe_load(path: Path, what: str, map_location="cpu", *, expected_format: str | None = None) -> dict:
+    """Load a spiketandem model or checkpoint file (``what`` names it in errors) without running code.
+
+    Every model and checkpoint load goes through here, with ``torch.load(weights_only=True)``: only
+    tensors (with their dtypes and ``torch.Size``), dicts (``OrderedDict`` too), lists, tuples, str,
+    int, float, bool and None are rebuilt.  That is all spiketandem writes: module, optimizer and
+    scheduler state dicts, the RNG state (a ByteTensor) and plain metadata (``DataInfo`` as a dict), so
+    no allow-list is needed.  A full pickle load can build any object, and a crafted file uses that to
+    run code the moment it is loaded; a file that needs anything else is therefore refused, before any
+    of it is built.  The result must be a dict whose 'format' is ``expected_format`` (when given).
+    """
     path = Path(path)
     if not path.is_file():
         raise SpiketandemError(f"{what} {path} does not exist")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=False)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the errors below say enough
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise SpiketandemError(f"{what} {path} is corrupt or not a spiketandem file ({type(e).__name__}: {e}); "
+        reason = _reason(e)
+        code = _code_it_would_run(path, reason)
+        if code:
+            raise SpiketandemError(f"{what} {path} was refused: it holds objects that would run code when loaded "
+                                   f"({', '.join(code)}); spiketandem loads only weights (tensors and plain "
+                                   "values): re-create the file with spiketandem") from None
+        raise SpiketandemError(f"{what} {path} is corrupt or not a spiketandem file ({reason}); "
                                "delete it and re-run the command that makes it") from None
-    if not isinstance(obj, dict) or "format" not in obj:
+    if not isinstance(obj, dict) or not isinstance(obj.get("format"), str):
         raise SpiketandemError(f"{what} {path} is not a spiketandem file (no 'format' key)")
+    if expected_format is not None and obj["format"] != expected_format:
+        raise SpiketandemError(f"{what} {path} is a {obj['format']} file, not a {expected_format} one; pass a {what} "
+                               "that spiketandem wrote")
     return obj
+
+
+def _reason(error: Exception) -> str:
+    """One line from a failed load: the weights-only reader's own verdict, else the error's first line."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _code_it_would_run(path: Path, reason: str) -> list[str]:
+    """The functions and classes (beyond weights) a refused file imports; [] if it is merely unreadable."""
+    named = re.findall(r"Unsupported (?:global: GLOBAL|class) (\S+)", reason)  # torch >= 2.4 | older torch
+    if not named:
+        return []
+    try:  # full names (zip files, torch >= 2.5); it reads the pickle's opcodes and runs nothing
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path) or named
+    except Exception:
+        return named
 
 
 class RunFolder:
@@ -67,8 +109,12 @@ class RunFolder:
     def exists(self) -> bool:
         return self.file("config.yaml").is_file()
 
-    def write_config(self, cfg) -> None:
-        atomic_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), self.file("config.yaml"))
+    def write_config(self, cfg, provenance: dict | None = None) -> None:
+        """config.yaml: the resolved config that runs, then (``provenance:``) where it came from."""
+        record = cfg.to_dict()
+        if provenance is not None:
+            record["provenance"] = provenance
+        atomic_text(yaml.safe_dump(record, sort_keys=False), self.file("config.yaml"))
 
     def read_config(self) -> dict:
         path = self.file("config.yaml")
@@ -78,7 +124,9 @@ class RunFolder:
         return yaml.safe_load(path.read_text()) or {}
 
     def append_metrics(self, row: dict) -> None:
-        rows = self.read_metrics()
+        """Add one epoch's row; rows of that epoch or later (from an earlier attempt) are dropped, so the
+        file never holds an epoch twice."""
+        rows = [r for r in self.read_metrics() if r.get("epoch", 0) < row["epoch"]]
         rows.append(row)
         atomic_text("".join(json.dumps(r) + "\n" for r in rows), self.file("metrics.jsonl"))
 

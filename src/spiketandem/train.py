@@ -1,8 +1,10 @@
-"""The one training loop shared by every rule: optimizer and LR schedule, progress bar, per-epoch
-metrics, atomic checkpoints and resume, and evaluation at several time windows."""
+"""The one training loop shared by every rule and every caller (CLI, Python API, compare, reproduce,
+hardware calibration): optimizer and LR schedule, the rule's lifecycle, progress bar, per-epoch
+metrics, atomic checkpoints and resume (with a run folder), and evaluation at several time windows."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 import random
 import resource
 import sys
@@ -13,13 +15,16 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
-from .data import ArrayDataset, DeviceBatches
+from .data.feeding import evaluation_batches, training_batches
 from .errors import SpiketandemError
-from .precision import memory_format, prepare_rule
+from .kernels import prepare as prepare_kernels
+from .precision import prepare_rule
 from .rules.base import Rule
 from .runs import RunFolder, atomic_save, safe_load
 
-CHECKPOINT_FORMAT = "spiketandem-checkpoint-1"
+CHECKPOINT_FORMAT = "spiketandem-checkpoint-2"
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("cosine", "step", "constant")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,22 +72,6 @@ def make_scheduler(optimizer, cfg):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def batches(data: ArrayDataset, split: str, cfg, device, *, train: bool, epoch_seed: int = 0,
-            shard: bool = False) -> DeviceBatches:
-    """Training batches (under torchrun: this rank's slices of global batches of ``cfg.batch_size``), or
-    evaluation batches (with ``shard``: this rank's every ``world_size``-th image, no padding, for
-    ``evaluate(..., reduce=True)``)."""
-    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
-    layout = memory_format(getattr(cfg, "channels_last", False))
-    if train:
-        return DeviceBatches(x, y, mean=data.mean, std=data.std, shuffle=True, augment=data.augment, device=device,
-                             seed=cfg.seed + epoch_seed, memory_format=layout, **distributed.shard_args(cfg.batch_size))
-    if shard and distributed.active():
-        x, y = x[distributed.rank()::distributed.world_size()], y[distributed.rank()::distributed.world_size()]
-    return DeviceBatches(x, y, max(cfg.batch_size, 256), mean=data.mean, std=data.std, shuffle=False, augment=False,
-                         device=device, seed=cfg.seed + epoch_seed, memory_format=layout)
-
-
 def training_context(rule: Rule, cfg, device: torch.device):
     """Apply ``cfg.amp`` / ``cfg.channels_last`` to the rule (see ``precision.py``); returns the factory
     of the context (bf16 autocast or nothing) its training and evaluation steps run in."""
@@ -90,7 +79,7 @@ def training_context(rule: Rule, cfg, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(rule: Rule, test: DeviceBatches, T_list, *, reduce: bool = False,
+def evaluate(rule: Rule, test, T_list, *, reduce: bool = False,
              context=contextlib.nullcontext) -> dict[int, float]:
     """Accuracy (fraction) at each time window in ``T_list`` (one value for non-spiking rules).
     ``reduce``: ``test`` is this rank's shard; correct and total counts are summed over ranks."""
@@ -108,22 +97,74 @@ def evaluate(rule: Rule, test: DeviceBatches, T_list, *, reduce: bool = False,
     return {T: correct[T] / max(1, total) for T in T_list}
 
 
-def fit(rule: Rule, cfg, data: ArrayDataset, device: torch.device, run: RunFolder, *, resume: bool = False,
-        log=print, label: str = "", on_epoch_end=None) -> float:
-    """Train ``rule`` for ``cfg.epochs`` epochs; one metrics row and one checkpoint per epoch.
-    ``on_epoch_end(row)`` is called after each epoch's row; returning True stops training there.
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the training wall time (including any time before a resume) and the
+    metrics rows of every epoch (those before a resume too, when there is a run folder)."""
 
-    Returns the training wall time in seconds (including any time before a resume).  Under torchrun
-    every rank runs this loop on its shard of each global batch (``distributed.py``: gradients averaged
-    before every optimizer step, metrics summed); only rank 0 writes the run folder."""
+    seconds: float
+    rows: list[dict] = field(default_factory=list)
+
+
+def _checkpoint(rule: Rule, optimizer, scheduler, epoch: int, elapsed: float) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "rule_name": rule.name, "rule": rule.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+            "train_seconds": elapsed, "rng": torch.get_rng_state()}
+
+
+def first_nonfinite(rule: Rule) -> str | None:
+    """The name of the first parameter or buffer (e.g. BatchNorm statistics) of the rule's modules that
+    holds a NaN or an infinity, or None."""
+    for module_name, module in rule.modules().items():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return f"{module_name}.{name}"
+    return None
+
+
+def diverged(rule: Rule, rows: list[dict], row: dict) -> str | None:
+    """Why training has diverged after the epoch of ``row`` (None if it has not): non-finite weights or
+    statistics, or a collapse to chance: training accuracy within 1.5x of chance after an earlier epoch at
+    3x chance or more, with the loss 10x its best."""
+    bad = first_nonfinite(rule)
+    if bad is not None:
+        return f"{bad} is no longer finite"
+    chance = 1.0 / max(1, rule.info.num_classes)
+    if rows and 3 * chance < 1 and row["train_acc"] <= 1.5 * chance:
+        best_acc, best_loss = max(r["train_acc"] for r in rows), min(r["train_loss"] for r in rows)
+        if best_acc >= 3 * chance and row["train_loss"] > 10 * max(best_loss, 1e-12):
+            return (f"training accuracy fell to chance ({row['train_acc']:.3f}, chance {chance:.3f}; it was "
+                    f"{best_acc:.3f}) and the loss rose to {row['train_loss']:.3g} (best {best_loss:.3g})")
+    return None
+
+
+def _diverged_message(epoch: int, problem: str, lr: float, run) -> str:
+    kept = f"; the checkpoint of epoch {epoch} is kept" if epoch > 0 and run is not None else ""
+    return f"training diverged in epoch {epoch + 1}: {problem}; lower --lr (now {lr:.3g}) and start again{kept}"
+
+
+def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = None, *, resume: bool = False,
+        log=print, label: str = "", on_epoch_end=None) -> FitResult:
+    """The one training loop: train ``rule`` on ``data`` for ``cfg.epochs`` epochs (0-based), telling it
+    its lifecycle (``Rule.setup``, ``on_epoch_start``, ``on_epoch_end``; see ``rules/base.py``).
+
+    ``data``: a built-in dataset (``ArrayDataset``/``EventDataset``) or the user's (``UserData``); see
+    ``data/feeding.py``.  With a run folder ``run``: one metrics row and one atomic checkpoint per epoch,
+    and ``resume`` continues from its checkpoint; without one, everything stays in memory.  The
+    caller's ``on_epoch_end(row)`` is called after each epoch's row; returning True stops training there.
+    Under torchrun every rank runs this loop on its shard of each global batch (``distributed.py``:
+    gradients averaged before every optimizer step, metrics summed); only rank 0 writes the run folder."""
     main = distributed.is_main()
+    if rule.spiking and getattr(cfg, "neuron_backend", "auto") != "reference":
+        prepare_kernels(device)  # a one-time kernel build is announced and kept out of the timed epochs
+    train_data = rule.setup(data, device)
     step_context = training_context(rule, cfg, device)
     optimizer = make_optimizer(rule, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    checkpoint = run.file("checkpoint.pt")
-    start, elapsed = 0, 0.0
-    if resume and checkpoint.is_file():
-        state = safe_load(checkpoint, "checkpoint", map_location=device)
+    checkpoint = run.file("checkpoint.pt") if run is not None else None
+    start, elapsed, rows = 0, 0.0, []
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = safe_load(checkpoint, "checkpoint", map_location=device, expected_format=CHECKPOINT_FORMAT)
         rule.load_state_dict(state["rule"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -131,16 +172,20 @@ def fit(rule: Rule, cfg, data: ArrayDataset, device: torch.device, run: RunFolde
         torch.set_rng_state(state["rng"])
         if main:
             run.truncate_metrics(start)
+        rows = [r for r in run.read_metrics() if r.get("epoch", 0) <= start]
         log(f"resuming {label or cfg.rule} at epoch {start + 1}/{cfg.epochs}")
-    train_batches = batches(data, "train", cfg, device, train=True)
-    test_batches = batches(data, "test", cfg, device, train=False, shard=True)
+    elif resume and main and run is not None:  # stopped before its first checkpoint: it starts again
+        run.truncate_metrics(0)
+    train_batches = training_batches(train_data, cfg, device)
+    test_batches = evaluation_batches(data, cfg, device, shard=True)
     distributed.attach(rule, optimizer)
     distributed.decorrelate_rng(cfg.seed, start)
     show = cfg.progress and sys.stderr.isatty() and main
     board = None
-    if getattr(cfg, "tensorboard", False) and main:  # optional dependency, imported only when asked for
+    if getattr(cfg, "tensorboard", False) and main and run is not None:  # optional dependency, imported when asked
         from .metrics.tensorboard import TensorBoardLogger
-        board = TensorBoardLogger(run.file("tensorboard"), next(iter(test_batches))[0], cfg.T if rule.spiking else None)
+        board = TensorBoardLogger(run.file("tensorboard"), next(iter(test_batches or train_batches))[0],
+                                  cfg.T if rule.spiking else None, config=cfg)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         rule.on_epoch_start(epoch)
@@ -148,12 +193,18 @@ def fit(rule: Rule, cfg, data: ArrayDataset, device: torch.device, run: RunFolde
         train_batches.set_epoch(epoch)
         sums, seen = {}, 0
         bar = tqdm(train_batches, desc=f"{label or cfg.rule} {epoch + 1}/{cfg.epochs}", leave=False, disable=not show)
-        for x, y in bar:
+        for step, (x, y) in enumerate(bar):
             with step_context():
                 logs = rule.train_step(x, y, optimizer, epoch)
+            if board is not None:
+                board.log_step(epoch * len(train_batches) + step + 1, logs, samples=y.numel())
+            if main and epoch == start and step == 2 and len(train_batches) > 6:  # after the warm-up steps
+                per_batch = (time.perf_counter() - t0) / 3
+                log(f"  {label or cfg.rule}: about {per_batch * len(train_batches):.0f} s per epoch "
+                    f"({len(train_batches)} batches, {per_batch:.2f} s each, measured on the first 3)")
             if not np.isfinite(logs["loss"]):
-                raise SpiketandemError(f"the loss became {logs['loss']} at epoch {epoch + 1}; lower --lr "
-                                       f"(now {optimizer.param_groups[0]['lr']:.3g})")
+                raise SpiketandemError(_diverged_message(epoch, f"the loss became {logs['loss']} at step {step + 1}",
+                                                         optimizer.param_groups[0]["lr"], run))
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v * (y.numel() if k != "correct" else 1)
             seen += y.numel()
@@ -166,21 +217,28 @@ def fit(rule: Rule, cfg, data: ArrayDataset, device: torch.device, run: RunFolde
             sums = dict(zip(keys, totals))
         train_time = time.perf_counter() - t0
         elapsed += train_time
-        test_acc = evaluate(rule, test_batches, [cfg.T], reduce=distributed.active(), context=step_context)[cfg.T]
-        row = {"epoch": epoch + 1, "train_loss": sums["loss"] / seen, "train_acc": sums["correct"] / seen,
-               "test_acc": test_acc, "lr": lr, "epoch_seconds": train_time}
+        seen = max(1, seen)
+        row = {"epoch": epoch + 1, "train_loss": sums.get("loss", 0.0) / seen, "train_acc": sums.get("correct", 0) / seen,
+               "lr": lr, "epoch_seconds": train_time}
         row.update({k: v / seen for k, v in sums.items() if k not in ("loss", "correct")})
-        if main:
+        problem = diverged(rule, rows, row)  # before the checkpoint: the last good one is never overwritten
+        if problem is not None:
+            raise SpiketandemError(_diverged_message(epoch, problem, lr, run))
+        stop = bool(rule.on_epoch_end(epoch, row))  # the row is global: every rank decides alike
+        row["test_acc"] = (evaluate(rule, test_batches, [cfg.T], reduce=distributed.active(), context=step_context)[cfg.T]
+                           if test_batches is not None else None)
+        rows.append(row)
+        if main and run is not None:
             run.append_metrics(row)
             if board is not None:
                 board.log_epoch(rule, row)
-            atomic_save({"format": CHECKPOINT_FORMAT, "rule": rule.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "train_seconds": elapsed,
-                         "rng": torch.get_rng_state()}, checkpoint)
+            atomic_save(_checkpoint(rule, optimizer, scheduler, epoch + 1, elapsed), checkpoint)
+        if main:
+            shown = f"  test acc {row['test_acc']:.4f}" if row["test_acc"] is not None else ""
             log(f"  {label or cfg.rule} epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}  "
-                f"train acc {row['train_acc']:.4f}  test acc {test_acc:.4f}  ({train_time:.1f}s)")
-        if on_epoch_end is not None and on_epoch_end(row):  # the row is global: every rank decides alike
+                f"train acc {row['train_acc']:.4f}{shown}  ({train_time:.1f}s)")
+        if stop or (on_epoch_end is not None and on_epoch_end(row)):
             break
     if board is not None:
         board.close()
-    return elapsed
+    return FitResult(elapsed, rows)

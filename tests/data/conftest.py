@@ -68,13 +68,13 @@ def tiny_imagenet_dir(tmp_path) -> tuple[Path, RawSplits]:
     training image of the second class is a greyscale JPEG."""
     rng = np.random.default_rng(2)
     root = tmp_path / "data" / "tiny-imagenet-200"
-    wnids = ["n02", "n01", "n03"]  # deliberately unsorted: classes come out sorted
+    wnids = ["n02", "n01", "n03"]  # deliberately unsorted: class i is line i of wnids.txt, not the i-th sorted
     root.mkdir(parents=True)
     (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
     (root / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog, frog\n"
                                     "n99\tunused class\n")
     train_x, train_y = [], []
-    for label, wnid in enumerate(sorted(wnids)):
+    for label, wnid in enumerate(wnids):
         images = smooth_images(rng, 2, 3, 64)
         if label == 1:
             images[0] = images[0].mean(axis=0, keepdims=True).astype(np.uint8)  # stored as greyscale below
@@ -90,9 +90,9 @@ def tiny_imagenet_dir(tmp_path) -> tuple[Path, RawSplits]:
         save_image(root / "val" / "images" / f"val_{i}.JPEG", x)
         lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    val_y = np.array([sorted(wnids).index(w) for w in val_wnids])
+    val_y = np.array([wnids.index(w) for w in val_wnids])
     return root, RawSplits(np.concatenate(train_x), np.array(train_y), val_x, val_y,
-                           ["goldfish", "salamander", "bullfrog"])
+                           ["salamander", "goldfish", "bullfrog"])
 
 
 @pytest.fixture

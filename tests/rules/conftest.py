@@ -9,9 +9,10 @@ import torch
 
 from spiketandem.config import make_config
 from spiketandem.pipeline import calibration_images, load_teacher, prepare, train_student
-from spiketandem.rules import get_rule
+from spiketandem.rules import configure, get_rule
 from spiketandem.runs import RunFolder
-from spiketandem.train import batches, evaluate, fit
+from spiketandem.data.feeding import evaluation_batches
+from spiketandem.train import evaluate, fit
 
 DIGITS = dict(dataset="digits", arch="digits-cnn", device="cpu", progress=False)
 
@@ -45,7 +46,7 @@ def digits_rule(request, digits_data):
     data, info = digits_data
 
     def make(name, **fields):
-        cfg = make_config({**DIGITS, "rule": name, **fields})
+        cfg = configure(make_config({**DIGITS, "rule": name, **fields}))
         teacher = None
         if get_rule(name).needs_teacher:  # the session teacher is trained only when a test needs it
             teacher = load_teacher(request.getfixturevalue("digits_teacher"), info)[0]
@@ -58,7 +59,7 @@ def digits_rule(request, digits_data):
 def digits_batch(digits_data):
     """A fixed batch of 32 normalised test images and their labels."""
     data, _ = digits_data
-    x, y = next(iter(batches(data, "test", make_config(DIGITS), "cpu", train=False)))
+    x, y = next(iter(evaluation_batches(data, make_config(DIGITS), "cpu")))
     return x[:32], y[:32]
 
 
@@ -69,10 +70,10 @@ def fit_and_score(digits_data, tmp_path):
     data, _ = digits_data
 
     def score(rule, cfg):
-        return evaluate(rule, batches(data, "test", cfg, "cpu", train=False), cfg.eval_T)
+        return evaluate(rule, evaluation_batches(data, cfg, "cpu"), cfg.eval_T)
 
     def run(rule, cfg, before=False):
         start = score(rule, cfg) if before else None
-        fit(rule, cfg, data, torch.device("cpu"), RunFolder(tmp_path / "run"), log=lambda *a, **k: None)
+        fit(rule, cfg, data, torch.device("cpu"), log=lambda *a, **k: None)
         return (start, score(rule, cfg)) if before else score(rule, cfg)
     return run

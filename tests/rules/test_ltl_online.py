@@ -38,7 +38,9 @@ def make_rule(T=6, **options):
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(4, 7), nn.ReLU(), nn.Linear(7, 5), nn.ReLU(), nn.Linear(5, 3))
     cfg = make_config({"rule": "ltl-online", "T": T, "leak": LEAK, "ynorm": "fixed", "percentile": 90.0,
                        "surrogate_param": P, "options": options})
-    rule = LTLOnline(cfg, DataInfo(3, 1, 2), teacher, torch.randn(64, 1, 2, 2))
+    images = torch.randn(64, 1, 2, 2)
+    rule = LTLOnline(cfg, DataInfo(3, 1, 2), teacher, images)
+    rule.setup(images, "cpu")  # --ynorm fixed: y_norm measured once, on these images
     return rule, teacher
 
 
@@ -193,3 +195,8 @@ def test_online_ltl_learns_digits_through_the_cli(tmp_path, digits_teacher, caps
     assert summary["student_acc"] > 0.8  # chance is 0.10; random init, so nothing comes from conversion
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(0 < r["onchip_updates_skipped"] < 1 for r in rows)
+    # the run-level on-chip counts reach summary.json (the rule's summary_extras hook)
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["onchip_updates_made"] > 0 and saved["onchip_updates_dense"] > saved["onchip_updates_made"]
+    assert saved["onchip_updates_skipped"] == pytest.approx(
+        1 - saved["onchip_updates_made"] / saved["onchip_updates_dense"])

@@ -18,22 +18,22 @@ def nearest_rank_percentile(values: torch.Tensor, q: float) -> float:
 
 
 def run_epoch(rule, optimizer, epoch, steps=3):
-    """What the shared loop does in one epoch (the loop's own batches only set the batch size)."""
+    """What the shared loop does in one epoch (``train.fit``), on a few constant batches."""
     rule.on_epoch_start(epoch)
     rule.train(True)
     for _ in range(steps):
         rule.train_step(torch.zeros(32, 1, 8, 8), torch.zeros(32, dtype=torch.long), optimizer, epoch)
-    rule.train(False)
+    rule.on_epoch_end(epoch, {})
 
 
-def test_layers_are_converted_in_order_at_their_percentile_and_frozen(digits_rule):
+def test_layers_are_converted_in_order_at_their_percentile_and_frozen(digits_rule, digits_data):
     T = 4
     rule, cfg = digits_rule("ptl", neuron="if", T=T, epochs=3)  # 3 neuron layers: one epoch per stage
     net, neurons = rule.model.graph_module, rule.model.neurons
+    rule.setup(digits_data[0], "cpu")
     optimizer = make_optimizer(rule, cfg)
     images = rule.calibration
 
-    rule.on_epoch_start(0)
     # stage 1: the whole network is still the ANN, so layer 1's scale is that of ReLU(conv1(x))
     assert rule.stage == 0
     expected = nearest_rank_percentile(F.relu(net.conv1(images)).detach(), 99.9)
@@ -66,8 +66,9 @@ def test_layers_are_converted_in_order_at_their_percentile_and_frozen(digits_rul
     torch.testing.assert_close(run_hybrid(rule.model, x, T, rule.modes()), ptl_logits)
 
 
-def test_patience_restores_the_best_weights_of_the_stage(digits_rule, monkeypatch):
+def test_patience_restores_the_best_weights_of_the_stage(digits_rule, digits_data, monkeypatch):
     rule, cfg = digits_rule("ptl", neuron="if", T=2, epochs=30, ptl_patience=2)  # stage cap 10: patience decides
+    rule.setup(digits_data[0], "cpu")
     scores = iter([0.5, 0.9, 0.8, 0.7])
     monkeypatch.setattr(rule, "validation_accuracy", lambda: next(scores))
     optimizer = make_optimizer(rule, cfg)
@@ -87,12 +88,19 @@ def test_patience_restores_the_best_weights_of_the_stage(digits_rule, monkeypatc
 
 def test_validation_is_held_out_from_training(digits_rule, digits_data):
     rule, _ = digits_rule("ptl", neuron="if", T=2, epochs=3, ptl_val_fraction=0.25)
-    rule.on_epoch_start(0)
-    split, n = rule.split, len(digits_data[0].train_y)
-    assert len(split.val.y) == round(0.25 * n) and len(split.fit.y) + len(split.val.y) == n
-    seen = torch.cat([split.take(100)[1] for _ in range(30)])  # 3000 samples: more than two passes
-    assert len(seen) == 3000
-    assert torch.equal(torch.bincount(seen[:len(split.fit.y)], minlength=10), torch.bincount(split.fit.y, minlength=10))
+    data = digits_data[0]
+    fit = rule.setup(data, "cpu")  # the loop trains on what setup returns
+    n = len(data.train_y)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    held_out = torch.cat([x for x, _ in rule.val_batches])
+    held_out = ((held_out * std + mean) * 255).round().to(torch.uint8)  # back to the stored images
+    assert len(held_out) == round(0.25 * n) and len(fit.train_x) + len(held_out) == n
+    assert torch.equal(fit.test_x, data.test_x)  # the test set is untouched
+    # training part + held-out part = the training set, image for image (as multisets)
+    def rows(x):
+        return sorted(bytes(img.numpy()) for img in x)
+    assert rows(torch.cat([fit.train_x, held_out])) == rows(data.train_x)
 
 
 def test_budget_and_setup_errors(digits_rule):

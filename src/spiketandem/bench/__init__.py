@@ -22,6 +22,7 @@ BENCHMARKS: tuple[str, ...] = (
     "spiketandem.bench.neuron",
     "spiketandem.bench.ltl_epoch",
     "spiketandem.bench.time_to_accuracy",
+    "spiketandem.bench.gpu_check",
 )
 DEFAULT_OUT = "benchmarks/results"
 

@@ -30,6 +30,7 @@ import torch
 from ..config import FIELD_NAMES, make_config
 from ..data import DeviceBatches
 from ..errors import SpiketandemError
+from ..precision import AMP_MODES
 from ..rules import RULES
 from ..rules.base import DataInfo
 from ..train import make_optimizer, resolve_device, seed_everything
@@ -54,7 +55,7 @@ def add_arguments(p) -> None:
     p.add_argument("--data", choices=("synthetic", "cifar10"), default="synthetic",
                    help="random CIFAR-shaped images, or real CIFAR-10 (needs --data-dir)")
     p.add_argument("--data-dir", help="CIFAR-10 location for --data cifar10")
-    p.add_argument("--amp", choices=("off", "bf16"), default="off", help="mixed precision of both rules")
+    p.add_argument("--amp", choices=AMP_MODES, default="off", help="mixed precision of both rules")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format for both rules")
     p.add_argument("--neuron-backend", default=None,
                    help="neuron implementation of the student, if this build has that option (see `train --help`)")

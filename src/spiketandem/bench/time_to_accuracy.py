@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..config import make_config
 from ..errors import SpiketandemError
+from ..precision import AMP_MODES
 from ..runs import RunFolder
 from ..train import resolve_device
 from . import environment
@@ -55,7 +56,7 @@ def add_arguments(p) -> None:
                    help=f"GPU: {g['teacher_batch_size']}; smoke: {c['teacher_batch_size']}", **unset)
     p.add_argument("--target", type=float,
                    help=f"student test accuracy to reach (GPU: {g['target']}; smoke: {c['target']})", **unset)
-    p.add_argument("--amp", choices=("off", "bf16"), help="bf16 on CUDA, off on a CPU", **unset)
+    p.add_argument("--amp", choices=AMP_MODES, help="bf16 on CUDA, off on a CPU", **unset)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (otherwise channels_last on CUDA)")
     p.add_argument("--allow-cpu", action="store_true",
                    help="on a CPU, run a tiny smoke configuration (digits) instead of refusing")

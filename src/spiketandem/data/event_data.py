@@ -96,9 +96,9 @@ class EventDataset:
 
 
 def load_event_data(name: str, data_dir: str | Path | None, T: int, mode: str = "time",
-                    cache_dir: str | Path | None = None, size: int | None = None) -> EventDataset:
+                    cache_dir: str | Path | None = None, size: int | None = None, log=None) -> EventDataset:
     """:func:`~.events.load_event_dataset` (binning, pooling to ``size`` and the cache) as an :class:`EventDataset`."""
-    frames = load_event_dataset(name, data_dir, T=T, mode=mode, cache_dir=cache_dir, size=size)
+    frames = load_event_dataset(name, data_dir, T=T, mode=mode, cache_dir=cache_dir, size=size, log=log)
     return EventDataset(name, _to_uint8(frames.train_x, name), torch.from_numpy(frames.train_y.astype(np.int64)),
                         _to_uint8(frames.test_x, name), torch.from_numpy(frames.test_y.astype(np.int64)),
                         list(frames.classes), T, mode)

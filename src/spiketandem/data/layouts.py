@@ -2,7 +2,8 @@
 
 A layout's ``probe(folder)`` returns None when the folder does not look like that layout at all,
 an empty list when it is complete, and otherwise the parts that are missing (so an incomplete
-copy is reported as such instead of as "not found").
+copy is reported as such instead of as "not found"). ``decode(folder, step)`` reads it, counting
+its files on ``step`` (a :class:`~.progress.Step`).
 """
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .arrays import RawSplits
+from .files import subfolders
 from .formats.cifar import CIFAR10_FILES, CIFAR100_FILES, decode_cifar10, decode_cifar100
 from .formats.idx import FASHION_MNIST_FILES, decode_fashion_mnist, find_idx
 from .formats.images import decode_image_folder, image_folder_test_dir
 from .formats.tiny_imagenet import TINY_IMAGENET_REQUIRED, decode_tiny_imagenet
+from .progress import Step
 
 Probe = Callable[[Path], "list[str] | None"]
 
@@ -26,7 +29,7 @@ class Layout:
     name: str           # short, for "incomplete <name>" messages
     description: str    # the expected files, for "not found" messages
     probe: Probe
-    decode: Callable[[Path], RawSplits]
+    decode: Callable[[Path, Step], RawSplits]
 
 
 def _required_files(names: tuple[str, ...]) -> Probe:
@@ -43,7 +46,7 @@ def _probe_idx(folder: Path) -> list[str] | None:
 
 def _probe_image_folder(folder: Path) -> list[str] | None:
     train = folder / "train"
-    has_train = train.is_dir() and any(d.is_dir() for d in train.iterdir())
+    has_train = train.is_dir() and bool(subfolders(train))  # __MACOSX/, .hidden/ are no classes
     has_test = image_folder_test_dir(folder) is not None
     if not (has_train or has_test):
         return None

@@ -1,7 +1,6 @@
 """``load_dataset``: find a dataset, decode it once into the array cache, return an :class:`ArrayDataset`."""
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -11,16 +10,17 @@ from .arrays import ArrayDataset, RawSplits
 from .cache import array_cache_path, default_cache_dir, extract_archive, is_archive, load_arrays, save_arrays
 from .download import torchvision_download
 from .errors import DatasetNotFoundError
+from .files import subfolders
 from .formats.digits import load_digits_splits
 from .layouts import Layout
 from .locate import SearchReport, candidates, default_data_dir, search_roots
+from .progress import Feedback, LogFn
 from .specs import DATASETS, KNOWN_ARCHIVE_MD5, SPECS, DatasetSpec
-
-log = logging.getLogger(__name__)
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
-                 cache_dir: str | Path | None = None) -> ArrayDataset:
+                 cache_dir: str | Path | None = None, *, log: LogFn | None = None,
+                 progress: bool | None = None) -> ArrayDataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) as uint8 tensors.
 
     ``data_dir`` is a folder holding the dataset (or one of its known sub-folders or archives), the
@@ -29,6 +29,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     ``$SPIKETANDEM_CACHE`` or ``~/.cache/spiketandem``); later loads read that cache.
     With ``download=True`` a dataset torchvision can fetch (cifar10, cifar100, fashion-mnist) that is
     not found is downloaded into ``data_dir`` (default ``$SPIKETANDEM_DATA`` or ``~/.cache/spiketandem/data``).
+    The one-time steps (unpacking, decoding) say what they read, through ``log`` (a callable taking a
+    line) or else the ``spiketandem.data`` logger, with a progress bar on stderr when it is a terminal
+    (``progress`` True/False forces the bar on/off); see :mod:`spiketandem.data.progress`.
 
     Raises :class:`DatasetNotFoundError` (unknown name; dataset missing or incomplete, listing every
     place searched and how to get it) or :class:`DatasetFormatError` (a corrupt file, named)."""
@@ -41,23 +44,25 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         raise DatasetNotFoundError(f"dataset 'imagefolder' needs a folder: {spec.how_to_get}.")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
+    feedback = Feedback(log, bar=progress)
     report = SearchReport(spec)
-    raw = _search(spec, search_roots(data_dir), cache, report)
+    raw = _search(spec, search_roots(data_dir), cache, report, feedback)
     if raw is None and download:
         if not spec.downloadable:
             raise DatasetNotFoundError(report.message(f"download=True cannot fetch '{spec.name}' automatically."))
         target = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         target = target.parent if target.is_file() else target
-        log.info("downloading %s into %s", spec.name, target)
+        feedback.line(f"downloading {spec.name} into {target}")
         torchvision_download(spec.name, target)
         report = SearchReport(spec)
-        raw = _search(spec, [target], cache, report)
+        raw = _search(spec, [target], cache, report, feedback)
     if raw is None:
         raise DatasetNotFoundError(report.message())
     return ArrayDataset.from_raw(spec.name, raw, augment=spec.augment)
 
 
-def _search(spec: DatasetSpec, roots: list[Path], cache_dir: Path, report: SearchReport) -> RawSplits | None:
+def _search(spec: DatasetSpec, roots: list[Path], cache_dir: Path, report: SearchReport,
+            feedback: Feedback) -> RawSplits | None:
     """Try every candidate path under every root in order; the first complete dataset wins."""
     for root in roots:
         report.root(root)
@@ -70,9 +75,9 @@ def _search(spec: DatasetSpec, roots: list[Path], cache_dir: Path, report: Searc
                 continue
             note = partial(report.note, root, "." if path == root else path.relative_to(root).as_posix())
             if is_archive(path):
-                raw = _read_archive(spec, path, cache_dir, note)
+                raw = _read_archive(spec, path, cache_dir, note, feedback)
             elif path.is_dir():
-                raw = _read_folder(spec, path, cache_dir, note)
+                raw = _read_folder(spec, path, cache_dir, note, feedback)
             else:
                 note("not a folder or a .tar.gz/.tgz/.tar/.zip archive")
                 raw = None
@@ -92,36 +97,42 @@ def _match(spec: DatasetSpec, folder: Path, note: Callable[[str], None], prefix:
     return None
 
 
-def _read_folder(spec: DatasetSpec, folder: Path, cache_dir: Path, note: Callable[[str], None]) -> RawSplits | None:
+def _read_folder(spec: DatasetSpec, folder: Path, cache_dir: Path, note: Callable[[str], None],
+                 feedback: Feedback) -> RawSplits | None:
     layout = _match(spec, folder, note)
     if layout is None:
         return None
     cache_file = array_cache_path(cache_dir, spec.name, folder)
     raw = load_arrays(cache_file)
     if raw is None:
-        log.info("decoding %s (%s) from %s; cached in %s", spec.name, layout.name, folder, cache_file)
-        raw = layout.decode(folder)
-        _save(cache_file, raw)
+        raw = _decode(spec, layout, folder, str(folder), cache_file, feedback)
     return raw
 
 
-def _read_archive(spec: DatasetSpec, archive: Path, cache_dir: Path, note: Callable[[str], None]) -> RawSplits | None:
+def _read_archive(spec: DatasetSpec, archive: Path, cache_dir: Path, note: Callable[[str], None],
+                  feedback: Feedback) -> RawSplits | None:
     cache_file = array_cache_path(cache_dir, spec.name, archive)
     raw = load_arrays(cache_file)
     if raw is not None:
         return raw
-    log.info("unpacking %s into %s", archive, cache_dir / "extracted")
-    unpacked = extract_archive(archive, cache_dir, KNOWN_ARCHIVE_MD5.get(archive.name))
-    for folder in (unpacked, *sorted(d for d in unpacked.iterdir() if d.is_dir())):
+    unpacked = extract_archive(archive, cache_dir, KNOWN_ARCHIVE_MD5.get(archive.name), feedback)
+    for folder in (unpacked, *subfolders(unpacked)):  # subfolders skips __MACOSX/ and hidden ones
         inside = "" if folder == unpacked else f"{folder.name}/ "
         layout = _match(spec, folder, note, prefix=f"inside the archive: {inside}")
         if layout is not None:
-            log.info("decoding %s (%s) from %s; cached in %s", spec.name, layout.name, archive, cache_file)
-            raw = layout.decode(folder)
-            _save(cache_file, raw)
-            return raw
+            where = f"{archive}" + (f" (its {folder.name}/ folder, unpacked in {folder})" if inside else "")
+            return _decode(spec, layout, folder, where, cache_file, feedback)
     note("an archive, but it holds none of the expected layouts (at its top or one folder down)")
     return None
+
+
+def _decode(spec: DatasetSpec, layout: Layout, folder: Path, where: str, cache_file: Path,
+            feedback: Feedback) -> RawSplits:
+    with feedback.step(f"decoding {spec.name} ({layout.name}) from {where}: first use, cached afterwards in "
+                       f"{cache_file}", f"decoding {spec.name}") as step:
+        raw = layout.decode(folder, step)
+    _save(cache_file, raw)
+    return raw
 
 
 def _save(cache_file: Path, raw: RawSplits) -> None:

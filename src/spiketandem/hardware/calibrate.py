@@ -16,7 +16,6 @@ per-epoch test accuracy is measured on the chip.
 from __future__ import annotations
 
 import copy
-import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -24,9 +23,9 @@ import torch.nn.functional as F
 from ..errors import SpiketandemError
 from ..rules.base import Rule
 from ..rules.ltl_online import LTLOnline
-from ..runs import RunFolder
+from ..data.feeding import evaluation_batches
 from ..student import Student
-from ..train import batches, evaluate, fit
+from ..train import evaluate, fit
 from .chip import Chip
 
 METHODS = ("ltl", "hil")
@@ -42,11 +41,23 @@ class OnChip(Rule):
         self.cfg, self.info, self.teacher, self.model = inner.cfg, inner.info, inner.teacher, inner.model
         self.name = f"{inner.name}@chip"
 
+    def modules(self):
+        return self.inner.modules()
+
     def optim_parameters(self):
         return self.inner.optim_parameters()
 
+    def setup(self, data, device):
+        return data  # the inner rule was set up when it was trained; calibration starts from its state
+
     def on_epoch_start(self, epoch):
         self.inner.on_epoch_start(epoch)
+
+    def on_epoch_end(self, epoch, row):
+        return self.inner.on_epoch_end(epoch, row)
+
+    def on_distributed(self, comm):
+        self.inner.on_distributed(comm)
 
     def train_step(self, x, y, optimizer, epoch):
         return self.inner.train_step(x, y, self.chip.writes(optimizer), epoch)
@@ -63,6 +74,9 @@ class OnChip(Rule):
 
     def load_state_dict(self, state):
         self.inner.load_state_dict(state)
+
+    def summary_extras(self):
+        return self.inner.summary_extras()
 
 
 class HIL(Rule):
@@ -97,13 +111,12 @@ def calibration_rule(method: str, trained: Rule, chip: Chip, cfg, info, calibrat
         raise SpiketandemError(f"LTL calibration needs the run's teacher, but rule {trained.name!r} trained without "
                                "one; calibrate with --method hil, or use a run of an LTL-style rule")
     options = {**cfg.options, "onchip_gate": bool(onchip_gate)}
-    online_cfg = cfg.replace(rule="ltl-online", schedule="parallel", options=options,
-                             surrogate="boxcar" if onchip_gate else cfg.surrogate)
+    options = {k: v for k, v in options.items() if LTLOnline.option_named(k) is not None}  # e.g. drop --schedule
+    online_cfg = cfg.replace(rule="ltl-online", options=options, surrogate="boxcar" if onchip_gate else cfg.surrogate)
     online = LTLOnline(online_cfg, info, trained.teacher, calibration_images)
     online.model.to(calibration_images.device)
     online.model.load_state_dict(trained.model.state_dict())
-    if hasattr(trained, "targets"):
-        online.targets.load_state_dict(trained.targets.state_dict())
+    online.load_extra_state({"targets": trained.extra_state().get("targets", online.targets.state_dict())})
     chip.imprint(online.model)
     currents, outputs = chip.hooks(online.model)
     online.current_hooks, online.output_hooks = currents, outputs
@@ -112,7 +125,7 @@ def calibration_rule(method: str, trained: Rule, chip: Chip, cfg, info, calibrat
 
 def chip_accuracy(rule: Rule, chip: Chip, data, cfg, device) -> float:
     """Test accuracy of ``rule``'s student running on ``chip`` at the run's T."""
-    return evaluate(OnChip(rule, chip), batches(data, "test", cfg, device, train=False), [cfg.T])[cfg.T]
+    return evaluate(OnChip(rule, chip), evaluation_batches(data, cfg, device), [cfg.T])[cfg.T]
 
 
 def uncalibrated_accuracy(trained: Rule, chip: Chip, cfg, info, data, device, calibration_images) -> float:
@@ -132,8 +145,5 @@ def calibrate(method: str, trained: Rule, chip: Chip, cfg, info, data, device, c
     rule.cfg = train_cfg
     chipped = OnChip(rule, chip)
     before = chip_accuracy(rule, chip, data, train_cfg, device)
-    with tempfile.TemporaryDirectory(prefix="spiketandem-calibrate-") as tmp:
-        folder = RunFolder(tmp)
-        fit(chipped, train_cfg, data, device, folder, log=log, label=f"{method} on {chip!r}")
-        accs = [row["test_acc"] for row in folder.read_metrics()]
-    return {"before": before, "epochs": accs}
+    rows = fit(chipped, train_cfg, data, device, log=log, label=f"{method} on {chip!r}").rows  # in memory
+    return {"before": before, "epochs": [row["test_acc"] for row in rows]}

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from ..errors import SpiketandemError
-from ..pipeline import calibration_images, load_run, prepare
-from ..train import batches, evaluate
+from ..data.feeding import calibration_images, evaluation_batches
+from ..pipeline import load_run, prepare
+from ..train import evaluate
 from .calibrate import METHODS, calibrate, uncalibrated_accuracy
 from .chip import Chip
 from .noise import PAPER_LEVELS, NoiseSpec
@@ -34,7 +35,7 @@ def run_sweep(run_dir: str | Path, kind: str, levels=None, *, seeds=(0,), epochs
     cfg, rule, info, dev = load_run(run_dir, device)
     cfg, data, _, _ = prepare(cfg)
     calib = calibration_images(data, dev)
-    clean = evaluate(rule, batches(data, "test", cfg, dev, train=False), [cfg.T])[cfg.T]
+    clean = evaluate(rule, evaluation_batches(data, cfg, dev), [cfg.T])[cfg.T]
     log(f"{cfg.rule} student of {cfg.arch} on {cfg.dataset}, T={cfg.T}: clean accuracy {clean:.4f}")
     rows, t0 = [], time.perf_counter()
     for spec in specs:

@@ -35,7 +35,8 @@ step (and for the zero reset the products a U[t] and 1 - S[t]).  The incoming st
 gradient here (``run_neuron`` keeps states that require grad on the reference path), so backward needs
 nothing of it.
 
-``fused_run`` is the entry point; ``unfused_reason`` says why a call cannot use it.  Kernels: compiled
+``fused_run`` is the entry point; ``unfused_reason`` says why a call cannot use it; ``prepare(device)``
+builds (or loads) the kernel ahead of time, so a training clock never counts a compilation.  Kernels: compiled
 C++ on the CPU (``cpu.py``; torch loop fallback ``torch_loop.py``), Triton on CUDA (``triton_neuron.py``),
 registered as torch custom ops in ``ops.py``.
 """
@@ -145,3 +146,33 @@ def fused_run(currents: torch.Tensor, T: int, alpha, threshold, reset: str, surr
     else:
         S, u, s, _ = torch.ops.spiketandem.neuron_forward(I, u0, s0, T, static, a, theta, zero, NOTHING, 0.0)
     return S.view(T, *shape), u.view(shape), s.view(shape)
+
+
+def prepare(device="cpu") -> str:
+    """Build (or load) the fused neuron's kernel for ``device`` now, so that the first training step does
+    not wait for a compiler inside the timed loop.  Returns what will run, in words.
+
+    CPU: the C++ kernel, compiled once per Python environment (announced on stderr, 1-3 minutes), then
+    loaded in well under a second; if it cannot be built the torch loop runs (with its one warning).
+    CUDA: one tiny forward and backward so Triton compiles its most common specialisations (seconds).
+    Never raises: whatever goes wrong here is reported again, clearly, where the kernel is used."""
+    from . import ops, cpu
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return "fused C++ kernel" if ops._cpu_module() is not None else f"torch loop ({cpu.failure()})"
+    if kind == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "reference path (triton is not installed)"
+        try:
+            x = torch.rand(2, 256, device=device, requires_grad=True)
+            spikes, _, _ = fused_run(x, 2, 0.9, 0.5, "subtract", Surrogate("boxcar", 1.0))
+            spikes.sum().backward()
+            with torch.no_grad():
+                fused_run(x, 2, 0.9, 0.5, "subtract", Surrogate("boxcar", 1.0))
+            torch.cuda.synchronize(device)
+            return "fused Triton kernel"
+        except Exception as exc:  # noqa: BLE001  (the real call raises it again, in context)
+            return f"fused Triton kernel did not warm up ({type(exc).__name__}: {exc})"
+    return f"no fused kernel for {kind}"

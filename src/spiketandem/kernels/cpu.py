@@ -8,12 +8,24 @@ rounding; ``-fno-trapping-math`` only lets the compiler vectorize the selects, i
 hence the spikes and states equal ``neuron.run_neuron``'s bit for bit.  The recursions
 are documented in ``spiketandem.kernels``.  If the build fails, ``load()`` returns ``None`` and the
 caller falls back to the torch loop in ``torch_loop.py``; ``SPIKETANDEM_NO_CPP=1`` forces that fallback.
+
+Builds are cached in one folder per build key (``build_dir()``: ``<torch extensions dir>/spiketandem/
+spiketandem_neuron_<key>``), the key a hash of torch's install location and version, the Python
+executable, prefix and version, the kernel source and the compile flags.  Two environments on one
+machine (or two versions of this kernel) therefore each keep their own build instead of rebuilding each
+other's for minutes, and a stale library is never loaded.  A compilation is announced on stderr (where,
+and about how long); ``spiketandem.kernels.prepare()`` does it before a training clock starts.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import platform
 import sys
+import time
 import warnings
+from pathlib import Path
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -233,14 +245,88 @@ torch::Tensor neuron_backward(torch::Tensor gS, torch::Tensor gU_last, torch::Te
 }
 """
 
-_NAME = "spiketandem_neuron_v9"
+_BASE = "spiketandem_neuron"
+_CFLAGS = ("-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno")
+_LDFLAGS = ("-fopenmp",)
+_FUNCTIONS = ["neuron_forward", "neuron_backward"]
 _module = None
 _failed: str | None = None
 
 
+def compile_flags() -> tuple[list[str], list[str]]:
+    """(compiler flags, linker flags) of this machine's build: 8-wide vectors where the CPU has them."""
+    import torch
+    simd = ["-mavx2"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
+    return [*_CFLAGS, *simd], list(_LDFLAGS)
+
+
+def environment() -> dict:
+    """What a compiled kernel depends on besides its source and flags: the torch it links against (its
+    install location and version) and the Python it is imported into (executable and version)."""
+    import torch
+    return {"torch_dir": os.path.dirname(os.path.abspath(torch.__file__)), "torch_version": torch.__version__,
+            "torch_git": getattr(torch.version, "git_version", None),
+            "python": os.path.realpath(sys.executable), "prefix": sys.prefix, "python_version": sys.version,
+            "machine": platform.machine(), "cxx": os.environ.get("CXX")}
+
+
+def build_key(source: str = _SOURCE, cflags=None, ldflags=None, env: dict | None = None) -> str:
+    """16 hex digits of a hash of everything the build depends on (``environment()``, the source, the
+    flags): two Python environments, or two versions of the kernel, never share a build folder."""
+    if cflags is None or ldflags is None:
+        default_c, default_l = compile_flags()
+        cflags = default_c if cflags is None else cflags
+        ldflags = default_l if ldflags is None else ldflags
+    parts = {"source": source, "cflags": list(cflags), "ldflags": list(ldflags),
+             "env": environment() if env is None else env}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    """Where build folders live: ``$TORCH_EXTENSIONS_DIR/spiketandem`` if set, else
+    ``$XDG_CACHE_HOME/torch_extensions/spiketandem`` (default ``~/.cache/...``)."""
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"]).expanduser() / "spiketandem"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "torch_extensions" / "spiketandem"
+
+
+def module_name(key: str) -> str:
+    return f"{_BASE}_{key}"
+
+
+def build_dir(source: str = _SOURCE, cflags=None, ldflags=None, env: dict | None = None) -> Path:
+    """The build folder of this source with these flags in this environment (``build_key``); nothing is
+    compiled or created."""
+    return cache_root() / module_name(build_key(source, cflags, ldflags, env))
+
+
+def is_built(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished build (its library): loading it then takes well under a second."""
+    return (folder / f"{folder.name}.so").is_file()
+
+
+def _last_build_seconds() -> float | None:
+    """How long the most recent build on this machine took (any environment), from its build.json."""
+    latest = None
+    try:
+        for info in cache_root().glob(f"{_BASE}_*/build.json"):
+            mtime = info.stat().st_mtime
+            if latest is None or mtime > latest[0]:
+                latest = (mtime, info)
+        return float(json.loads(latest[1].read_text())["seconds"]) if latest else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _notice(text: str) -> None:
+    print(f"spiketandem: {text}", file=sys.stderr, flush=True)
+
+
 def load():
-    """The compiled module (built on first use, then cached under ~/.cache/torch_extensions), or None if
-    it cannot be built here (the reason is kept in ``failure()``)."""
+    """The compiled module (built on first use into ``build_dir()``, one folder per Python environment,
+    torch, source and flags; then loaded from there), or None if it cannot be built here (the reason is
+    kept in ``failure()``).  Every real compilation is announced on stderr, with where and about how long."""
     global _module, _failed
     if _module is not None or _failed is not None:
         return _module
@@ -249,20 +335,27 @@ def load():
         return None
     try:
         from torch.utils.cpp_extension import load_inline
-        import torch
-        # 8-wide vectors where the CPU has them; the name keeps builds for different CPUs apart in the cache
-        simd = ["-mavx2"] if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else []
-        name = _NAME + ("_avx2" if simd else "")
-        if not _cached(name):   # the first use waits for the compiler: say so
-            print("spiketandem: compiling the fused neuron kernel for this machine (once; about a minute)",
-                  file=sys.stderr, flush=True)
+        cflags, ldflags = compile_flags()
+        env = environment()
+        folder = build_dir(_SOURCE, cflags, ldflags, env)
+        announced = not is_built(folder)
+        if announced:  # the first use in this environment waits for the compiler: say so, and for how long
+            last = _last_build_seconds()
+            estimate = f"the last build on this machine took {last:.0f} s" if last else "usually 1-3 minutes"
+            _notice(f"compiling the fused CPU neuron kernel for this Python environment ({sys.executable}, torch "
+                    f"{env['torch_version']}) into {folder} — once per environment and kernel version; {estimate}")
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _module = load_inline(name=name, cpp_sources=[_SOURCE],
-                                  functions=["neuron_forward", "neuron_backward"],
-                                  extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math",
-                                                "-fno-math-errno", *simd],
-                                  extra_ldflags=["-fopenmp"], verbose=False)
+            _module = load_inline(name=folder.name, cpp_sources=[_SOURCE], functions=_FUNCTIONS,
+                                  extra_cflags=list(cflags), extra_ldflags=list(ldflags),  # torch appends to them
+                                  build_directory=str(folder),
+                                  verbose=False)
+        seconds = time.perf_counter() - t0
+        if announced or seconds > 10:  # > 10 s: ninja rebuilt a library that was there (e.g. touched headers)
+            _notice(f"fused CPU neuron kernel compiled in {seconds:.0f} s ({folder})")
+            _write_build_info(folder, env, cflags, ldflags, seconds)
     except Exception as exc:  # no compiler, no ninja, a read-only cache: the torch loop takes over
         lines = str(exc).strip().splitlines() or [""]
         _failed = f"{type(exc).__name__}: {next((l for l in lines if 'error' in l), lines[-1]).strip()}"
@@ -270,12 +363,15 @@ def load():
     return _module
 
 
-def _cached(name: str) -> bool:
+def _write_build_info(folder: Path, env: dict, cflags, ldflags, seconds: float) -> None:
+    """build.json: which environment the folder is for (to tell folders apart) and how long it took."""
     try:
-        from torch.utils.cpp_extension import _get_build_directory
-        return os.path.exists(os.path.join(_get_build_directory(name, verbose=False), f"{name}.so"))
-    except Exception:  # a private helper; if it moves, only the notice is lost
-        return True
+        tmp = folder / f"build.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"env": env, "cflags": cflags, "ldflags": ldflags, "seconds": round(seconds, 1),
+                                   "built": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2) + "\n")
+        os.replace(tmp, folder / "build.json")
+    except OSError:  # only the estimate for the next build is lost
+        pass
 
 
 def failure() -> str | None:

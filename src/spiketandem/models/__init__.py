@@ -20,9 +20,6 @@ MODELS = {
 }
 
 # the architecture a dataset uses when none is named
-DEFAULT_ARCH = {"digits": "digits-cnn", "fashion-mnist": "digits-cnn"}
-
-
 def build_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1.0,
                 act_clip: float | None = None) -> nn.Module:
     """Build a zoo architecture by name (any number of classes, input channels and image size).
@@ -53,4 +50,4 @@ def _clip_relus(module: nn.Module, ceiling: float) -> None:
             _clip_relus(child, ceiling)
 
 
-__all__ = ["MODELS", "DEFAULT_ARCH", "build_model", "VGG", "ResNet20", "DigitsCNN", "DigitsMLP"]
+__all__ = ["MODELS", "build_model", "VGG", "ResNet20", "DigitsCNN", "DigitsMLP"]

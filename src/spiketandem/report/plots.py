@@ -44,53 +44,142 @@ def _T_axis(ax, Ts) -> None:
 
 
 def _short(name: str, width: int = 18) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    name = str(name)
+    return _plain(name if len(name) <= width else "…" + name[-(width - 1):])
+
+
+def _plain(text) -> str:
+    """Text drawn as itself: a ``$`` in a run or layer name must not start matplotlib's mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+# ---- one colour per run ---------------------------------------------------------------------------
+
+def run_colors(labels) -> dict[str, str]:
+    """A stable run -> colour mapping: the i-th run (in report order) gets the i-th colour of the cycle.
+    A report computes it once over all its runs and passes it (or one run's colour) to every figure, so
+    a run has the same colour in each of them."""
+    return {label: COLORS[i % len(COLORS)] for i, label in enumerate(dict.fromkeys(labels))}
+
+
+def _colors_for(labels, colors: dict | None) -> dict[str, str]:
+    mapping = run_colors(labels)
+    return {**mapping, **{k: v for k, v in (colors or {}).items() if k in mapping}}
+
+
+# ---- accuracy axes: chance level, zoom and resolution -------------------------------------------
+
+CHANCE_STYLE = dict(color="0.45", ls="-.", lw=1.0)
+
+
+def chance_level(num_classes) -> float | None:
+    """1 / num_classes (the accuracy of guessing), None when the class count is unknown."""
+    try:
+        n = int(num_classes)
+    except (TypeError, ValueError):
+        return None
+    return 1.0 / n if n > 1 else None
+
+
+def resolution_points(test_size) -> float | None:
+    """Percentage points one test image is worth: 100 / test-set size (None if unknown)."""
+    try:
+        n = int(test_size)
+    except (TypeError, ValueError):
+        return None
+    return 100.0 / n if n > 0 else None
+
+
+def _accuracy_axis(ax, chance: float | None = None, test_size: int | None = None, axis: str = "y") -> str:
+    """Clamp an accuracy axis (in %) to [0, 100], draw the chance line where it is in view, and note
+    under the plot where the axis is zoomed (it does not start at 0), where the chance level lies when
+    out of view, and what one test image is worth in points.  Returns the note (empty: none needed)."""
+    get, set_, line = ((ax.get_ylim, ax.set_ylim, ax.axhline) if axis == "y" else
+                       (ax.get_xlim, ax.set_xlim, ax.axvline))
+    low, high = get()
+    low, high = max(low, 0.0), min(high, 100.5)
+    set_(low, high)
+    notes = []
+    if low > 1.0:
+        notes.append(f"{axis} axis starts at {low:.3g}%, not 0")
+    if chance is not None:
+        if low <= 100 * chance <= high:
+            line(100 * chance, **CHANCE_STYLE, label=f"chance {100 * chance:.3g}%")
+        else:
+            notes.append(f"chance {100 * chance:.3g}% is below it")
+    points = resolution_points(test_size)
+    if points is not None:
+        notes.append(f"1 test image = {points:.2g} points")
+    note = "; ".join(notes)
+    if note:  # under the x label, small: the axes keep their size
+        ax.annotate(note, xy=(0.5, 0), xycoords=ax.xaxis.label, xytext=(0, -3), textcoords="offset points",
+                    ha="center", va="top", fontsize=7.5, color="0.3")
+    return note
 
 
 # ---- training -----------------------------------------------------------------------------------
 
-def plot_learning_curve(rows: list[dict], path: Path, teacher_acc: float | None = None, title: str = "") -> None:
-    """Test and train accuracy per epoch (and the training loss), with the teacher's accuracy as a line."""
+def _points(rows: list[dict], key: str) -> list[tuple]:
+    """(epoch, value) of the rows that hold a number under ``key`` (a run without test data has none)."""
+    return [(r["epoch"], r[key]) for r in rows
+            if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+
+
+def plot_learning_curve(rows: list[dict], path: Path, teacher_acc: float | None = None, title: str = "",
+                        color: str | None = None, chance: float | None = None, test_size: int | None = None) -> None:
+    """Test and train accuracy per epoch (and the training loss), with the teacher's accuracy as a line.
+
+    ``color``: the run's colour (all its lines, told apart by style); ``chance``: 1/classes, drawn (or
+    noted) on the accuracy axis; ``test_size``: images in the test set, for the axis note."""
     if not rows:
         return
-    epochs = [r["epoch"] for r in rows]
+    color = color or COLORS[0]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    ax_acc.plot(epochs, [100 * r["test_acc"] for r in rows], "o-", label="test")
-    if "train_acc" in rows[0]:
-        ax_acc.plot(epochs, [100 * r["train_acc"] for r in rows], "s--", alpha=0.7, label="train (running)")
+    for key, style, alpha, label in (("test_acc", "o-", 1.0, "test"), ("train_acc", "s--", 0.55, "train (running)")):
+        pts = _points(rows, key)
+        if pts:
+            ax_acc.plot([e for e, _ in pts], [100 * v for _, v in pts], style, color=color, alpha=alpha, label=label)
     if teacher_acc is not None:
         ax_acc.axhline(100 * teacher_acc, color="k", ls=":", label=f"teacher {100 * teacher_acc:.2f}%")
+    _accuracy_axis(ax_acc, chance, test_size)
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax_acc.grid(alpha=0.3)
-    ax_acc.legend()
-    ax_loss.plot(epochs, [r["train_loss"] for r in rows], "o-", label="total")
-    for key, label in (("ce", "cross-entropy"), ("local", "local (sum of layers)")):
-        if key in rows[0]:
-            ax_loss.plot(epochs, [r[key] for r in rows], ".--", label=label)
+    ax_acc.legend(fontsize=8)
+    for key, label, style in (("train_loss", "total", "o-"), ("ce", "cross-entropy", "^--"),
+                              ("local", "local (sum of layers)", "v:")):
+        pts = _points(rows, key)
+        if pts:
+            ax_loss.plot([e for e, _ in pts], [v for _, v in pts], style, ms=4 if key != "train_loss" else 6,
+                         color=color, alpha=1.0 if key == "train_loss" else 0.75, label=label)
     losses = [r[k] for r in rows for k in ("train_loss", "ce", "local") if isinstance(r.get(k), (int, float))]
-    wide = min(losses) > 0 and max(losses) / min(losses) > 10  # log scale only where it spans decades
+    wide = bool(losses) and min(losses) > 0 and max(losses) / min(losses) > 10  # log scale only where it spans decades
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss" + (" (log scale)" if wide else ""),
                 yscale="log" if wide else "linear")
     ax_loss.grid(alpha=0.3)
-    ax_loss.legend()
+    ax_loss.legend(fontsize=8)
     for ax in (ax_acc, ax_loss):
         ax.xaxis.get_major_locator().set_params(integer=True)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_plain(title))
     _save(fig, path)
 
 
 def plot_learning_curves(curves: dict[str, list[dict]], path: Path, teacher_acc: float | None = None,
-                         title: str = "test accuracy per epoch") -> None:
-    """Several runs' test accuracy per epoch on one axis (the LTL paper's Fig. 3)."""
+                         title: str = "test accuracy per epoch", colors: dict[str, str] | None = None,
+                         chance: float | None = None, test_size: int | None = None) -> None:
+    """Several runs' test accuracy per epoch on one axis (the LTL paper's Fig. 3); ``colors`` maps a
+    run to its colour (default ``run_colors`` in the given order)."""
+    colors = _colors_for(curves, colors)
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    for i, (label, rows) in enumerate(curves.items()):
-        if rows:
-            ax.plot([r["epoch"] for r in rows], [100 * r["test_acc"] for r in rows], "o-", ms=3,
-                    color=COLORS[i % len(COLORS)], label=label)
+    for label, rows in curves.items():
+        pts = _points(rows or [], "test_acc")
+        if pts:
+            ax.plot([e for e, _ in pts], [100 * v for _, v in pts], "o-", ms=3, color=colors[label],
+                    label=_plain(label))
     if teacher_acc is not None:
         ax.axhline(100 * teacher_acc, color="k", ls=":", label=f"teacher {100 * teacher_acc:.2f}%")
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    _accuracy_axis(ax, chance, test_size)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=_plain(title))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -100,40 +189,42 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, teacher_acc:
 # ---- accuracy and operations vs T ---------------------------------------------------------------
 
 def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teacher_acc: float | None = None,
-                 energy: dict[str, dict] | None = None, title: str = "") -> None:
+                 energy: dict[str, dict] | None = None, title: str = "", colors: dict[str, str] | None = None,
+                 chance: float | None = None, test_size: int | None = None) -> None:
     """Two panels (the LTL paper's Fig. 2): (a) accuracy vs T, (b) SynOps ratio vs T.
 
     ``acc`` and ``ratio`` map a series label to {T: value}; ``energy`` (optional) to {T: energy ratio},
-    drawn dashed in panel (b)."""
+    drawn dashed in panel (b); ``colors`` a series to its colour (default ``run_colors``)."""
+    colors = _colors_for(list(acc) + list(ratio), colors)
     fig, (ax_a, ax_r) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     Ts = set()
-    for i, (label, values) in enumerate(acc.items()):
+    for label, values in acc.items():
         pts = sorted((int(T), v) for T, v in values.items() if v is not None)
         if pts:
             Ts |= {t for t, _ in pts}
-            ax_a.plot([t for t, _ in pts], [100 * v for _, v in pts], "o-", color=COLORS[i % len(COLORS)], label=label)
+            ax_a.plot([t for t, _ in pts], [100 * v for _, v in pts], "o-", color=colors[label], label=_plain(label))
     if teacher_acc is not None:
         ax_a.axhline(100 * teacher_acc, color="k", ls=":", label=f"ANN teacher {100 * teacher_acc:.2f}%")
+    _accuracy_axis(ax_a, chance, test_size)  # accuracy lives in [0, 100]
     ax_a.set(ylabel="test accuracy (%)", title="(a) accuracy vs time window")
-    low, high = ax_a.get_ylim()
-    ax_a.set_ylim(max(low, 0), min(high, 100.5))  # accuracy lives in [0, 100]
     ax_a.grid(alpha=0.3)
     ax_a.legend(fontsize=8)
     annotate = sum(1 for values in ratio.values() if values) == 1  # value labels only where they cannot collide
-    for i, (label, values) in enumerate(ratio.items()):
+    for label, values in ratio.items():
         pts = sorted((int(T), v) for T, v in values.items() if v is not None)
         if not pts:
             continue
         Ts |= {t for t, _ in pts}
-        color = COLORS[i % len(COLORS)]
+        color = colors[label]
         e = sorted((int(T), v) for T, v in (energy or {}).get(label, {}).items() if v is not None)
         ax_r.plot([t for t, _ in pts], [v for _, v in pts], "o-", color=color,
-                  label=f"{label}: operations" if e else label)
+                  label=_plain(f"{label}: operations" if e else label))
         for t, v in pts if annotate else []:
             ax_r.annotate(f"{v:.2f}x", (t, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7,
                           color=color)
         if e:
-            ax_r.plot([t for t, _ in e], [v for _, v in e], "s--", color=color, alpha=0.6, label=f"{label}: energy")
+            ax_r.plot([t for t, _ in e], [v for _, v in e], "s--", color=color, alpha=0.6,
+                      label=_plain(f"{label}: energy"))
     ax_r.axhline(1.0, color="k", ls=":", label="ANN teacher (MACs = 1)")
     ax_r.set(ylabel="student / teacher", title="(b) SynOps ratio vs time window")
     ax_r.set_ylim(0, ax_r.get_ylim()[1] * 1.12)  # room for the value labels
@@ -143,14 +234,17 @@ def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teach
         for ax in (ax_a, ax_r):
             _T_axis(ax, Ts)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_plain(title))
     _save(fig, path)
 
 
 # ---- per-layer activity ---------------------------------------------------------------------------
 
-def plot_layer_rates(layers: dict[str, dict], path: Path, T: int | None = None, title: str = "") -> None:
-    """Per neuron layer (network order, top to bottom): mean firing rate and fraction of silent neurons."""
+def plot_layer_rates(layers: dict[str, dict], path: Path, T: int | None = None, title: str = "",
+                     color: str | None = None) -> None:
+    """Per neuron layer (network order, top to bottom; named as the caller keys them, the report uses
+    the teacher module path): mean firing rate and fraction of silent neurons, in the run's colour."""
+    color = color or COLORS[0]
     names = list(layers)
     if not names:
         return
@@ -158,26 +252,27 @@ def plot_layer_rates(layers: dict[str, dict], path: Path, T: int | None = None, 
     fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(10, 0.45 * len(names) + 1.6), sharey=True, layout="constrained")
     rates = [layers[n]["rate"] for n in names]
     silent = [layers[n]["silent"] for n in names]
-    ax_r.barh(y, rates, color=COLORS[0])
+    ax_r.barh(y, rates, color=color)
     for yi, r in zip(y, rates):
         ax_r.text(r, yi, f" {r:.3f}", va="center", fontsize=8)
     ax_r.set(xlabel="spikes per neuron per time step", title="mean firing rate")
     ax_r.set_xlim(0, max(rates + [1e-3]) * 1.25)
-    ax_s.barh(y, [100 * s for s in silent], color=COLORS[3])
+    ax_s.barh(y, [100 * s for s in silent], color=color, alpha=0.45, hatch="//", edgecolor=color)
     for yi, s in zip(y, silent):
         ax_s.text(100 * s, yi, f" {100 * s:.1f}%", va="center", fontsize=8)
     ax_s.set(xlabel="neurons silent for the whole window (%)", title="silent neurons", xlim=(0, 110))
-    ax_r.set_yticks(y, [_short(n) for n in names])
+    ax_r.set_yticks(y, [_short(n, 28) for n in names])
     ax_r.invert_yaxis()
-    ax_r.set_ylabel("neuron layer (input side at top)")
+    ax_r.set_ylabel("teacher module\n(input side at top)")
     for ax in (ax_r, ax_s):
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(title or (f"firing per layer (T = {T})" if T else "firing per layer"))
+    fig.suptitle(_plain(title) or (f"firing per layer (T = {T})" if T else "firing per layer"))
     _save(fig, path)
 
 
-def plot_rate_histograms(histograms: dict[str, list], path: Path, title: str = "") -> None:
+def plot_rate_histograms(histograms: dict[str, list], path: Path, title: str = "", color: str | None = None) -> None:
     """Small multiples, one per layer: fraction of (sample, neuron) pairs per spike count in the window."""
+    color = color or COLORS[0]
     names = list(histograms)
     if not names:
         return
@@ -187,7 +282,7 @@ def plot_rate_histograms(histograms: dict[str, list], path: Path, title: str = "
     for ax, name in zip(axes.flat, names):
         h = histograms[name]
         T = len(h) - 1
-        ax.bar([k / T for k in range(T + 1)], h, width=0.8 / T, color=COLORS[0])
+        ax.bar([k / T for k in range(T + 1)], h, width=0.8 / T, color=color)
         ax.set_yscale("log")
         ax.set_ylim(max(min([v for v in h if v > 0] + [1.0]) / 2, 1e-6), 1.5)
         ax.set_title(_short(name, 28), fontsize=9)
@@ -197,14 +292,16 @@ def plot_rate_histograms(histograms: dict[str, list], path: Path, title: str = "
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.suptitle(title or "firing-rate histograms (all evaluated samples)")
+    fig.suptitle(_plain(title) or "firing-rate histograms (all evaluated samples)")
     _save(fig, path)
 
 
-def plot_raster(raster: dict[str, dict], path: Path, title: str = "") -> None:
-    """Spike raster of one sample: one band per layer (input side at top), one row per shown neuron."""
+def plot_raster(raster: dict[str, dict], path: Path, title: str = "", color: str | None = None) -> None:
+    """Spike raster of one sample: one band per layer (input side at top), one row per shown neuron, all
+    in the run's colour (the bands are told apart by their labels and separators)."""
     if not raster:
         return
+    color = color or COLORS[0]
     rows = sum(max(1, len(band["times"])) for band in raster.values())
     fig, ax = plt.subplots(figsize=(8, min(14.0, 0.035 * rows + 0.25 * len(raster) + 1.6)), layout="constrained")
     offset, ticks, labels, T = 0, [], [], 1
@@ -213,10 +310,10 @@ def plot_raster(raster: dict[str, dict], path: Path, title: str = "") -> None:
         times = band["times"]
         xs = [t + 1 for row in times for t in row]
         ys = [offset + j for j, row in enumerate(times) for _ in row]
-        ax.scatter(xs, ys, marker="s", s=6, color=COLORS[i % len(COLORS)], linewidths=0)
+        ax.scatter(xs, ys, marker="s", s=6, color=color, linewidths=0)
         height = max(1, len(times))
         ticks.append(offset + height / 2)
-        labels.append(f"{_short(name)}\n{len(times)} shown of {band['active']} active\n({band['neurons']} neurons)")
+        labels.append(f"{_short(name, 24)}\n{len(times)} shown of {band['active']} active\n({band['neurons']} neurons)")
         offset += height + 4
         if i < len(raster) - 1:
             ax.axhline(offset - 2.5, color="0.75", lw=0.8)
@@ -226,63 +323,72 @@ def plot_raster(raster: dict[str, dict], path: Path, title: str = "") -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("time step")
     ax.grid(axis="x", alpha=0.2)
-    ax.set_title(title or "spike raster of one test image (per layer: random neurons among those that fired)")
+    ax.set_title(_plain(title) or "spike raster of one test image (per layer: random neurons among those that fired)")
     if not any(band["times"] for band in raster.values()):
         ax.text(0.5, 0.5, "no neuron fired", transform=ax.transAxes, ha="center")
     _save(fig, path)
 
 
-def plot_ops_by_layer(ops: dict[str, dict], path: Path, T: int | None = None, title: str = "") -> None:
-    """Per conv/linear layer: student SynOps and MACs vs teacher MACs, per inference (log scale)."""
+def plot_ops_by_layer(ops: dict[str, dict], path: Path, T: int | None = None, title: str = "",
+                      color: str | None = None) -> None:
+    """Per conv/linear layer (by module path): student SynOps and MACs vs teacher MACs, per inference
+    (log scale); the student's bars in the run's colour (MACs hatched), the teacher's grey."""
+    color = color or COLORS[0]
     names = list(ops)
     if not names:
         return
     y = list(range(len(names)))
     h = 0.27
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.6), layout="constrained")
-    series = (("teacher_macs", "teacher MACs", "0.55"), ("synops", "student SynOps (AC)", COLORS[0]),
-              ("macs", "student MACs (analog input)", COLORS[1]))
-    for k, (key, label, color) in enumerate(series):
+    series = (("teacher_macs", "teacher MACs", dict(color="0.55")),
+              ("synops", "student SynOps (AC)", dict(color=color)),
+              ("macs", "student MACs (analog input)", dict(color=color, alpha=0.45, hatch="//", edgecolor=color)))
+    for k, (key, label, style) in enumerate(series):
         vals = [max(ops[n].get(key) or 0, 0) for n in names]
         if any(vals):
             ax.barh([yi + (k - 1) * h for yi in y], [v if v > 0 else float("nan") for v in vals], height=h,
-                    color=color, label=label)
+                    label=label, **style)
     for yi, n in zip(y, names):
         if ops[n].get("ratio") is not None:
             ax.text(1.01, yi, f"{ops[n]['ratio']:.2f}x", va="center", fontsize=8, transform=ax.get_yaxis_transform())
     ax.set_xscale("log")
-    ax.set_yticks(y, [_short(n, 22) for n in names])
+    ax.set_yticks(y, [_short(n, 28) for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("operations per inference (log scale); right: student / teacher")
-    ax.set_title(title or (f"operations per layer (T = {T})" if T else "operations per layer"))
+    ax.set_title(_plain(title) or (f"operations per layer (T = {T})" if T else "operations per layer"))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
 
 
 def plot_bars(values: dict[str, float], path: Path, xlabel: str, title: str, reference: float | None = None,
-              reference_label: str = "", percent: bool = False) -> None:
-    """One horizontal bar per run (comparison across runs)."""
+              reference_label: str = "", percent: bool = False, colors: dict[str, str] | None = None,
+              chance: float | None = None, test_size: int | None = None) -> None:
+    """One horizontal bar per run (comparison across runs), each in its run's colour; with ``percent``
+    (an accuracy) the axis is zoomed, and says so, with the chance level and one image's worth."""
     names = list(values)
     if not names:
         return
+    colors = _colors_for(names, colors)
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4), layout="constrained")
     vals = [values[n] if values[n] is not None else float("nan") for n in names]
     shown = [100 * v for v in vals] if percent else vals
-    ax.barh(range(len(names)), shown, color=[COLORS[i % len(COLORS)] for i in range(len(names))])
+    ax.barh(range(len(names)), shown, color=[colors[n] for n in names])
     for i, v in enumerate(shown):
         if v == v:
             ax.text(v, i, f" {v:.2f}{'%' if percent else ''}", va="center", fontsize=8,
                     bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=0.5))
     if reference is not None:
         ax.axvline(100 * reference if percent else reference, color="k", ls=":", label=reference_label)
-        ax.legend(fontsize=8, loc="lower right")
     ax.set_yticks(range(len(names)), [_short(n, 30) for n in names])
     ax.invert_yaxis()
-    ax.set(xlabel=xlabel, title=title)
     if percent:
         ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
         finite = [v for v in shown if v == v]
         ax.set_xlim(min(finite + [100]) * 0.9 if finite else 0, 101)
+        _accuracy_axis(ax, chance, test_size, axis="x")
+    ax.set(xlabel=xlabel, title=_plain(title))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)

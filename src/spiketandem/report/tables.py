@@ -1,6 +1,8 @@
 """Text tables: the console accuracy table and Markdown tables for reports."""
 from __future__ import annotations
 
+import re
+
 
 def accuracy_table(teacher_acc: float | None, acc_by_T: dict) -> str:
     """A plain-text table: teacher vs student accuracy per time window."""
@@ -13,15 +15,21 @@ def accuracy_table(teacher_acc: float | None, acc_by_T: dict) -> str:
     return "\n".join(lines)
 
 
+_CELL_SPECIAL = re.compile(r"([\\`*\[\]<>|])")
+
+
 def _cell(value) -> str:
-    return "–" if value is None or value == "" else str(value).replace("|", "\\|")
+    """A value as table-cell text that renders as itself: no link, no HTML, no broken column."""
+    text = "–" if value is None or value == "" else str(value).replace("\n", " ")
+    return _CELL_SPECIAL.sub(r"\\\1", text)
 
 
 def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:
     """A GitHub-flavoured Markdown table; ``align`` is one of l/r/c per column (default: l then r)."""
     align = align or "l" + "r" * (len(header) - 1)
     rule = {"l": ":---", "r": "---:", "c": ":---:"}
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rule[a] for a in align) + " |"]
+    lines = ["| " + " | ".join(_cell(h) if h else "" for h in header) + " |",
+             "| " + " | ".join(rule[a] for a in align) + " |"]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -1,7 +1,22 @@
 """The learning-rule interface: a rule owns the trained model, its losses and its optimizer defaults;
-the data, the training loop, evaluation and the run folder are shared by all rules."""
+the data, the training loop (``train.fit``), evaluation and the run folder are shared by all rules.
+
+A rule is *told* its lifecycle by the loop, never guesses it:
+
+    rule = SomeRule(cfg, info, teacher, calibration)   # structure only (also when rebuilt from a file)
+    data = rule.setup(data, device)                    # once, before the first epoch of a training run
+    for epoch in range(start, cfg.epochs):             # 0-based
+        rule.on_epoch_start(epoch)
+        ... rule.train_step(x, y, optimizer, epoch) for every batch ...
+        stop = rule.on_epoch_end(epoch, row)           # before the epoch's evaluation; True stops
+    rule.summary_extras()                               # run-level results for summary.json
+
+It declares the modules it trains once (``modules()``) and any non-module state (``extra_state()`` /
+``load_extra_state()``); checkpointing, train/eval mode and the optimizer's parameters derive from them.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SpiketandemError
 from ..models import build_model
 from ..student import Student, build_student
 
@@ -25,17 +41,60 @@ class DataInfo:
 
 @dataclass(frozen=True)
 class Option:
-    """A rule-specific setting: becomes the flag ``--NAME`` (dashes for underscores) and the YAML key NAME."""
+    """A rule-specific setting: becomes the flag ``--NAME`` (dashes for underscores) and the YAML key NAME.
+
+    ``choices`` limits the value to a set; ``minimum``/``maximum`` bound it (inclusive), ``above``/``below``
+    (exclusive).  ``None`` as a default means "decided by the rule" and is always accepted."""
 
     name: str
     type: type
     default: Any
     help: str
     choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    def allowed(self) -> str:
+        """What values are allowed, in words (for help and error messages)."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        lo = f"> {self.above}" if self.above is not None else f">= {self.minimum}" if self.minimum is not None else ""
+        hi = f"< {self.below}" if self.below is not None else f"<= {self.maximum}" if self.maximum is not None else ""
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(self.type, self.type.__name__)
+        return kind + (f" {bounds}" if bounds else "")
+
+    def check(self, value):
+        """``value`` converted to the option's type; one clear error if it is not allowed."""
+        if value is None:
+            return None
+        problem = f"option {self.flag} ({self.name}): {value!r} is not allowed; it must be {self.allowed()}"
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise SpiketandemError(problem)
+            return value
+        if isinstance(value, bool) or (self.type in (int, float) and isinstance(value, str)):
+            raise SpiketandemError(problem)
+        try:
+            converted = self.type(value)
+        except (TypeError, ValueError):
+            raise SpiketandemError(problem) from None
+        if self.type is int and converted != value:  # 4.5 is not an int option
+            raise SpiketandemError(problem)
+        if self.type is float and not math.isfinite(converted):
+            raise SpiketandemError(problem)
+        if self.choices and converted not in self.choices:
+            raise SpiketandemError(problem)
+        if ((self.minimum is not None and converted < self.minimum) or (self.maximum is not None and converted > self.maximum)
+                or (self.above is not None and converted <= self.above) or (self.below is not None and converted >= self.below)):
+            raise SpiketandemError(problem)
+        return converted
 
 
 class Rule:
@@ -61,20 +120,81 @@ class Rule:
         self.cfg = cfg
         self.info = info
         self.teacher = teacher
+        for opt in self.options:  # also when built directly, not through rules.configure
+            opt.check(cfg.options.get(opt.name))
+
+    @classmethod
+    def option_named(cls, name: str) -> Option | None:
+        return next((o for o in cls.options if o.name == name), None)
 
     def option(self, name: str):
         """The value of one of this rule's options (the config's, else the declared default)."""
-        opt = next((o for o in self.options if o.name == name), None)
+        opt = self.option_named(name)
         if opt is None:
             raise KeyError(f"{self.name} declares no option {name!r}")
         return self.cfg.options.get(name, opt.default)
 
+    # ---- what the rule trains (checkpoints, modes, optimizer and torchrun derive from it) ----------
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every module this rule trains, by name (the student first).  Never the teacher."""
+        return {"model": self.model}
+
+    def extra_state(self) -> dict:
+        """Non-module state to checkpoint (plain Python values and tensors only)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
     def optim_parameters(self) -> list:
         """Everything the optimizer may update (frozen ones simply get no gradient)."""
-        return list(self.model.parameters())
+        return [p for module in self.modules().values() for p in module.parameters()]
+
+    def state_dict(self) -> dict:
+        return {**{name: m.state_dict() for name, m in self.modules().items()}, "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        modules = self.modules()
+        missing = sorted(set(modules) - set(state))
+        if missing:
+            raise SpiketandemError(f"the saved state of rule {self.name!r} lacks {', '.join(missing)}; it was written "
+                                   "by another rule or version")
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+        self.load_extra_state(state.get("extra", {}))
+
+    def train(self, mode: bool = True):
+        for module in self.modules().values():
+            module.train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+
+    # ---- lifecycle (called by train.fit) -----------------------------------------------------------
+
+    def setup(self, data, device: torch.device):
+        """Once before the first epoch of training (not when a trained rule is rebuilt from its file; on
+        ``--resume`` the checkpoint's state replaces what this did).  Data-dependent initialisation goes
+        here.  Returns the data the loop trains on (a rule may hold part of it out)."""
+        return data
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Called before each training epoch (schedules, temperature selection, layer stages)."""
+        """Before each training epoch (0-based): schedules, layer stages."""
+
+    def on_epoch_end(self, epoch: int, row: dict) -> bool:
+        """After each training epoch, with its metrics row (before the test evaluation): stage logic.
+        Returning True stops training after this epoch."""
+        return False
+
+    def summary_extras(self) -> dict:
+        """Rule-specific run-level results for summary.json."""
+        return {}
+
+    def on_distributed(self, comm) -> None:
+        """Under torchrun, once before training: make rank-dependent choices global (``comm`` offers
+        ``gather_flat(tensor)`` and ``broadcast_float(value)``, see ``distributed.py``)."""
+
+    # ---- training -----------------------------------------------------------------------------
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Returns (loss, logits [B, classes] for the running accuracy, extra logs)."""
@@ -92,17 +212,6 @@ class Rule:
     def predict(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
         """Class scores [B, classes] at time window T (ignored by non-spiking models)."""
         return self.model(x, T or self.cfg.T).mean(0)
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-
-    def train(self, mode: bool = True):
-        self.model.train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
 
 
 def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: torch.Tensor | None) -> Student:

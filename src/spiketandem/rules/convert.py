@@ -43,7 +43,7 @@ class Convert(Rule):
     needs_teacher = True
     spiking = True
     options = (Option("membrane_init", float, 0.0, "initial membrane potential as a fraction of the threshold "
-                      "(0: Rueckauer et al. 2017; 0.5: rounds instead of floors the spike count)"),)
+                      "(0: Rueckauer et al. 2017; 0.5: rounds instead of floors the spike count)", minimum=0.0, below=1.0),)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
@@ -67,9 +67,9 @@ class QCFS(Rule):
     default_optimizer = "sgd"
     default_lr = 0.01
     default_weight_decay = 5e-4
-    options = (Option("qcfs_levels", int, 8, "quantization levels L of the QCFS activation (Bu et al. 2022)"),
+    options = (Option("qcfs_levels", int, 8, "quantization levels L of the QCFS activation (Bu et al. 2022)", minimum=1),
                Option("qcfs_shift", float, 0.5, "QCFS shift phi; the converted SNN starts every membrane at phi * "
-                      "threshold"))
+                      "threshold", minimum=0.0, below=1.0))
     MIN_SCALE = 1e-3  # lambda stays positive (it divides z)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
@@ -78,18 +78,14 @@ class QCFS(Rule):
             raise SpiketandemError("rule qcfs fine-tunes the teacher: pass --teacher (or let `train` train one), or "
                                    "--init random to train the QCFS network from scratch as Bu et al. do")
         require_if_neurons(cfg, self.name)
-        if self.option("qcfs_levels") < 1:
-            raise SpiketandemError(f"--qcfs-levels must be >= 1, got {self.option('qcfs_levels')}")
-        if not 0 <= self.option("qcfs_shift") < 1:
-            raise SpiketandemError(f"--qcfs-shift must lie in [0, 1), got {self.option('qcfs_shift')}")
         self.model = make_student(cfg, info, teacher, calibration)
         # the learnable lambda of each layer, starting at the teacher's activation percentile; the
         # neurons' threshold and amplitude are kept equal to it, so the student is always the conversion
         self.scales = nn.ParameterDict({name: nn.Parameter(m.amplitude.detach().clone())
                                         for name, m in self.model.neurons.items()})
 
-    def optim_parameters(self):
-        return list(self.model.parameters()) + list(self.scales.parameters())
+    def modules(self):
+        return {"model": self.model, "scales": self.scales}
 
     def _sync_neurons(self) -> None:
         with torch.no_grad():
@@ -114,10 +110,3 @@ class QCFS(Rule):
     def predict(self, x, T=None):
         """The converted SNN's scores at time window T."""
         return run_snn(self.model, x, T or self.cfg.T, self.option("qcfs_shift"))
-
-    def state_dict(self):
-        return {"model": self.model.state_dict(), "scales": self.scales.state_dict()}
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-        self.scales.load_state_dict(state["scales"])

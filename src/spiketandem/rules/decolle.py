@@ -31,6 +31,7 @@ from torch import nn
 from ..errors import SpiketandemError
 from ..neuron import NeuronState, RunContext
 from ..surrogate import spike
+from ..data.feeding import calibration_images
 from .base import Option, Rule
 from .direct import INIT_RATE, build_direct_student, initialise_rates, record_shapes
 
@@ -61,7 +62,7 @@ class Decolle(Rule):
                ("mse", "ce")),
         Option("decolle_updates", str, "step", "online: update the weights after every time step (paper) or once per "
                "window", ("step", "window")),
-        Option("decolle_burnin", int, 0, "first steps of each window with no loss (dynamics only)"),
+        Option("decolle_burnin", int, 0, "first steps of each window with no loss (dynamics only)", minimum=0),
         INIT_RATE,
     )
 
@@ -75,13 +76,21 @@ class Decolle(Rule):
         self.model = build_direct_student(cfg, info, device)
         for neuron in self.model.neurons.values():  # DECOLLE's gradient ignores the reset
             neuron.config = dataclasses.replace(neuron.config, detach_reset=True)
-        initialise_rates(self.model, calibration, cfg.T, self.option("init_rate"))
         if self.mode == "online":
             self._check_online(cfg)
         self.shapes = record_shapes(self.model, info, device)
         g = torch.Generator().manual_seed(cfg.seed + 7919)
         self.readouts = nn.ModuleDict({n: FixedReadout(math.prod(s), info.num_classes, g)
                                        for n, s in self.shapes.items()}).to(device)
+
+    def modules(self):
+        return {"model": self.model, "readouts": self.readouts}
+
+    def setup(self, data, device):
+        """Rescale the random weights so that every layer fires at ``--init-rate`` on the first training images."""
+        if self.option("init_rate"):
+            initialise_rates(self.model, calibration_images(data, device), self.cfg.T, self.option("init_rate"))
+        return data
 
     def _check_online(self, cfg) -> None:
         problems = []
@@ -195,10 +204,3 @@ class Decolle(Rule):
                 total, n = total + float(loss_t.detach()), n + 1
             loss = total / n
         return {"loss": loss, "correct": int((logit_sum.argmax(1) == y).sum())}
-
-    def state_dict(self):
-        return {"model": self.model.state_dict(), "readouts": self.readouts.state_dict()}
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-        self.readouts.load_state_dict(state["readouts"])

@@ -23,6 +23,7 @@ from ..errors import SpiketandemError
 from ..models import build_model
 from ..neuron import RunContext, run_neuron
 from ..student import Student, build_student
+from ..data.feeding import calibration_images
 from .base import Option, Rule
 from .neunorm import install_neunorm
 from .tdbn import install_tdbn
@@ -35,10 +36,11 @@ DIRECT_OPTIONS = (
     Option("neunorm_k", float, 0.9, "NeuNorm decay k of the auxiliary neuron"),
     Option("neunorm_v", float, 0.1, "NeuNorm input scale v (the drive is v/F^2 times the channel sum)"),
     Option("voting", int, 0, "voting output layer: M spiking output neurons per class, MSE loss on their mean rate "
-           "(0 = off: cross-entropy on the mean output current)"),
+           "(0 = off: cross-entropy on the mean output current)", minimum=0),
 )
 INIT_RATE = Option("init_rate", float, 0.1, "students without BatchNorm: rescale each layer's random weights, layer "
-                   "by layer, so that it fires at this mean rate on calibration images (0 = PyTorch's initialisation)")
+                   "by layer, so that it fires at this mean rate on calibration images (0 = PyTorch's initialisation)",
+                   minimum=0.0, below=1.0)
 DIRECT_OPTIONS = DIRECT_OPTIONS + (INIT_RATE,)
 
 
@@ -96,12 +98,9 @@ def build_direct_student(cfg, info, device, keep_batchnorm: bool = False) -> Stu
 
 
 def initialise_rates(student: Student, calibration, T: int, target: float) -> dict[str, float]:
-    """``rate_init`` on up to 64 calibration images, unless disabled (target 0) or there are no real
-    images (a rule rebuilt to load saved weights gets a blank example input)."""
-    if not target or calibration is None or float(calibration.std()) == 0:
+    """``rate_init`` on up to 64 calibration images, unless disabled (target 0)."""
+    if not target:
         return {}
-    if not 0 < target < 1:
-        raise SpiketandemError(f"--init-rate must lie in (0, 1) (a firing rate), or be 0 to skip; got {target}")
     return rate_init(student, calibration[:64], T, target)
 
 
@@ -144,27 +143,34 @@ class DirectRule(Rule):
         tdbn = self.option("tdbn")
         self.tdbn = self.paper_tdbn if tdbn is None else bool(tdbn)
         self.voting = int(self.option("voting"))
-        if self.voting < 0:
-            raise SpiketandemError(f"--voting must be >= 0 (neurons per class), got {self.voting}")
         self.model = build_direct_student(cfg, info, device, keep_batchnorm=self.tdbn)
         if self.tdbn:
             install_tdbn(self.model, cfg.threshold, self.option("tdbn_alpha"))
-        self.init_factors = {} if self.tdbn else initialise_rates(self.model, calibration, cfg.T, self.option("init_rate"))
+        self.init_factors: dict[str, float] = {}
         self.neunorm = {}
         if self.option("neunorm"):
             self.neunorm = install_neunorm(self.model, record_shapes(self.model, info, device),
                                            self.option("neunorm_k"), self.option("neunorm_v"))
             self.model.to(device)
+        self.neuron = cfg.neuron_config()
         if self.voting:
             target = _final_linear(self.model)
             old = self.model.graph_module.get_submodule(target)
-            voting = nn.Linear(old.in_features, info.num_classes * self.voting).to(device)
-            self.model.graph_module.add_submodule(target, voting)
-            self.neuron = cfg.neuron_config()
-            if self.init_factors:  # the output neurons fire too, so they get the same start
-                images = calibration[:64]
-                self.init_factors["voting"] = bisect_scale(
-                    [voting], lambda: float(self.scores(self.run(images, cfg.T)[0]).mean()), self.option("init_rate"))
+            self.voting_layer = nn.Linear(old.in_features, info.num_classes * self.voting).to(device)
+            self.model.graph_module.add_submodule(target, self.voting_layer)
+
+    def setup(self, data, device):
+        """Without tdBN: rescale the random weights so that every layer (and the voting layer) fires at
+        ``--init-rate`` on the first training images."""
+        if self.tdbn or not self.option("init_rate"):
+            return data
+        images = calibration_images(data, device)
+        self.init_factors = initialise_rates(self.model, images, self.cfg.T, self.option("init_rate"))
+        if self.voting:  # the output neurons fire too, so they get the same start
+            self.init_factors["voting"] = bisect_scale(
+                [self.voting_layer], lambda: float(self.scores(self.run(images[:64], self.cfg.T)[0]).mean()),
+                self.option("init_rate"))
+        return data
 
     # ---- running the student ---------------------------------------------------------------------
 

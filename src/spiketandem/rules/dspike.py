@@ -55,20 +55,18 @@ class Dspike(DirectRule):
     name = "dspike"
     paper_tdbn = True
     options = DIRECT_OPTIONS + (
-        Option("dspike_b", float, 3.0, "initial Dspike temperature b"),
-        Option("dspike_db", float, 0.5, "step db of the per-epoch temperature search over {b - db, b, b + db}"),
+        Option("dspike_b", float, 3.0, "initial Dspike temperature b", above=0.0),
+        Option("dspike_db", float, 0.5, "step db of the per-epoch temperature search over {b - db, b, b + db}",
+               above=0.0),
         Option("dspike_select", bool, True, "choose b each epoch by finite-difference gradients (else b is fixed)"),
-        Option("dspike_fd_eps", float, 0.01, "finite-difference step on the first layer's weights"),
-        Option("dspike_fd_batch", int, 64, "images used for the finite-difference gradient"),
+        Option("dspike_fd_eps", float, 0.01, "finite-difference step on the first layer's weights", above=0.0),
+        Option("dspike_fd_batch", int, 64, "images used for the finite-difference gradient", minimum=1),
         Option("dspike_fd_coords", int, 0, "first-layer weights probed by finite differences (0 = all; a random "
-               "subset is cheaper)"),
+               "subset is cheaper)", minimum=0),
     )
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher, calibration)
-        if min(self.option("dspike_b"), self.option("dspike_db"), self.option("dspike_fd_eps"),
-               self.option("dspike_fd_batch")) <= 0:
-            raise SpiketandemError("--dspike-b, --dspike-db, --dspike-fd-eps and --dspike-fd-batch must be > 0")
         self.b = float(self.option("dspike_b"))
         self.selected_epoch = -1
         self.last_scores: dict = {}
@@ -131,11 +129,22 @@ class Dspike(DirectRule):
         logs = super().train_step(x, y, optimizer, epoch)
         return {**logs, "dspike_b": self.b}
 
-    def state_dict(self):
-        return {"model": self.model.state_dict(), "dspike_b": self.b, "selected_epoch": self.selected_epoch}
+    def on_distributed(self, comm) -> None:
+        """Each rank would pick b from its own slice of the batch: every rank takes rank 0's pick (rank 0's
+        slice starts the global batch, so with --dspike-fd-batch <= the per-rank batch it is the single
+        process's pick)."""
+        choose = self.choose_temperature
 
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
+        def choose_as_rank0(x, y):
+            scores = choose(x, y)
+            self.set_temperature(comm.broadcast_float(self.b))
+            return scores
+        self.choose_temperature = choose_as_rank0
+
+    def extra_state(self):
+        return {"dspike_b": self.b, "selected_epoch": self.selected_epoch}
+
+    def load_extra_state(self, state):
         if "dspike_b" in state:
             self.set_temperature(state["dspike_b"])
             self.selected_epoch = state.get("selected_epoch", -1)

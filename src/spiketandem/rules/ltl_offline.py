@@ -4,9 +4,9 @@ Every neuron layer's output goes downstream detached, so each layer learns only 
     L_l = mean( (clamp(y_l / y_norm_l, 0, 1) - C_l[T] / T)^2 )
 by BPTT through that layer's T steps, and the readout (the layers after the last neuron) from
 cross-entropy on the mean output current (optionally plus distillation to the teacher's logits).
-``schedule="parallel"`` trains all layers at once; ``"sequential"`` trains one layer per stage of the
-epoch budget (memory of one layer).  ``bptt="truncated"`` applies Eq. 6-7 exactly as printed (the
-gradient stops at each step's state), ``"full"`` (default) is true BPTT.
+``--schedule parallel`` trains all layers at once; ``sequential`` trains one layer per stage of the
+epoch budget (memory of one layer).  ``--bptt truncated`` applies Eq. 6-7 exactly as printed (the
+gradient stops at each step's state), ``full`` (default) is true BPTT.
 """
 from __future__ import annotations
 
@@ -16,37 +16,53 @@ import torch.nn.functional as F
 from ..errors import SpiketandemError
 from ..neuron import RunContext
 from ..student import TeacherTaps, activation_scales
-from .base import Rule, cross_entropy_with_kd, make_student
-from .ltl_targets import LocalTargets
+from ..data.feeding import calibration_images
+from .base import Option, Rule, cross_entropy_with_kd, make_student
+from .ltl_targets import YNORM_MODES, LocalTargets
 
 SCHEDULES = ("parallel", "sequential")
 BPTT_MODES = ("full", "truncated")
+
+# settings shared by offline and online LTL
+LTL_OPTIONS = (
+    Option("ynorm", str, "batch", "y_norm of the local targets: the percentile of each batch (authors' code), a "
+           "running average of it, or fixed once on calibration images", choices=YNORM_MODES),
+    Option("kd", float, 0.0, "weight of distillation to the teacher's logits at the readout", minimum=0.0),
+    Option("kd_temperature", float, 4.0, "distillation temperature", above=0.0),
+)
 
 
 class LTLOffline(Rule):
     name = "ltl-offline"
     default_optimizer = "adam"
     default_lr = 1e-3
+    options = LTL_OPTIONS + (
+        Option("schedule", str, "parallel", "train all layers at once, or one layer after another (one stage per "
+               "share of the epochs)", choices=SCHEDULES),
+        Option("bptt", str, "full", "full BPTT inside each layer, or the one-step form printed as Eq. 6-7",
+               choices=BPTT_MODES),
+    )
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
         if teacher is None:
             raise SpiketandemError("LTL needs a teacher (pass --teacher, or let `train` train one)")
-        if cfg.schedule not in SCHEDULES:
-            raise SpiketandemError(f"schedule {cfg.schedule!r} is not one of {SCHEDULES}")
-        if cfg.bptt not in BPTT_MODES:
-            raise SpiketandemError(f"bptt {cfg.bptt!r} is not one of {BPTT_MODES}")
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.model = make_student(cfg, info, teacher, calibration)
         device = next(teacher.parameters()).device
         self.taps = TeacherTaps(teacher, info.example_input(device=device))
-        images = calibration if calibration is not None else info.example_input(device=device)
-        self.targets = LocalTargets(cfg.ynorm, cfg.percentile, activation_scales(self.taps, images, cfg.percentile))
+        self.targets = LocalTargets(self.option("ynorm"), cfg.percentile)
         self.active = [info.name for info in self.model.layers]
 
+    def setup(self, data, device):
+        """``--ynorm fixed``: y_norm of every layer measured once, on the first training images."""
+        if self.targets.mode == "fixed":
+            self.targets.fix(activation_scales(self.taps, calibration_images(data, device), self.cfg.percentile))
+        return data
+
     def on_epoch_start(self, epoch: int) -> None:
-        if self.cfg.schedule == "parallel":
+        if self.option("schedule") == "parallel":
             return
         names = [info.name for info in self.model.layers]
         stage = min(len(names) - 1, epoch * len(names) // max(1, self.cfg.epochs))
@@ -54,6 +70,13 @@ class LTLOffline(Rule):
         for name in names:
             for p in self.model.layer_parameters(name):
                 p.requires_grad_(name == names[stage])
+
+    def on_distributed(self, comm) -> None:
+        self.targets.gather = comm.gather_flat  # y_norm is the percentile of the global batch
+
+    def readout_loss(self, logits, y, teacher_logits):
+        """Cross-entropy at the readout, plus distillation with weight ``--kd``."""
+        return cross_entropy_with_kd(logits, y, teacher_logits, self.option("kd"), self.option("kd_temperature"))
 
     def local_losses(self, records: dict, acts: dict, update: bool = True) -> dict[str, torch.Tensor]:
         """L_l = mean((target_l - C_l[T] / T)^2) for each active layer (spikes ``[T, B, ...]``)."""
@@ -67,17 +90,16 @@ class LTLOffline(Rule):
         with torch.no_grad():
             teacher_logits, acts = self.taps(x)
         ctx = RunContext(T=self.cfg.T, batch=x.shape[0], detach=True, records={}, record_names=set(self.active),
-                         truncate_time=self.cfg.bptt == "truncated")
+                         truncate_time=self.option("bptt") == "truncated")
         logits = self.model.run(x, ctx).mean(0)
         local = self.local_losses(ctx.records, acts)
-        ce = cross_entropy_with_kd(logits, y, teacher_logits, self.cfg.kd, self.cfg.kd_temperature)
+        ce = self.readout_loss(logits, y, teacher_logits)
         total = ce + sum(local.values())
         return total, logits, {"ce": float(ce.detach()), "local": float(sum(local.values()).detach())}
 
-    def state_dict(self):
-        return {"model": self.model.state_dict(), "targets": self.targets.state_dict()}
+    def extra_state(self):
+        return {"targets": self.targets.state_dict()}
 
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
+    def load_extra_state(self, state):
         if "targets" in state:
             self.targets.load_state_dict(state["targets"])

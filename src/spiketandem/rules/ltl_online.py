@@ -30,8 +30,8 @@ from torch import nn
 
 from ..errors import SpiketandemError
 from ..neuron import NeuronState, RunContext, SpikingNeuron, TimeAware
-from .base import Option, cross_entropy_with_kd
-from .ltl_offline import LTLOffline
+from .base import Option
+from .ltl_offline import LTL_OPTIONS, LTLOffline
 
 UPDATE_MODES = ("batch", "step")
 DEFAULT_WARMUP = 0.75  # fraction of T: 12 of 16 steps, as the authors' code
@@ -136,10 +136,10 @@ class LTLOnline(LTLOffline):
     """Temporally local LTL: per-step loss, per-step gradient, O(1) memory in T."""
 
     name = "ltl-online"
-    options = (
+    options = LTL_OPTIONS + (
         Option("online_warmup", float, DEFAULT_WARMUP, "fraction of the T steps that make no update (authors' code: "
-               "12 of 16)"),
-        Option("online_warmup_steps", int, None, "number of warm-up steps (overrides --online-warmup)"),
+               "12 of 16)", minimum=0.0, below=1.0),
+        Option("online_warmup_steps", int, None, "number of warm-up steps (overrides --online-warmup)", minimum=0),
         Option("online_update", str, "batch", "batch: sum the per-step gradients and step once per batch; step: step "
                "the optimizer at every time step (the on-chip form)", choices=UPDATE_MODES),
         Option("onchip_gate", bool, False, "gated on-chip update sign(error) x boxcar(U) (Fig. 1d); logs the "
@@ -147,8 +147,6 @@ class LTLOnline(LTLOffline):
     )
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
-        if cfg.schedule != "parallel":
-            raise SpiketandemError("ltl-online trains all layers at once; --schedule sequential applies to ltl-offline")
         super().__init__(cfg, info, teacher, calibration)
         # the student is a copy of the teacher made after the teacher was frozen: layers that had no BN
         # to fold (e.g. the readout) would inherit requires_grad=False
@@ -262,7 +260,7 @@ class LTLOnline(LTLOffline):
 
     def _learn_step(self, t, ctx, counts, targets, mean_out, y, teacher_logits, totals) -> None:
         """Backward of step t's losses (Eq. 9-11, or the gated form) and of the readout's cross-entropy."""
-        objective = cross_entropy_with_kd(mean_out, y, teacher_logits, self.cfg.kd, self.cfg.kd_temperature)
+        objective = self.readout_loss(mean_out, y, teacher_logits)
         totals["ce"] += float(objective.detach())
         for name in self.active:
             spikes = ctx.records[name][0]
@@ -298,6 +296,13 @@ class LTLOnline(LTLOffline):
             torch.autograd.backward([g for g, _ in pairs], [d for _, d in pairs])
         for leaf in leaves:
             leaf.grad = None
+
+    def extra_state(self):
+        return {**super().extra_state(), "update_counts": dict(self.update_counts)}
+
+    def load_extra_state(self, state):
+        super().load_extra_state(state)
+        self.update_counts = dict(state.get("update_counts", self.update_counts))
 
     def summary_extras(self) -> dict:
         """Run-level totals for summary.json (on-chip gating only)."""

@@ -21,16 +21,21 @@ class LocalTargets:
     def __init__(self, mode: str, percentile: float, initial: dict[str, float] | None = None, momentum: float = 0.1):
         if mode not in YNORM_MODES:
             raise SpiketandemError(f"ynorm {mode!r} is not one of {YNORM_MODES}")
-        if mode == "fixed" and not initial:
-            raise SpiketandemError("ynorm 'fixed' needs initial scales (a teacher-initialised student)")
         self.mode, self.percentile, self.momentum = mode, percentile, momentum
         self.scales: dict[str, float] = dict(initial or {})
         self._seen: set[str] = set()
         # multi-process training sets this to an all-gather, so the percentile is the global batch's
         self.gather = None
 
+    def fix(self, scales: dict[str, float]) -> None:
+        """The fixed y_norm of every layer ("fixed" mode; measured once before training)."""
+        self.scales = dict(scales)
+
     def scale(self, name: str, activation: torch.Tensor, update: bool = True) -> float:
         if self.mode == "fixed":
+            if name not in self.scales:
+                raise SpiketandemError(f"ynorm 'fixed' has no scale for layer {name!r}: the rule was not set up "
+                                       "(train it through spiketandem.train.fit)")
             return self.scales[name]
         values = activation.detach().flatten()
         current = percentile_of(values if self.gather is None else self.gather(values), self.percentile)

@@ -15,9 +15,8 @@ after its share (remaining epochs / remaining stages; unused epochs pass to late
 least one epoch per neuron layer is needed.  After the last stage (all layers spiking, readout
 trained) the network stays at its best state and later epochs make no updates.
 
-Because the held-out examples must not be trained on, the rule draws its training batches itself from
-the rest of the training set (same batch size, augmentation and seed scheme); the loop's batches only
-set the pace.  The end of an epoch is detected as the first switch to evaluation mode after training.
+The validation split is held out in ``setup`` (the loop then trains on the rest) and the stage logic
+runs in ``on_epoch_end``.
 """
 from __future__ import annotations
 
@@ -26,53 +25,10 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..data import DeviceBatches
-from ..distributed import shard_args
+from ..data.feeding import calibration_images, evaluation_batches, hold_out
 from ..errors import SpiketandemError
 from .base import Option, Rule, make_student
 from .hybrid import activation_scales, require_if_neurons, run_hybrid, set_scales
-
-
-class TrainValSplit:
-    """The run's training set split into a part to train on and a held-out validation part."""
-
-    def __init__(self, cfg, fraction: float, device):
-        from ..pipeline import prepare  # the pipeline's own loading: the split is of exactly its training set
-        _, data, _, _ = prepare(cfg)
-        n = len(data.train_y)
-        n_val = int(round(fraction * n))
-        if not 0 < n_val < n:
-            raise SpiketandemError(f"--ptl-val-fraction {fraction} leaves no validation or no training images out of "
-                                   f"{n}; choose a fraction in (0, 1)")
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
-        val, fit = order[:n_val].sort().values, order[n_val:].sort().values
-        stats = dict(mean=data.mean, std=data.std, device=device)
-        # under torchrun: this rank's slices of global batches of cfg.batch_size (distributed.py)
-        self.fit = DeviceBatches(data.train_x[fit], data.train_y[fit], shuffle=True, augment=data.augment,
-                                 seed=cfg.seed, **shard_args(cfg.batch_size), **stats)
-        self.val = DeviceBatches(data.train_x[val], data.train_y[val], max(cfg.batch_size, 256), shuffle=False,
-                                 augment=False, **stats)
-        self._passes, self._iter, self._rest = 0, iter(self.fit), None
-
-    def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next ``n`` training samples (the fit part is reshuffled on every pass)."""
-        xs, ys, have = [], [], 0
-        while have < n:
-            if self._rest is None:
-                try:
-                    self._rest = next(self._iter)
-                except StopIteration:
-                    self._passes += 1
-                    self.fit.set_epoch(self._passes)
-                    self._iter = iter(self.fit)
-                    continue
-            x, y = self._rest
-            k = min(n - have, len(y))
-            xs.append(x[:k])
-            ys.append(y[:k])
-            have += k
-            self._rest = (x[k:], y[k:]) if k < len(y) else None
-        return torch.cat(xs), torch.cat(ys)
 
 
 class PTL(Rule):
@@ -82,8 +38,9 @@ class PTL(Rule):
     default_optimizer = "adam"  # the tandem-learning recipe (the TPAMI paper's own value is unverified)
     default_lr = 1e-3
     options = (Option("ptl_patience", int, 6, "epochs without validation gain before the next layer is "
-                      "converted (Wu et al. 2021: 6)"),
-               Option("ptl_val_fraction", float, 0.1, "share of the training set held out for validation"))
+                      "converted (Wu et al. 2021: 6)", minimum=1),
+               Option("ptl_val_fraction", float, 0.1, "share of the training set held out for validation", above=0.0,
+                      below=1.0))
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
@@ -91,20 +48,18 @@ class PTL(Rule):
             raise SpiketandemError("rule ptl starts from a trained teacher: pass --teacher (or let `train` train one) "
                                    "and keep --init teacher")
         require_if_neurons(cfg, self.name)
-        if self.option("ptl_patience") < 1:
-            raise SpiketandemError(f"--ptl-patience must be >= 1, got {self.option('ptl_patience')}")
         self.model = make_student(cfg, info, teacher, calibration)
         self.names = [layer.name for layer in self.model.layers]
         if cfg.epochs < len(self.names):
             raise SpiketandemError(f"rule ptl converts one of the {len(self.names)} neuron layers per stage and needs "
                                    f"at least one epoch each: pass --epochs >= {len(self.names)}")
-        self.calibration = calibration
-        self.split: TrainValSplit | None = None
+        self.calibration: torch.Tensor | None = None
+        self.val_batches = None
         # scheduler state (saved in checkpoints): stage = index of the layer being trained
         self.stage, self.done = -1, False
         self.epochs_used, self.stage_epochs, self.stage_cap = 0, 0, 0
         self.best_acc, self.stale, self.best_state = -1.0, 0, None
-        self._trained_since_check, self._reset_optimizer = False, False
+        self._reset_optimizer = False
 
     # ---- the network of the current stage -------------------------------------------------------
 
@@ -132,19 +87,19 @@ class PTL(Rule):
 
     # ---- the loop's hooks ----------------------------------------------------------------------
 
-    def on_epoch_start(self, epoch: int) -> None:
-        if self.split is None:
-            self.split = TrainValSplit(self.cfg, self.option("ptl_val_fraction"), self.calibration.device)
-        if self.stage < 0:
-            self._start_stage(0)
+    def setup(self, data, device):
+        """Hold out the validation split (from the training set) and enter stage 0; train on the rest."""
+        fit, validation = hold_out(data, self.option("ptl_val_fraction"), self.cfg.seed, "--ptl-val-fraction")
+        self.val_batches = evaluation_batches(validation, self.cfg, device)
+        self.calibration = calibration_images(data, device)
+        self._start_stage(0)
+        return fit
 
     def loss(self, x, y, epoch):
         logits = run_hybrid(self.model, x, self.cfg.T, self.modes())
         return F.cross_entropy(logits, y), logits, {"stage": float(self.stage + 1)}
 
     def train_step(self, x, y, optimizer, epoch):
-        x, y = self.split.take(len(y))  # never a validation image
-        self._trained_since_check = True
         if self._reset_optimizer:  # a new stage starts from fresh moment estimates
             optimizer.state.clear()
             self._reset_optimizer = False
@@ -154,16 +109,16 @@ class PTL(Rule):
             return {"loss": float(loss), "correct": int((logits.argmax(1) == y).sum()), **logs}
         return super().train_step(x, y, optimizer, epoch)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if not mode and self._trained_since_check:
-            self._trained_since_check = False
-            self._end_of_epoch()
+    def on_epoch_end(self, epoch: int, row: dict) -> bool:
+        self._end_of_epoch()
+        return False
 
     @torch.no_grad()
     def validation_accuracy(self) -> float:
+        """Accuracy of the current (hybrid) network on the held-out split, in evaluation mode."""
+        self.train(False)
         correct = total = 0
-        for x, y in self.split.val:
+        for x, y in self.val_batches:
             correct += int((run_hybrid(self.model, x, self.cfg.T, self.modes()).argmax(1) == y).sum())
             total += y.numel()
         return correct / total
@@ -192,13 +147,11 @@ class PTL(Rule):
     SCHEDULER_FIELDS = ("stage", "done", "epochs_used", "stage_epochs", "stage_cap", "best_acc", "stale",
                         "best_state", "_reset_optimizer")
 
-    def state_dict(self):
-        return {"model": self.model.state_dict(),
-                "scheduler": {k: copy.copy(getattr(self, k)) for k in self.SCHEDULER_FIELDS}}
+    def extra_state(self):
+        return {k: copy.copy(getattr(self, k)) for k in self.SCHEDULER_FIELDS}
 
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-        for k, v in state.get("scheduler", {}).items():
+    def load_extra_state(self, state):
+        for k, v in state.items():
             setattr(self, k, v)
         if self.stage >= 0:
             self._apply_freezing()

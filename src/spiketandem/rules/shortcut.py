@@ -103,8 +103,8 @@ class Shortcut(DirectRule):
                                    f"{', '.join(names)}); name some with --shortcut-layers NAME,NAME")
         return chosen
 
-    def optim_parameters(self):
-        return list(self.model.parameters()) + list(self.heads.parameters())
+    def modules(self):
+        return {"model": self.model, "heads": self.heads}
 
     def on_epoch_start(self, epoch):
         self.balance = balance_coefficient(epoch, self.cfg.epochs, self.option("shortcut_schedule"),
@@ -119,15 +119,3 @@ class Shortcut(DirectRule):
         aux = sum(F.cross_entropy(self.heads[n](ctx.records[n]), y) for n in self.head_names)
         return main + self.balance * aux, scores, {"main": float(main.detach()), "aux": float(aux.detach()),
                                                    "balance": self.balance}
-
-    def train(self, mode=True):
-        super().train(mode)
-        self.heads.train(mode)
-
-    def state_dict(self):
-        return {"model": self.model.state_dict(), "heads": self.heads.state_dict()}
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state["model"])
-        if "heads" in state:
-            self.heads.load_state_dict(state["heads"])

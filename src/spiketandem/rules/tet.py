@@ -30,7 +30,8 @@ class TET(DirectRule):
     name = "tet"
     paper_tdbn = True
     options = DIRECT_OPTIONS + (
-        Option("tet_lambda", float, 1e-3, "weight lambda of TET's MSE regulariser (0 = per-step cross-entropy only)"),
+        Option("tet_lambda", float, 1e-3, "weight lambda of TET's MSE regulariser (0 = per-step cross-entropy only)",
+               minimum=0.0, maximum=1.0),
         Option("tet_phi", float, 1.0, "TET's MSE target phi (V_th = 1 in the paper)"),
     )
 
@@ -38,9 +39,6 @@ class TET(DirectRule):
         super().__init__(cfg, info, teacher, calibration)
         if self.voting:
             raise SpiketandemError("tet acts on the output current at every step; drop --voting (a stbp option)")
-        lam = self.option("tet_lambda")
-        if not 0 <= lam <= 1:
-            raise SpiketandemError(f"--tet-lambda must lie in [0, 1], got {lam}")
 
     def objective(self, out, ctx, y, epoch):
         loss = tet_loss(out, y, self.option("tet_lambda"), self.option("tet_phi"))

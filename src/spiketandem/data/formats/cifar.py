@@ -15,6 +15,7 @@ import numpy as np
 
 from ..arrays import RawSplits
 from ..errors import DatasetFormatError
+from ..progress import NULL_STEP, Step
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -71,10 +72,17 @@ def _names(values: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
-def decode_cifar10(folder: Path) -> RawSplits:
+def _counted(step: Step, read, *args):
+    result = read(*args)
+    step.advance()
+    return result
+
+
+def decode_cifar10(folder: Path, step: Step = NULL_STEP) -> RawSplits:
     """Decode ``data_batch_1..5`` + ``test_batch`` (class names from ``batches.meta`` when present)."""
-    train = [_images_and_labels(folder / name, "labels") for name in CIFAR10_TRAIN_FILES]
-    test_x, test_y = _images_and_labels(folder / "test_batch", "labels")
+    step.add(len(CIFAR10_FILES), unit="file")
+    train = [_counted(step, _images_and_labels, folder / name, "labels") for name in CIFAR10_TRAIN_FILES]
+    test_x, test_y = _counted(step, _images_and_labels, folder / "test_batch", "labels")
     classes = list(CIFAR10_CLASSES)
     if (folder / "batches.meta").is_file():
         classes = _names(read_pickle(folder / "batches.meta").get("label_names", classes))
@@ -82,10 +90,11 @@ def decode_cifar10(folder: Path) -> RawSplits:
                      test_x, test_y, classes)
 
 
-def decode_cifar100(folder: Path) -> RawSplits:
+def decode_cifar100(folder: Path, step: Step = NULL_STEP) -> RawSplits:
     """Decode ``train`` + ``test`` with the 100 fine labels; class names from ``meta``."""
-    train_x, train_y = _images_and_labels(folder / "train", "fine_labels")
-    test_x, test_y = _images_and_labels(folder / "test", "fine_labels")
+    step.add(2, unit="file")
+    train_x, train_y = _counted(step, _images_and_labels, folder / "train", "fine_labels")
+    test_x, test_y = _counted(step, _images_and_labels, folder / "test", "fine_labels")
     meta = read_pickle(folder / "meta")
     if "fine_label_names" not in meta:
         raise DatasetFormatError(f"{folder / 'meta'} has no 'fine_label_names' entry (keys: {sorted(meta)})")

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..arrays import RawSplits
 from ..errors import DatasetFormatError
+from ..progress import NULL_STEP, Step
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -65,8 +66,11 @@ def _split(folder: Path, images_name: str, labels_name: str) -> tuple[np.ndarray
     return images[:, None], labels.astype(np.int64)
 
 
-def decode_fashion_mnist(folder: Path) -> RawSplits:
+def decode_fashion_mnist(folder: Path, step: Step = NULL_STEP) -> RawSplits:
     """Decode the four Fashion-MNIST IDX files in ``folder`` (each optionally ``.gz``)."""
+    step.add(len(FASHION_MNIST_FILES), unit="file")
     train_x, train_y = _split(folder, FASHION_MNIST_FILES[0], FASHION_MNIST_FILES[1])
+    step.advance(2)
     test_x, test_y = _split(folder, FASHION_MNIST_FILES[2], FASHION_MNIST_FILES[3])
+    step.advance(2)
     return RawSplits(train_x, train_y, test_x, test_y, list(FASHION_MNIST_CLASSES))

@@ -1,6 +1,7 @@
 """Decoding image files (JPEG, PNG, ...) into one uint8 array, and the ``train/<class>/*`` image-folder layout.
 
 Decoding is a one-time step (its result is cached), spread over worker processes on Linux.
+Hidden files, macOS's ``._*`` AppleDouble files and ``__MACOSX/`` are skipped (:mod:`..files`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..arrays import RawSplits
 from ..errors import DatasetFormatError
+from ..files import data_files, subfolders
+from ..progress import NULL_STEP, Step
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -24,8 +27,8 @@ _MIN_PARALLEL = 4000   # below this, worker start-up costs more than it saves
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files directly inside ``folder``, sorted by name (hidden and ``._*`` files skipped)."""
+    return data_files(folder, IMAGE_EXTENSIONS)
 
 
 def _decode_chunk(paths: Sequence[str]) -> list[np.ndarray]:
@@ -47,8 +50,8 @@ def _worker_count(n_images: int) -> int:
     return max(1, min(cpus, 8))
 
 
-def decode_images(paths: Sequence[Path]) -> np.ndarray:
-    """Decode ``paths`` into uint8 ``[N, C, H, W]``.
+def decode_images(paths: Sequence[Path], step: Step = NULL_STEP) -> np.ndarray:
+    """Decode ``paths`` into uint8 ``[N, C, H, W]``, counting them on ``step``.
 
     All images must share one size. ``C`` is 3 if any image is in colour (greyscale ones are then
     repeated over the three channels), else 1."""
@@ -56,12 +59,18 @@ def decode_images(paths: Sequence[Path]) -> np.ndarray:
         raise ValueError("decode_images needs at least one path")
     names = [str(p) for p in paths]
     chunks = [names[i:i + _CHUNK] for i in range(0, len(names), _CHUNK)]
+    step.add(len(names), unit="image")
     workers = _worker_count(len(names))
+    decoded = []
     if workers == 1:
-        decoded = [_decode_chunk(chunk) for chunk in chunks]
+        for chunk in chunks:
+            decoded.append(_decode_chunk(chunk))
+            step.advance(len(chunk))
     else:  # fork: the workers need nothing but this module, already imported
         with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            decoded = list(pool.map(_decode_chunk, chunks))
+            for chunk, result in zip(chunks, pool.map(_decode_chunk, chunks)):  # in order, as they finish
+                decoded.append(result)
+                step.advance(len(chunk))
     arrays = [a for chunk in decoded for a in chunk]
     return _stack(arrays, names)
 
@@ -98,19 +107,19 @@ def image_folder_test_dir(root: Path) -> Path | None:
     return next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
 
 
-def decode_image_folder(root: Path) -> RawSplits:
+def decode_image_folder(root: Path, step: Step = NULL_STEP) -> RawSplits:
     """Decode ``root/train/<class>/*`` and ``root/test/<class>/*`` (or ``root/val/<class>/*``).
 
     Classes are the folders of ``train/`` in sorted order, which for CIFAR-10 and CIFAR-100 trees is
     the official label order; every test class folder must also exist in ``train/``."""
     train_dir, test_dir = root / "train", image_folder_test_dir(root)
     assert test_dir is not None  # checked by the layout probe
-    classes = sorted(d.name for d in train_dir.iterdir() if d.is_dir())
-    unknown = sorted(d.name for d in test_dir.iterdir() if d.is_dir() and d.name not in classes)
+    classes = [d.name for d in subfolders(train_dir)]  # sorted; __MACOSX/ and hidden folders are no classes
+    unknown = [d.name for d in subfolders(test_dir) if d.name not in classes]
     if unknown:
         raise DatasetFormatError(f"{test_dir} has class folders that {train_dir} lacks: {', '.join(unknown)}")
     train_paths, train_labels = _labelled_images(train_dir, classes)
     test_paths, test_labels = _labelled_images(test_dir, classes)
-    x = decode_images(train_paths + test_paths)  # one pass, so both splits get the same channel count
+    x = decode_images(train_paths + test_paths, step)  # one pass, so both splits get the same channel count
     n = len(train_paths)
     return RawSplits(x[:n], np.array(train_labels, np.int64), x[n:], np.array(test_labels, np.int64), classes)

@@ -1,0 +1,99 @@
+"""The trained-model file (``student.pt``): everything needed to rebuild the trained rule and its
+student from the file alone, and nothing that runs code when loaded (plain values and tensors, read
+with ``weights_only=True``).
+
+    {"format": MODEL_FORMAT, "rule": name, "info": DataInfo fields, "config": the RunConfig that ran,
+     "teacher_arch": {"name", "width", "act_clip"} of the zoo teacher the student was built from (None for
+     a user's own teacher class), "state": Rule.state_dict()}
+
+The student's structure is the teacher's traced graph, so a student of a zoo teacher is rebuilt from the
+architecture's name (the teacher's weights are not needed: the student holds its own); a student of a
+user's own teacher class is rebuilt given an instance of that class (any weights).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import SpiketandemError
+from .runs import MODEL_FORMAT, atomic_save, safe_load
+
+
+def zoo_architecture(cfg) -> dict:
+    """The ``teacher_arch`` entry of a student built from the zoo architecture of ``cfg``."""
+    return {"name": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip}
+
+
+def model_record(rule, teacher_arch: dict | None) -> dict:
+    """The model file's entries except the state."""
+    return {"format": MODEL_FORMAT, "rule": rule.name, "info": dataclasses.asdict(rule.info),
+            "config": rule.cfg.to_dict(), "teacher_arch": teacher_arch}
+
+
+def save_model(rule, path: str | Path, teacher_arch: dict | None) -> None:
+    """Write ``rule`` (its config and every module and state it trains) as a model file, atomically."""
+    atomic_save({**model_record(rule, teacher_arch), "state": rule.state_dict()}, Path(path))
+
+
+def read_model(path: str | Path, device="cpu") -> dict:
+    """The model file at ``path`` (or ``path/student.pt`` for a run folder), checked to be one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "student.pt"
+    return safe_load(path, "trained model", map_location=device, expected_format=MODEL_FORMAT)
+
+
+def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None):
+    """The trained rule of a model file, with its saved state.  ``teacher``: the real teacher (for
+    evaluation against it), or an instance of the user's teacher class; without one, a zoo teacher's
+    architecture is rebuilt from ``teacher_arch`` (its weights are not needed)."""
+    from .config import make_config
+    from .models import build_model
+    from .rules import configure, get_rule
+    from .rules.base import DataInfo
+    cfg = configure(make_config(obj["config"]))
+    info = DataInfo(**obj["info"])
+    rule_cls = get_rule(obj["rule"])
+    if rule_cls.needs_teacher and teacher is None:
+        arch = obj.get("teacher_arch")
+        if not arch:
+            raise SpiketandemError("this student was built from a teacher class of your own: pass an instance of it "
+                                   "(any weights), e.g. load_student(path, teacher=MyNet())")
+        teacher = build_model(arch["name"], info.num_classes, info.in_channels, info.image_size, arch["width"],
+                              arch.get("act_clip"))
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+    rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, None)
+    for module in rule.modules().values():
+        module.to(device)
+    rule.load_state_dict(obj["state"])
+    rule.train(False)
+    return rule
+
+
+def load_student(path: str | Path, *, teacher: nn.Module | None = None, device: str = "cpu"):
+    """The trained spiking student (a :class:`~spiketandem.student.Student`, in eval mode) of a model
+    file or run folder, rebuilt from the file alone (see the module docstring for ``teacher``).
+    ``student(x, T)`` gives the readout ``[T, B, classes]``; ``spiketandem.api.predict`` the scores."""
+    from .student import Student
+    obj = read_model(path, device)
+    rule = rebuild_rule(obj, torch.device(device), teacher)
+    if not isinstance(rule.model, Student):
+        raise SpiketandemError(f"{path} holds a {obj['rule']!r} model, which is not a spiking student")
+    rule.model.origin = model_record(rule, obj.get("teacher_arch"))
+    return rule.model
+
+
+def save_student(student, path: str | Path) -> Path:
+    """Write a student returned by ``spiketandem.api.train`` (or :func:`load_student`) as a model file
+    that :func:`load_student` rebuilds alone."""
+    origin = getattr(student, "origin", None)
+    if origin is None:
+        raise SpiketandemError("this student carries no record of how it was built; save the students that "
+                               "spiketandem.api.train or load_student return")
+    path = Path(path)
+    atomic_save({**origin, "state": {"model": student.state_dict(), "extra": {}}}, path)
+    return path

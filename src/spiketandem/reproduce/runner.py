@@ -1,0 +1,154 @@
+"""Running an experiment: the teacher, the students, the evaluation vs T and the further steps, each an
+ordinary run folder under OUT (finished ones are reused), then reproduction.json and the report."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from ..errors import SpiketandemError
+from .experiment import PLACEHOLDER, Experiment, check_requirements, select
+from .section import paper_section, step_figures
+
+
+def run_configs(exp: Experiment, out: Path) -> tuple[dict | None, list[tuple[str, dict]]]:
+    """The RunConfig field dicts of the teacher and of each student, with their folders and teacher."""
+    teacher = None
+    if exp.teacher is not None:
+        teacher = {**exp.defaults, **exp.teacher, "rule": "ann", "out": str(out / "teacher"), "name": "teacher"}
+    students = []
+    for run in exp.runs:
+        fields = {**exp.defaults, **{k: v for k, v in run.items() if k != "name"}, "out": str(out / run["name"]),
+                  "name": run["name"]}
+        if teacher is not None and "teacher" not in run:
+            fields["teacher"] = str(out / "teacher" / "teacher.pt")
+        students.append((run["name"], fields))
+    return teacher, students
+
+
+def _finished(folder: Path, model: str) -> bool:
+    return (folder / "summary.json").is_file() and (folder / model).is_file()
+
+
+def _substitute(token: str, out: Path) -> str:
+    def repl(m):
+        key = m.group(1)
+        if key == "out":
+            return str(out)
+        if key == "teacher":
+            return str(out / "teacher")
+        return str(out / key[len("run:"):])
+    return PLACEHOLDER.sub(repl, token)
+
+
+def machine() -> dict:
+    import torch
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return info
+
+
+def reproduce(exp: Experiment, out: Path, *, only: list[str] | None = None, steps: bool = True, resume: bool = False,
+              report_only: bool = False, log=print) -> dict:
+    """Run the experiment (teacher, students, evaluation, further steps, report); returns reproduction.json's
+    content.  ``only`` restricts it to some runs (and the steps that use only those); ``steps=False`` skips
+    the further steps; ``report_only`` only collects the finished runs and rewrites the report."""
+    from ..runs import RunFolder
+
+    exp = select(exp, only, steps and not report_only)
+    t0 = time.perf_counter()
+    teacher_fields, students = run_configs(exp, out)
+    if report_only:
+        unfinished = [f["out"] for _, f in students if not (Path(f["out"]) / "summary.json").is_file()]
+        if unfinished:
+            raise SpiketandemError(f"--report-only: unfinished run(s) {', '.join(unfinished)}; run the experiment "
+                                   "without --report-only first")
+    else:
+        _run_all(exp, out, teacher_fields, students, resume, log)
+    result = _collect(exp, out, teacher_fields, students, time.perf_counter() - t0)
+    RunFolder(out).write_json("reproduction.json", result)
+    folders = ([teacher_fields["out"]] if teacher_fields else []) + [f["out"] for _, f in students]
+    from ..report import build_report
+    figures = step_figures(out, folders)
+    md, _ = build_report(folders, out / "report", title=f"Reproduction: {exp.title} (scale: {exp.scale})",
+                         preface=lambda doc, report_dir: paper_section(doc, exp, result, figures, report_dir))
+    result["report"] = str(md)
+    log(f"[{exp.name}] done in {result['wall_seconds']:.0f}s; report: {out / 'report' / 'report.md'}")
+    return result
+
+
+def _run_all(exp: Experiment, out: Path, teacher_fields, students, resume: bool, log) -> None:
+    """Train the teacher and the students (finished runs are reused), evaluate vs T, run the further steps."""
+    from ..cli import main as cli_main
+    from ..config import make_config
+    from ..pipeline import eval_run, train_student, train_teacher
+    from ..report.sweep import SWEEP_T
+    from ..rules import RULES
+    from ..runs import RunFolder
+
+    check_requirements(exp)
+    out.mkdir(parents=True, exist_ok=True)
+    quiet = {"progress": False}
+    if teacher_fields is not None:
+        folder = Path(teacher_fields["out"])
+        if _finished(folder, "teacher.pt"):
+            log(f"[{exp.name}] teacher: finished run in {folder}, reused")
+        else:
+            log(f"[{exp.name}] teacher: training into {folder}")
+            cfg = make_config(teacher_fields, quiet)
+            train_teacher(cfg, RunFolder(folder), resume=resume and RunFolder(folder).exists(), log=log)
+    for name, fields in students:
+        folder = Path(fields["out"])
+        if _finished(folder, "student.pt"):
+            log(f"[{exp.name}] {name}: finished run in {folder}, reused")
+            continue
+        log(f"[{exp.name}] {name}: training {fields.get('rule', 'ltl-offline')} into {folder}")
+        cfg = make_config(fields, quiet)
+        train_student(cfg, RunFolder(folder), resume=resume and RunFolder(folder).exists(), log=log)
+    sweep = exp.evaluate.get("sweep_T")
+    if sweep is not None:
+        for name, fields in students:
+            done = Path(fields["out"]) / "sweep_T.csv"
+            if done.is_file() and done.stat().st_mtime >= (Path(fields["out"]) / "student.pt").stat().st_mtime:
+                log(f"[{exp.name}] {name}: sweep over T done before, reused")
+            elif RULES[fields.get("rule", "ltl-offline")].spiking:
+                log(f"[{exp.name}] {name}: accuracy and SynOps ratio vs T")
+                eval_run(fields["out"], list(sweep or SWEEP_T), device=exp.defaults.get("device", "auto"), log=log,
+                         sweep=True)
+    for cmd in exp.commands:
+        argv = [_substitute(t, out) for t in cmd]
+        log(f"[{exp.name}] spiketandem {' '.join(argv)}")
+        code = cli_main(argv)
+        if code != 0:
+            raise SpiketandemError(f"step `spiketandem {' '.join(argv)}` of {exp.name} failed (exit code {code})")
+
+
+def _collect(exp: Experiment, out: Path, teacher_fields, students, seconds: float) -> dict:
+    from ..config import make_config
+    measured = {}
+    teacher_acc = None
+    if teacher_fields is not None and (Path(teacher_fields["out"]) / "summary.json").is_file():
+        teacher_acc = json.loads((Path(teacher_fields["out"]) / "summary.json").read_text())["student_acc"]
+    for name, fields in students:
+        path = Path(fields["out"]) / "summary.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        teacher_acc = teacher_acc if teacher_acc is not None else s.get("teacher_acc")
+        measured[name] = {k: s.get(k) for k in ("rule", "neuron", "T", "epochs", "student_acc", "teacher_acc",
+                                                 "acc_by_T", "synops_ratio", "synops_ratio_by_T", "energy",
+                                                 "train_seconds", "device")}
+        # the window the run was trained with (non-spiking rules such as qat use it as levels; their T is None)
+        measured[name]["T_trained"] = make_config(fields).T
+    seconds_total = sum(m["train_seconds"] or 0 for m in measured.values())
+    if teacher_fields is not None and (Path(teacher_fields["out"]) / "summary.json").is_file():
+        seconds_total += json.loads((Path(teacher_fields["out"]) / "summary.json").read_text())["train_seconds"] or 0
+    return {"experiment": exp.name, "title": exp.title, "scale": exp.scale, "scale_note": exp.scale_note,
+            "train_seconds_total": seconds_total,
+            "overrides": exp.overrides, "defaults": exp.defaults, "paper": exp.paper, "teacher_acc": teacher_acc,
+            "measured": measured, "machine": machine(), "wall_seconds": seconds,
+            "finished": datetime.datetime.now().isoformat(timespec="seconds"), "out": str(out)}

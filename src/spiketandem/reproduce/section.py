@@ -1,0 +1,78 @@
+"""The report section of a reproduction: the paper's figures next to the measured ones."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .experiment import Experiment
+
+
+def step_figures(out: Path, run_folders: list[str]) -> list[Path]:
+    """PNGs the further steps (commands) wrote under OUT, outside the run folders and the report."""
+    skip = [Path(f).resolve() for f in run_folders] + [(out / "report").resolve()]
+    return sorted(p for p in out.rglob("*.png") if not any(p.resolve().is_relative_to(s) for s in skip))
+
+
+def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), report_dir: Path | None = None) -> None:
+    """The report's first section: the paper's figures next to the measured ones."""
+    doc.heading("Paper vs this reproduction")
+    m = result["machine"]
+    data = exp.defaults.get("dataset", "digits")
+    images = ", ".join(f"{exp.defaults[k]} {k[2:]}" for k in ("n_train", "n_test") if k in exp.defaults)
+    doc.text(f"Experiment `{exp.name}` ({exp.path.name}), scale **{exp.scale}**"
+             + (f": {exp.scale_note}" if exp.scale_note else "") + "\n\n"
+             + f"- data: {data} ({images + ' images' if images else 'all images'}), architecture "
+             + f"{exp.defaults.get('arch')} at width {exp.defaults.get('width', 1.0)}\n"
+             + f"- machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']}, GPU {m['cuda'] or 'none'}\n"
+             + f"- training time (sum over the runs): {result['train_seconds_total']:.0f} s; wall time of the last "
+             + f"`reproduce` call: {result['wall_seconds']:.0f} s (finished runs are reused)"
+             + (f"\n- command-line overrides: {result['overrides']}" if result["overrides"] else ""))
+    paper = exp.paper
+    rows = []
+    if paper.get("teacher_acc") is not None or result.get("teacher_acc") is not None:
+        rows.append(["ANN teacher", "–", _fmt_pct(paper.get("teacher_acc")), _pct(result.get("teacher_acc")), None])
+    results = paper.get("results") or {}
+    for name in exp.run_names():
+        got = result["measured"].get(name, {})
+        rows.append([name, got.get("T"), _fmt_pct(results.get(name)), _pct(got.get("student_acc")),
+                     None if got.get("synops_ratio") is None else f"{got['synops_ratio']:.3f}"])
+    doc.table(["model", "T", "paper accuracy", "measured accuracy", "measured SynOps ratio"], rows, "lrrrr")
+    if exp.scale != "full":
+        doc.text(f"The paper's numbers are for its full setting; at scale {exp.scale} they show the target, not a "
+                 "like-for-like comparison.")
+    if paper.get("notes"):
+        doc.text(f"Paper: {paper['notes']}")
+    if paper.get("source"):
+        doc.text(f"Source of the paper's figures: {paper['source']}.")
+    _by_rule_figure(doc, result, report_dir)
+    for fig in figures:  # copied next to the report so that its relative links work
+        target = (report_dir or fig.parent) / f"step-{fig.parent.name}-{fig.name}"
+        shutil.copyfile(fig, target)
+        doc.figure(target, f"{fig.relative_to(result['out'])} (written by a further step of the experiment).")
+
+
+def _by_rule_figure(doc, result: dict, report_dir: Path | None) -> None:
+    """Where one rule was trained at several T (Fig. 2): accuracy and SynOps ratio at the training T,
+    one line per rule (non-spiking rules, e.g. a quantized ANN, in panel (a) only)."""
+    acc, ratio = {}, {}
+    for got in result["measured"].values():
+        label = got["rule"] + (f" ({got['neuron'].upper()})" if got.get("neuron") else "")
+        acc.setdefault(label, {})[got["T_trained"]] = got["student_acc"]
+        if got.get("synops_ratio_by_T"):
+            ratio.setdefault(label, {})[got["T_trained"]] = got["synops_ratio"]
+    if report_dir is None or not any(len(v) > 1 for v in acc.values()):
+        return
+    from ..report.plots import plot_T_sweep
+    path = report_dir / "by_rule_T.png"
+    plot_T_sweep(acc, ratio, path, teacher_acc=result.get("teacher_acc"),
+                 title="each rule trained and tested at each time window T")
+    doc.figure(path, "(a) Test accuracy of each rule trained at T (for the quantized ANN: T activation levels); "
+               "(b) SynOps ratio of the spiking rules at their training T — the paper's Fig. 2.")
+
+
+def _fmt_pct(value) -> str | None:
+    return None if value is None else f"{float(value):.2f}%"
+
+
+def _pct(value) -> str | None:
+    return None if value is None else f"{100 * value:.2f}%"
