@@ -64,6 +64,9 @@ FAKE_STEP = textwrap.dedent("""
     import json, subprocess, sys, time
     from pathlib import Path
     spec_path = Path(sys.argv[1]); name = sys.argv[2]; out = Path(sys.argv[3])
+    go = Path(json.loads(spec_path.read_text())["go_file"])   # started ahead of its turn: wait to be told
+    while not go.exists():
+        time.sleep(0.02)
     partial, result = spec_path.with_suffix(".partial.json"), spec_path.with_suffix(".result.json")
     if name == "kernels":        # reports something, then hangs with a child process
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -114,6 +117,17 @@ def test_a_hanging_or_crashing_step_does_not_stop_the_others(tmp_path, monkeypat
     during = json.loads((out / "seen-during-neuron.json").read_text())   # written when each step started / ended
     assert during["steps"]["kernels"]["status"] == "timeout" and during["steps"]["neuron"]["status"] == "running"
     assert during["steps"]["time-to-accuracy"]["status"] == "pending" and during["complete"] is False
+
+
+def test_a_running_step_hands_over_its_partial_result_as_it_goes(tmp_path):
+    spec = tmp_path / "slow.spec.json"
+    code = (f"import json, time; from pathlib import Path; p = Path({str(spec.with_suffix('.partial.json'))!r})\n"
+            "for i in range(3):\n    p.write_text(json.dumps({'epochs': i})); time.sleep(0.3)\ntime.sleep(30)")
+    step = gpu_check.StepProcess("slow", [sys.executable, "-c", code], spec, dict(os.environ), tmp_path / "slow.log")
+    seen = []
+    entry = step.finish(3.0, on_partial=seen.append, every=0.2)
+    assert entry["status"] == "timeout" and entry["partial"] == {"epochs": 2}
+    assert seen[0] == {"epochs": 0} and seen[-1] == {"epochs": 2} and len(seen) >= 2
 
 
 def test_the_gpu_plan_is_valid_for_the_commands_it_calls_and_fits_nine_minutes():

@@ -42,6 +42,169 @@ def test_the_entry_point_runs():
     assert out.returncode == 0 and "usage: spiketandem train" in out.stdout
 
 
+# ---- parsing and help: no torch, whole flag names, one-line errors, grouped help ---------------------------
+
+# commands whose modules still import torch when their parser is built (their declarations live in torch
+# modules: hardware/noise.py and calibrate.py, the benchmark modules); remove a name once it is torch-free
+TORCH_AT_PARSE = {"bench"}
+PARSE_ONLY = [["--help"], ["--version"], [], ["--verison"], ["trian"], ["train", "--bogus"], ["train", "--epoch", "3"],
+              ["train", "--neuron", "lf"], ["train", "--T", "x"], ["teacher", "--rule", "tet"], ["eval"],
+              ["compare", "--sweep", "trian"], ["report"], ["reproduce", "--bogus"]]
+
+
+def test_parsing_and_help_do_not_import_torch():
+    """What makes `--help` and usage errors fast: building the parser, printing help and every usage error
+    import neither torch nor matplotlib (torch alone takes seconds to import)."""
+    from spiketandem.cli import COMMANDS
+    cases = [[name, "--help"] for name in COMMANDS if name not in TORCH_AT_PARSE] + PARSE_ONLY
+    code = f"""
+import contextlib, io, sys
+from spiketandem import cli
+cli.build_parser({sorted(set(COMMANDS) - TORCH_AT_PARSE)!r})
+for argv in {cases!r}:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            cli.main(argv)
+        except SystemExit:
+            pass
+    heavy = sorted(m for m in ("torch", "matplotlib") if m in sys.modules)
+    if heavy:
+        sys.exit(f"{{' '.join(argv)!r}} imported {{', '.join(heavy)}}")
+print("torch-free")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "torch-free", out.stderr + out.stdout
+
+
+def _fails(argv, capsys) -> str:
+    """The stderr of a usage error (exit 2), checked to be one line `spiketandem: error: ...`."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spiketandem: error: ") and not captured.out, captured.err
+    return lines[0]
+
+
+def test_abbreviated_flags_are_refused_with_the_flag_meant(capsys):
+    assert _fails(["train", "--epoch", "3"], capsys) == \
+        "spiketandem: error: train: unrecognized arguments --epoch 3; did you mean --epochs?"
+    assert "did you mean --kd-temperature?" in _fails(["train", "--kd-temp", "2"], capsys)
+    assert "did you mean --seed (for --sed), --lr (for --lrr)?" in _fails(["train", "--sed", "1", "--lrr=2"], capsys)
+    assert "did you mean --version?" in _fails(["--verison"], capsys)
+    assert "`spiketandem train --help` lists the flags" in _fails(["train", "--bogus"], capsys)
+    assert "eval: unrecognized argument --sweep" in _fails(["eval", "RUN", "--sweep"], capsys)  # not --sweep-T
+    from spiketandem.cli import build_parser
+    parsers = [build_parser()]
+    while parsers:  # every parser, nested ones included, refuses abbreviations
+        parser = parsers.pop()
+        assert parser.allow_abbrev is False, parser.prog
+        parsers += [sub for a in parser._actions if a.choices and hasattr(a, "_name_parser_map")
+                    for sub in a.choices.values()]
+
+
+def test_unknown_choices_and_commands_name_the_nearest(capsys):
+    assert _fails(["train", "--neuron", "lf"], capsys) == ("spiketandem: error: train: argument --neuron: invalid "
+                                                           "choice 'lf' (choose from if, lif); did you mean lif?")
+    assert "did you mean ltl-offline?" in _fails(["train", "--rule", "ltl-ofline"], capsys)
+    assert "did you mean train?" in _fails(["trian", "--epochs", "2"], capsys)
+    assert "did you mean batch?" in _fails(["train", "--ynorm", "bath"], capsys)  # a rule option's choices
+    assert "invalid int value: 'x'" in _fails(["train", "--T", "x"], capsys)
+    assert "the following arguments are required: COMMAND" in _fails([], capsys)
+
+
+def test_version_is_the_package_version(capsys):
+    import spiketandem
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"spiketandem {spiketandem.__version__}"
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(argv + ["--help"])
+    return capsys.readouterr().out
+
+
+def test_train_help_is_grouped_with_readable_metavars_and_defaults(capsys):
+    from spiketandem.config import RunConfig
+    from spiketandem.rules import CATALOG, all_options
+    text = _help(["train"], capsys)
+    titles = [line[:-1] for line in text.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    common = ["options", "run", "data", "model", "optimisation", "spiking student"]
+    assert titles[:len(common)] == common  # the common flags first, then the rules'
+    rule_groups = titles[len(common):]
+    assert rule_groups and all(t.startswith(("options of --rule ", "options shared by --rule ")) for t in rule_groups)
+    assert "options of --rule tet" in rule_groups and "options shared by --rule ltl-offline, ltl-online" in rule_groups
+    flags = [line.split()[0].rstrip(",") for line in text.splitlines() if line.startswith("  --")]
+    assert len(flags) == len(set(flags))  # every flag once, shared rule options included
+    assert {o.flag for o in all_options().values()} <= set(flags)
+    for opt in all_options().values():  # each option under the group of exactly the rules that declare it
+        users = [name for name, entry in CATALOG.items() if entry.option_named(opt.name)]
+        title = f"options of --rule {users[0]}" if len(users) == 1 else f"options shared by --rule {', '.join(users)}"
+        group = text.split(f"\n{title}:\n", 1)[1].split("\n\n", 1)[0]
+        assert f"  {opt.flag}" in group, (opt.name, title)
+    assert "OPTION_" not in text and "usage: spiketandem train [options]" in text
+    for shown in ("--epochs N", "--lr LR", "--T N", "--online-warmup FRACTION", "--tet-lambda FRACTION",
+                  "--dspike-fd-batch N", "--neuron {if,lif}", "--rule RULE", "--overwrite", "--out DIR"):
+        assert shown in text, shown
+    flat = " ".join(text.split())
+    defaults = RunConfig()
+    assert f"time window (steps) for training (default: {defaults.T})" in flat
+    assert f"(default: {' '.join(map(str, defaults.eval_T))})" in flat
+    assert f"(default: {defaults.rule})" in flat and f"(default: {defaults.lr_schedule})" in flat
+    assert "learning rate (default: the rule's own" in flat  # None: decided by the rule
+    assert "(in [0, 1); default: 0.75)" in flat  # --online-warmup: its range and its default
+
+
+def test_the_help_names_every_dataset_and_architecture(capsys):
+    """The --dataset and --arch help lists names (their registries import torch); they must stay complete."""
+    from spiketandem.data.registry import DATASETS, default_arch
+    from spiketandem.models import MODELS
+    dataset_help, arch_help = (" ".join(_help(["train"], capsys).split(f"--{flag} NAME", 1)[1].split("\n  --", 1)[0]
+                                        .split()) for flag in ("dataset", "arch"))
+    assert all(name in dataset_help for name in DATASETS), dataset_help
+    assert all(name in arch_help for name in MODELS), arch_help
+    assert "digits-cnn for digits and fashion-mnist, else vgg11" in arch_help
+    assert {name: default_arch(name) for name in DATASETS} == {
+        name: "digits-cnn" if name in ("digits", "fashion-mnist") else "vgg11" for name in DATASETS}
+
+
+def test_demo_and_teacher_help_show_their_own_defaults(capsys):
+    from spiketandem.cli import DEMO_CONFIG
+    demo = " ".join(_help(["demo"], capsys).split())
+    assert f"time window (steps) for training (default: {DEMO_CONFIG['T']})" in demo
+    assert f"(default: {DEMO_CONFIG['teacher_epochs']})" in demo and f"(default: {DEMO_CONFIG['arch']})" in demo
+    teacher = " ".join(_help(["teacher"], capsys).split())
+    assert "the teacher recipe's" in teacher and "--rule" not in teacher and "--tet-lambda" not in teacher
+    assert "--overwrite start again in an existing run folder: removes only the files a run writes" in teacher
+
+
+def test_flags_reach_the_config(capsys):
+    from spiketandem.cli import build_parser, config_from_args
+    args = build_parser(["train"]).parse_args(["train", "--rule", "tet", "--tet-lambda", "0.1", "--no-tdbn",
+                                               "--epochs", "3", "--T", "4"])
+    cfg = config_from_args(args)
+    assert (cfg.rule, cfg.epochs, cfg.T, cfg.options) == ("tet", 3, 4, {"tet_lambda": 0.1, "tdbn": False})
+
+
+@pytest.mark.parametrize("command", ["train", "teacher", "demo"])
+def test_overwrite_is_passed_to_the_pipeline(command, monkeypatch, tmp_path):
+    import spiketandem.pipeline as pipeline
+    seen = {}
+
+    def fake_train(cfg, run, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before anything is trained or reported
+    monkeypatch.setattr(pipeline, "train_student", fake_train)
+    monkeypatch.setattr(pipeline, "train_teacher", fake_train)
+    assert main([command, "--out", str(tmp_path / "run"), "--overwrite", "--quiet"]) == 130
+    assert seen["overwrite"] is True and seen["resume"] is False
+    assert main([command, "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 130
+    assert seen["overwrite"] is False and seen["resume"] is True
+
+
 def test_demo_writes_the_run_folder_contract(tmp_path, capsys):
     run = tmp_path / "demo"
     assert main(["demo", "--out", str(run), "--quiet", "--epochs", "2", "--teacher-epochs", "12", "--json"]) == 0

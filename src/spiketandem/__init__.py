@@ -1,10 +1,40 @@
-"""spiketandem: Local Tandem Learning and the field's learning rules for deep spiking neural networks."""
+"""spiketandem: Local Tandem Learning and the field's learning rules for deep spiking neural networks.
+
+The public names below are imported on first use (PEP 562), so that ``import spiketandem`` — and with
+it the ``spiketandem`` command's ``--help``, ``--version`` and usage errors — does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import SpiketandemError
-from .model_file import load_student, save_student
-from .neuron import NeuronConfig, SpikingNeuron, neuron_step, run_neuron
-from .student import Student, TeacherTaps, build_student
-from .surrogate import Surrogate, spike
 
 __version__ = "0.1.0"
-__all__ = ["SpiketandemError", "load_student", "save_student", "NeuronConfig", "SpikingNeuron", "neuron_step", "run_neuron", "Student",
-           "TeacherTaps", "build_student", "Surrogate", "spike", "__version__"]
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "load_student": "model_file", "save_student": "model_file",
+    "NeuronConfig": "neuron", "SpikingNeuron": "neuron", "neuron_step": "neuron", "run_neuron": "neuron",
+    "Student": "student", "TeacherTaps": "student", "build_student": "student",
+    "Surrogate": "surrogate", "spike": "surrogate",
+}
+__all__ = ["SpiketandemError", *_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from .model_file import load_student, save_student
+    from .neuron import NeuronConfig, SpikingNeuron, neuron_step, run_neuron
+    from .student import Student, TeacherTaps, build_student
+    from .surrogate import Surrogate, spike
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'spiketandem' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,91 +1,345 @@
-"""The `spiketandem` command."""
+"""The `spiketandem` command.
+
+Parsing and help never import torch, so that ``--help``, ``--version`` and every usage error answer at
+once: the flags, their choices and defaults and every rule option come from torch-free declarations
+(``config.RunConfig``, ``choices``, ``rules.catalog``), and a command's module is imported only when
+that command is named (its one-line summary lives in ``COMMANDS``, as pip's command table does).
+torch is imported when a command runs.
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import importlib
 import json
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterable
 
-from .config import CHOICES, FIELD_NAMES, load_yaml, make_config
+from . import __version__
+from .config import CHOICES, FIELD_NAMES, RunConfig, load_yaml, make_config
 from .errors import SpiketandemError
-from .rules import RULES, all_options, rules_declaring
+from .rules import CATALOG, all_options, rules_declaring
 
 DEMO_CONFIG = dict(dataset="digits", arch="digits-cnn", neuron="lif", T=8, eval_T=[2, 4, 8, 16, 32], epochs=5,
                    teacher_epochs=40, batch_size=64, name="demo")
 
+# command -> ("module:function" that adds its arguments to its parser, the line `spiketandem --help` shows)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("spiketandem.cli:add_demo", "the whole pipeline on the embedded digits data, in a few minutes on a CPU"),
+    "teacher": ("spiketandem.cli:add_teacher", "train an ANN teacher from the zoo"),
+    "train": ("spiketandem.cli:add_train", "train a spiking student by a learning rule"),
+    "eval": ("spiketandem.cli:add_eval", "evaluate a trained run folder at several time windows"),
+    "compare": ("spiketandem.compare:register",
+                "train several learning rules on one setup; table + accuracy-vs-T + learning curves"),
+    "report": ("spiketandem.report.command:register", "Markdown + HTML report with plots from one or more run folders"),
+    "reproduce": ("spiketandem.reproduce.command:register",
+                  "run one of the LTL paper's experiments end to end (configs/NAME.yaml)"),
+    "noise": ("spiketandem.hardware.command:register",
+              "simulate hardware noise on a trained student and calibrate it on-chip (online LTL vs HIL)"),
+    "export": ("spiketandem.export.command:register",
+               "write a trained student as a NIR graph for other SNN tools and chips"),
+    "bench": ("spiketandem.bench:register", "performance benchmarks (memory, time)"),
+}
 
-def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool) -> None:
-    """Flags shared by `teacher` and `train`; every one defaults to None so that only given flags
-    override the --config file."""
+
+# ---- the parser: whole flag names, one-line errors that suggest the nearest flag or choice ---------------
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout with room for the flags of `train` (``--neuron-backend {auto,fused,reference}``)."""
+
+    def __init__(self, prog, **kwargs):
+        kwargs.setdefault("max_help_position", 30)
+        super().__init__(prog, **kwargs)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with whole flag names only (``--epoch`` is not taken as ``--epochs``), every error one line
+    ``spiketandem: error: ...`` that names the command and suggests the nearest flag or choice, and
+    arguments a command does not know reported by that command."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        # strict as parse_args: argparse parses a subcommand with this method and would pass what it does not
+        # know up to the top level, which can then name neither the command nor the flag meant
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(self._unrecognized(extras))
+        return namespace, extras
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        flags = {o.lstrip("-"): o for o in self._option_string_actions if o.startswith("--")}
+        hints = []
+        for arg in extras:
+            if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
+                given = arg.split("=", 1)[0]
+                near = difflib.get_close_matches(given.lstrip("-"), flags, n=1)  # by name: "--" matches every flag
+                if near:
+                    hints.append((given, flags[near[0]]))
+        words = "argument" if len(extras) == 1 else "arguments"
+        message = f"unrecognized {words} {' '.join(extras)}"
+        if len(hints) == 1 and len(extras) <= 2:
+            return f"{message}; did you mean {hints[0][1]}?"
+        if hints:
+            return f"{message}; did you mean " + ", ".join(f"{near} (for {given})" for given, near in hints) + "?"
+        return f"{message}; `{self.prog} --help` lists the flags"
+
+    def _check_value(self, action, value):
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            near = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise argparse.ArgumentError(action, f"invalid choice {value!r} (choose from {', '.join(choices)}){hint}")
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("spiketandem").strip()  # "train", "bench neuron"; "" at the top
+        self.exit(2, f"spiketandem: error: {command + ': ' if command else ''}{message}\n")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The `spiketandem` parser. Every command is listed; the commands in ``commands`` (default: all) get
+    their arguments, which imports their modules (`main` builds only the command it is given)."""
+    parser = Parser(prog="spiketandem", description="Train deep spiking neural networks by Local Tandem Learning "
+                    "and the field's other rules.", epilog="`spiketandem COMMAND --help` shows a command's flags.")
+    parser.add_argument("--version", action="version", version=f"spiketandem {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    wanted = set(COMMANDS if commands is None else commands)
+    for name, (where, summary) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary)
+        if name in wanted:
+            module, _, function = where.partition(":")
+            getattr(importlib.import_module(module), function)(p)
+    return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named by ``argv`` (the top level takes no option with a value: the first word is it)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_in(argv)
+    parser = build_parser([command] if command in COMMANDS else [])
+    if command is None and not {"-h", "--help", "--version"} & set(argv) and argv:
+        parser.error(parser._unrecognized(argv))  # e.g. `spiketandem --verison`: name it, not the missing COMMAND
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except SpiketandemError as e:
+        print(f"spiketandem: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only folder, a full disk, a file where a folder belongs: one line, no traceback
+        from .errors import describe_os_error
+        print(f"spiketandem: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # torch.save reports a failed write (e.g. a full disk) as a RuntimeError
+        if not isinstance(e.__context__, OSError):
+            raise
+        from .errors import describe_os_error
+        print(f"spiketandem: error: {describe_os_error(e.__context__)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spiketandem: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+# ---- the run flags of demo, teacher, train and compare ----------------------------------------------------
+
+_FIELD_DEFAULTS = {f.name: (f.default if f.default_factory is dataclasses.MISSING else f.default_factory())
+                   for f in dataclasses.fields(RunConfig)}
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def _help(text: str, field: str | None = None, defaults: dict | None = None, default: str | None = None,
+          allowed: str = "") -> str:
+    """``text`` with what is ``allowed`` and its default: ``default`` in words, else the value of config
+    field ``field`` (``defaults`` first: e.g. the demo's settings), omitted where there is none to show."""
+    if default is None and field is not None:
+        value = (defaults or {}).get(field, _FIELD_DEFAULTS[field])
+        default = None if value is None else _shown(value)
+    notes = "; ".join(n for n in (allowed, default and f"default: {default}") if n)
+    text = f"{text} ({notes})" if notes else text
+    return text.replace("%", "%%")  # argparse formats help with %
+
+
+def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dict | None = None,
+                   overwrite: bool = False, teacher_recipe: bool = False) -> None:
+    """Flags shared by `demo`, `teacher`, `train` and `compare`; every one defaults to None so that only
+    given flags override the --config file (and ``defaults``, e.g. the demo's; shown in the help)."""
+    d = defaults or {}
+
+    def h(text, field=None, default=None):
+        return _help(text, field, d, default)
+    recipe = "the teacher recipe's" if teacher_recipe else "the rule's own; config.yaml records the value used"
+    p.usage = "%(prog)s [options]"
+
     g = p.add_argument_group("run")
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields; flags override it")
-    g.add_argument("--out", metavar="DIR", help="run folder (default runs/<name>)")
-    g.add_argument("--name", help="run name (default <dataset>-<arch>-<rule>)")
+    g.add_argument("--out", metavar="DIR", help=h("run folder", default="runs/<name>, or runs/<name>-2, -3, ... "
+                                                  "when taken"))
+    g.add_argument("--name", metavar="NAME", help=h("run name", "name", default=None if d.get("name") else
+                                                    f"<dataset>-<arch>-{'teacher' if teacher_recipe else '<rule>'}"))
+    g.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (without "
+                   "--out: the newest folder of the series)")
+    if overwrite:
+        g.add_argument("--overwrite", action="store_true",
+                       help="start again in an existing run folder: removes only the files a run writes")
     g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    g.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--device", metavar="DEVICE", help=h("auto, cpu, cuda or cuda:N", "device"))
+    g.add_argument("--seed", type=int, metavar="N", help=h("random seed", "seed"))
     g.add_argument("--tensorboard", action="store_true", default=None,
-                   help="log losses, accuracies, per-layer firing rates and local losses to RUN/tensorboard "
-                        "(needs: pip install 'spiketandem[tensorboard]')")
+                   help=h("log losses, accuracies, per-layer firing rates and local losses to RUN/tensorboard "
+                          "(needs: pip install 'spiketandem[tensorboard]')", "tensorboard"))
+
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="digits (default), cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder; "
-                   "event cameras: nmnist, cifar10-dvs, dvs-gesture (binned into --T frames, docs/events.md)")
-    g.add_argument("--data-dir", help="where the dataset lives (see README: Data)")
-    g.add_argument("--download", action="store_true", default=None, help="download through torchvision if missing")
-    g.add_argument("--n-train", type=int, help="use a random subset of this many training images")
-    g.add_argument("--n-test", type=int, help="use a random subset of this many test images")
-    g.add_argument("--bins", choices=CHOICES["bins"], help="event datasets: T equal time bins (default) or T bins of "
-                   "equal event counts")
-    g.add_argument("--event-size", type=int, metavar="S", help="event datasets: pool the sensor to S x S frames "
-                   "(e.g. 48 for CIFAR10-DVS; default the full sensor)")
-    g = p.add_argument_group("model and optimisation")
-    g.add_argument("--arch", help="vgg11, vgg13, vgg16, resnet20, digits-cnn, digits-mlp")
-    g.add_argument("--width", type=float, help="channel width multiplier (e.g. 0.25 for a CPU)")
-    g.add_argument("--act-clip", type=float, metavar="C", help="teachers trained here use the clipped ReLU "
-                   "min(max(x, 0), C) (the LTL authors' teacher: C = 2); helps students at small T (default: plain ReLU)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="the global batch: under torchrun each of the N processes gets "
-                   "batch-size / N of it (must divide evenly)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--optimizer", choices=[c for c in CHOICES["optimizer"] if c])
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--lr-schedule", choices=CHOICES["lr_schedule"])
-    g.add_argument("--amp", choices=CHOICES["amp"], help="mixed precision: bf16 autocast of the weight layers (GPU; "
-                   "allowed but slow on most CPUs); neuron states and losses stay float32 (default off)")
-    g.add_argument("--channels-last", action="store_true", default=None,
-                   help="NHWC memory format for conv weights and image batches (faster convolutions on GPUs)")
+    g.add_argument("--dataset", metavar="NAME", help=h(
+        "digits, cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder; event cameras: nmnist, cifar10-dvs, "
+        "dvs-gesture (binned into --T frames, docs/events.md)", "dataset"))
+    g.add_argument("--data-dir", metavar="DIR", help="where the dataset lives (see README: Data)")
+    g.add_argument("--download", action="store_true", default=None,
+                   help=h("download through torchvision if missing", "download"))
+    g.add_argument("--n-train", type=int, metavar="N", help=h("use a random subset of this many training images",
+                                                             default="all"))
+    g.add_argument("--n-test", type=int, metavar="N", help=h("use a random subset of this many test images",
+                                                            default="all"))
+    g.add_argument("--bins", choices=CHOICES["bins"], help=h("event datasets: T equal time bins or T bins of equal "
+                                                             "event counts", "bins"))
+    g.add_argument("--event-size", type=int, metavar="S", help=h("event datasets: pool the sensor to S x S frames "
+                                                                 "(e.g. 48 for CIFAR10-DVS)", default="the full sensor"))
+
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", metavar="NAME", help=h("vgg11, vgg13, vgg16, vgg11-strided, vgg16-strided, resnet20, digits-cnn, "
+                                                    "digits-mlp", "arch",
+                                                    default=None if "arch" in d else
+                                                    "the dataset's: digits-cnn for digits and fashion-mnist, else vgg11"))
+    g.add_argument("--width", type=float, metavar="FACTOR", help=h("channel width multiplier (e.g. 0.25 for a CPU)",
+                                                                   "width"))
+    g.add_argument("--act-clip", type=float, metavar="C", help=h(
+        "teachers trained here use the clipped ReLU min(max(x, 0), C) (the LTL authors' teacher: C = 2); helps "
+        "students at small T", default="plain ReLU"))
+    if rule_flag:
+        g.add_argument("--teacher", metavar="PATH", help=h("teacher.pt or a teacher run folder",
+                                                           default="one is trained, with --teacher-epochs"))
+        g.add_argument("--teacher-epochs", type=int, metavar="N",
+                       help=h("epochs of the teacher trained when --teacher is omitted", "teacher_epochs"))
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, metavar="N", help=h("training epochs", "epochs"))
+    g.add_argument("--batch-size", type=int, metavar="N", help=h(
+        "the global batch: under torchrun each of the N processes gets batch-size / N of it (must divide evenly)",
+        "batch_size"))
+    g.add_argument("--lr", type=float, metavar="LR", help=h("learning rate", default=recipe))
+    g.add_argument("--optimizer", choices=[c for c in CHOICES["optimizer"] if c], help=h("optimizer", default=recipe))
+    g.add_argument("--weight-decay", type=float, metavar="WD", help=h("L2 weight decay", default=recipe))
+    g.add_argument("--lr-schedule", choices=CHOICES["lr_schedule"], help=h("learning-rate schedule over the epochs",
+                                                                           "lr_schedule"))
+    g.add_argument("--amp", choices=CHOICES["amp"], help=h(
+        "mixed precision: bf16 autocast of the weight layers (GPU; allowed but slow on most CPUs); neuron states and "
+        "losses stay float32", "amp"))
+    g.add_argument("--channels-last", action="store_true", default=None, help=h(
+        "NHWC memory format for conv weights and image batches (faster convolutions on GPUs)", "channels_last"))
     if not rule_flag:
         return
-    g.add_argument("--rule", choices=sorted(r for r in RULES if r != "ann"), help="learning rule (default ltl-offline)")
-    g.add_argument("--teacher", metavar="PATH", help="teacher.pt or a teacher run folder; if omitted one is trained")
-    g.add_argument("--teacher-epochs", type=int, help="epochs for the teacher trained when --teacher is omitted")
+
     g = p.add_argument_group("spiking student")
-    g.add_argument("--neuron", choices=CHOICES["neuron"], help="if or lif (default lif)")
-    g.add_argument("--T", type=int, help="time window for training (default 16)")
-    g.add_argument("--eval-T", type=int, nargs="+", help="time windows to evaluate (default 4 8 16 32)")
-    g.add_argument("--threshold", type=float, help="firing threshold for randomly initialised students")
-    g.add_argument("--tau-m", type=float, help="LIF membrane time constant in steps (leak exp(-dt/tau_m))")
-    g.add_argument("--leak", type=float, help="LIF leak factor a directly (overrides --tau-m)")
-    g.add_argument("--reset", choices=CHOICES["reset"], help="subtract (paper, default) or zero (authors' code)")
-    g.add_argument("--surrogate", choices=CHOICES["surrogate"], help="surrogate gradient (default boxcar, Eq. 8)")
-    g.add_argument("--surrogate-param", type=float, help="boxcar/triangle width p or sigmoid/atan slope")
-    g.add_argument("--neuron-backend", choices=CHOICES["neuron_backend"], help="auto (default: the fused multi-step "
-                   "kernel where it applies), fused (always; an error where it cannot), reference (per-step loop)")
-    g.add_argument("--init", choices=CHOICES["init"], help="teacher (BN folded, thresholds balanced) or random")
-    g.add_argument("--encoding", choices=CHOICES["encoding"], help="analog constant current (default) or rate spikes")
-    g.add_argument("--percentile", type=float, help="percentile for y_norm and threshold balancing (default 99.9)")
-    g = p.add_argument_group("rule options (each applies to the rules named)")
+    rules = [name for name in CATALOG if name != "ann"]
+    g.add_argument("--rule", choices=rules, metavar="RULE", help=h(f"learning rule: {', '.join(rules)}", "rule"))
+    g.add_argument("--neuron", choices=CHOICES["neuron"], help=h("integrate-and-fire or leaky integrate-and-fire",
+                                                                 "neuron"))
+    g.add_argument("--T", type=int, metavar="N", help=h("time window (steps) for training", "T"))
+    g.add_argument("--eval-T", type=int, nargs="+", metavar="N", help=h("time windows to evaluate", "eval_T"))
+    g.add_argument("--threshold", type=float, metavar="THETA", help=h("firing threshold of randomly initialised "
+                                                                      "students", "threshold"))
+    g.add_argument("--tau-m", type=float, metavar="STEPS", help=h("LIF membrane time constant in steps (leak "
+                                                                  "exp(-dt/tau_m))", "tau_m"))
+    g.add_argument("--leak", type=float, metavar="A", help=h("LIF leak factor a directly (overrides --tau-m)",
+                                                             default="exp(-dt/tau_m)"))
+    g.add_argument("--reset", choices=CHOICES["reset"], help=h("reset by subtraction (paper) or to zero (authors' "
+                                                               "code)", "reset"))
+    g.add_argument("--surrogate", choices=CHOICES["surrogate"], help=h("surrogate gradient (boxcar: Eq. 8)",
+                                                                       "surrogate"))
+    g.add_argument("--surrogate-param", type=float, metavar="P", help=h("boxcar/triangle width p or sigmoid/atan "
+                                                                        "slope", default="the surrogate's own"))
+    g.add_argument("--neuron-backend", choices=CHOICES["neuron_backend"], help=h(
+        "auto: the fused multi-step kernel where it applies; fused: always (an error where it cannot); reference: "
+        "the per-step loop", "neuron_backend"))
+    g.add_argument("--init", choices=CHOICES["init"], help=h("from the teacher (BN folded, thresholds balanced) or "
+                                                             "random", "init"))
+    g.add_argument("--encoding", choices=CHOICES["encoding"], help=h("input: analog constant current, rate spikes or "
+                                                                     "event frames", "encoding"))
+    g.add_argument("--percentile", type=float, metavar="P", help=h("percentile for y_norm and threshold balancing",
+                                                                   "percentile"))
+    _add_rule_options(p)
+
+
+def _add_rule_options(p: argparse.ArgumentParser) -> None:
+    """Each rule's options in a group titled by the rule; an option several rules share appears once, in a
+    group of its own ("shared by ...")."""
+    groups: dict[tuple[str, ...], list] = {}
     for opt in all_options().values():
-        users = ", ".join(rules_declaring(opt.name))
-        kwargs = dict(dest=f"option_{opt.name}", help=f"{opt.help} [{users}; default {opt.default}]")
-        if opt.type is bool:
-            g.add_argument(opt.flag, action=argparse.BooleanOptionalAction, default=None, **kwargs)
-        else:
-            g.add_argument(opt.flag, type=opt.type, choices=opt.choices, **kwargs)
+        groups.setdefault(tuple(rules_declaring(opt.name)), []).append(opt)
+    for users, options in groups.items():
+        title = f"options of --rule {users[0]}" if len(users) == 1 else f"options shared by --rule {', '.join(users)}"
+        g = p.add_argument_group(title)
+        for opt in options:
+            default = "the rule's" if opt.default is None else _shown(opt.default)
+            text = _help(opt.help, default=default, allowed=_bounds(opt))
+            if opt.type is bool:
+                g.add_argument(opt.flag, action=argparse.BooleanOptionalAction, default=None,
+                               dest=f"option_{opt.name}", help=text)
+            else:
+                g.add_argument(opt.flag, type=opt.type, choices=opt.choices, metavar=_metavar(opt),
+                               dest=f"option_{opt.name}", help=text)
+
+
+def _metavar(opt) -> str | None:
+    if opt.choices:
+        return None  # argparse shows {a,b,c}
+    if opt.type is int:
+        return "N"
+    if opt.type is float:
+        lo = opt.minimum if opt.minimum is not None else opt.above
+        hi = opt.maximum if opt.maximum is not None else opt.below
+        return "FRACTION" if lo is not None and hi is not None and lo >= 0 and hi <= 1 else "X"
+    return "VALUE"
+
+
+def _bounds(opt) -> str:
+    """The option's range in interval notation ("in [0, 1)", ">= 1"); "" when unbounded."""
+    if opt.choices or opt.type not in (int, float):
+        return ""
+    lo, lo_open = (opt.above, True) if opt.above is not None else (opt.minimum, False)
+    hi, hi_open = (opt.below, True) if opt.below is not None else (opt.maximum, False)
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return ""
 
 
 def config_from_args(args, base: dict | None = None):
@@ -99,6 +353,46 @@ def config_from_args(args, base: dict | None = None):
     if args.quiet:
         overrides["progress"] = False
     return make_config(fields, overrides)
+
+
+# ---- demo, teacher, train, eval ------------------------------------------------------------------------------
+
+def add_demo(p: argparse.ArgumentParser) -> None:
+    p.description = "Teacher, offline-LTL student, evaluation at several T, report: on digits."
+    _add_run_flags(p, rule_flag=True, defaults=DEMO_CONFIG, overwrite=True)
+    p.set_defaults(func=cmd_demo)
+
+
+def add_teacher(p: argparse.ArgumentParser) -> None:
+    p.description = ("Train an ANN teacher (SGD + Nesterov momentum, cosine schedule, weight decay, crop+flip where "
+                     "it applies).")
+    _add_run_flags(p, rule_flag=False, overwrite=True, teacher_recipe=True)
+    p.set_defaults(func=cmd_teacher)
+
+
+def add_train(p: argparse.ArgumentParser) -> None:
+    p.description = ("Train a spiking student (default rule: offline LTL). On several GPUs: torchrun "
+                     "--nproc_per_node=N -m spiketandem train ... (--batch-size is then the global batch; see "
+                     "docs/performance.md).")
+    _add_run_flags(p, rule_flag=True, overwrite=True)
+    p.set_defaults(func=cmd_train)
+
+
+def add_eval(p: argparse.ArgumentParser) -> None:
+    p.description = "Re-evaluate RUN_DIR's student at each T (and its teacher); updates summary.json."
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--eval-T", type=int, nargs="+", metavar="N", help="time windows (default: the run's eval_T)")
+    p.add_argument("--sweep-T", type=int, nargs="*", metavar="N",
+                   help="evaluate at these windows (default 1 2 4 8 16 32 64) and write accuracy and SynOps ratio vs "
+                        "T to RUN_DIR/sweep_T.csv and sweep_T.png (the LTL paper's Fig. 2)")
+    p.add_argument("--mac-pj", type=float, default=4.6, metavar="PJ",
+                   help="energy of one multiply-accumulate in pJ (default: 4.6, 45 nm)")
+    p.add_argument("--ac-pj", type=float, default=0.9, metavar="PJ",
+                   help="energy of one accumulate in pJ (default: 0.9, 45 nm)")
+    p.add_argument("--device", metavar="DEVICE", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
 
 def _secondary_rank() -> bool:
@@ -131,14 +425,12 @@ def _print_summary(args, summary: dict, run_dir) -> None:
 
 
 def cmd_teacher(args):
-    from .pipeline import run_dir_for, train_teacher
+    from .pipeline import default_arch, run_dir_for, train_teacher
     cfg = config_from_args(args)
-    from .pipeline import default_arch
     if cfg.arch is None:
         cfg = cfg.replace(arch=default_arch(cfg.dataset))
     run = run_dir_for(cfg.replace(rule="ann"), "teacher", resume=args.resume)
-    summary = train_teacher(cfg, run, resume=args.resume, overwrite=getattr(args, "overwrite", False),
-                            log=_logger(args))
+    summary = train_teacher(cfg, run, resume=args.resume, overwrite=args.overwrite, log=_logger(args))
     _print_summary(args, summary, run.path)
 
 
@@ -146,15 +438,14 @@ def cmd_train(args, base: dict | None = None):
     from .pipeline import run_dir_for, train_student
     cfg = config_from_args(args, base)
     run = run_dir_for(cfg, cfg.rule, resume=args.resume)
-    summary = train_student(cfg, run, resume=args.resume, overwrite=getattr(args, "overwrite", False),
-                            log=_logger(args))
+    summary = train_student(cfg, run, resume=args.resume, overwrite=args.overwrite, log=_logger(args))
     _print_summary(args, summary, run.path)
     return summary, run
 
 
 def cmd_demo(args):
     log = _logger(args)
-    log("spiketandem demo: digits (scikit-learn, 1,797 8x8 images) -> CNN teacher -> offline-LTL LIF student")
+    log("spiketandem demo: digits (1,797 8x8 images) -> CNN teacher -> offline-LTL LIF student")
     t0 = time.perf_counter()
     summary, run = cmd_train(args, DEMO_CONFIG)
     from .report import build_report
@@ -170,61 +461,6 @@ def cmd_eval(args):
     summary = eval_run(args.run_dir, T_list, device=args.device or "auto", energy=EnergyModel(args.mac_pj, args.ac_pj),
                        sweep=args.sweep_T is not None)
     _print_summary(args, summary, args.run_dir)
-
-
-# modules adding subcommands: each defines register(subparsers), which adds its parser and sets func
-COMMAND_MODULES: tuple[str, ...] = ("spiketandem.bench", "spiketandem.report.command", "spiketandem.reproduce", "spiketandem.compare",
-                                    "spiketandem.export.command", "spiketandem.hardware.command")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spiketandem", description="Train deep spiking neural networks by Local "
-                                     "Tandem Learning and the field's other rules.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("demo", help="the whole pipeline on the embedded digits data, in a few minutes on a CPU",
-                       description="Teacher, offline-LTL student, evaluation at several T, report: on digits.")
-    _add_run_flags(p, rule_flag=True)
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("teacher", help="train an ANN teacher from the zoo", description="Train an ANN teacher "
-                       "(SGD + Nesterov momentum, cosine schedule, weight decay, crop+flip where it applies).")
-    _add_run_flags(p, rule_flag=False)
-    p.set_defaults(func=cmd_teacher)
-    p = sub.add_parser("train", help="train a spiking student by a learning rule",
-                       description="Train a spiking student (default rule: offline LTL). On several "
-                       "GPUs: torchrun --nproc_per_node=N -m spiketandem train ... (--batch-size is then the global "
-                       "batch; see docs/performance.md).")
-    _add_run_flags(p, rule_flag=True)
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("eval", help="evaluate a trained run folder at several time windows",
-                       description="Re-evaluate RUN_DIR's student at each T (and its teacher); updates summary.json.")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--eval-T", type=int, nargs="+", help="time windows (default: the run's eval_T)")
-    p.add_argument("--sweep-T", type=int, nargs="*", metavar="T",
-                   help="evaluate at these windows (default 1 2 4 8 16 32 64) and write accuracy and SynOps ratio vs "
-                        "T to RUN_DIR/sweep_T.csv and sweep_T.png (the LTL paper's Fig. 2)")
-    p.add_argument("--mac-pj", type=float, default=4.6, help="energy of one multiply-accumulate in pJ (default 4.6, "
-                   "45 nm)")
-    p.add_argument("--ac-pj", type=float, default=0.9, help="energy of one accumulate in pJ (default 0.9, 45 nm)")
-    p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_eval)
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).register(sub)
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except SpiketandemError as e:
-        print(f"spiketandem: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("spiketandem: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

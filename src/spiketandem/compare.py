@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from .errors import SpiketandemError
-from .rules import RULES, get_rule
-from .runs import RunFolder, atomic_text
+from .rules import CATALOG, get_rule
 
 SWEEP_MODES = ("train", "eval", "none")
 DEFAULT_RULES = ("ltl-offline", "ltl-online", "stbp", "tet")
@@ -30,7 +29,7 @@ DEFAULT_SWEEP_T = (4, 8, 16, 32)
 
 def registered(names) -> list[str]:
     """The names among ``names`` that are registered rules (optional peers may be absent)."""
-    return [n for n in names if n in RULES]
+    return [n for n in names if n in CATALOG]
 
 
 def _for_rule(cfg, name: str, teacher: str | None, **changes):
@@ -44,6 +43,7 @@ def _for_rule(cfg, name: str, teacher: str | None, **changes):
 def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
     """A run folder's summary: reused when finished, else trained (continued with ``resume``)."""
     from .pipeline import train_student
+    from .runs import RunFolder
     run = RunFolder(folder)
     if run.file("summary.json").is_file():
         log(f"reusing the finished run {folder}")
@@ -54,6 +54,7 @@ def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
 def _teacher(cfg, out: Path, *, resume: bool, log) -> tuple[str, float]:
     """Path and accuracy of the one teacher every teacher-based rule uses."""
     from .pipeline import load_teacher, obtain_teacher, prepare
+    from .runs import RunFolder
     if cfg.teacher:
         _, meta = load_teacher(cfg.teacher)
         return cfg.teacher, meta["accuracy"]
@@ -66,6 +67,7 @@ def _teacher(cfg, out: Path, *, resume: bool, log) -> tuple[str, float]:
 
 
 def _row(rule: str, summary: dict, run_dir: Path) -> dict:
+    from .runs import RunFolder
     rows = RunFolder(run_dir).read_metrics()
     per_epoch = [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]
     return {"rule": rule, "T": summary.get("T"), "epochs": summary.get("epochs"),
@@ -189,6 +191,7 @@ def markdown(result: dict) -> str:
 
 def _write_outputs(result: dict, out: Path) -> dict:
     from .report.plots import plot_learning_curves, plot_T_sweep
+    from .runs import atomic_text
     files = {"markdown": str(out / "compare.md"), "json": str(out / "compare.json")}
     curves = {n: r["curve"] for n, r in result["runs"].items() if r["curve"]}
     if curves:
@@ -208,14 +211,13 @@ def _write_outputs(result: dict, out: Path) -> dict:
 
 # ---- command line ---------------------------------------------------------------------------------
 
-def register(subparsers) -> None:
+def register(p) -> None:
+    """The arguments of `spiketandem compare` (its parser, made by ``cli.build_parser``)."""
     from .cli import _add_run_flags
-    p = subparsers.add_parser(
-        "compare", help="train several learning rules on one setup; table + accuracy-vs-T + learning curves",
-        description="Train several rules on one dataset/architecture/teacher and compare them: OUT/compare.md and "
-                    ".json, the LTL paper's Fig. 2a (accuracy vs T) and Fig. 3 (learning curves). Every run is a "
-                    "normal run folder under OUT; finished ones are reused. Run flags and rule options apply to every "
-                    "rule (each rule reads only its own options).")
+    p.description = ("Train several rules on one dataset/architecture/teacher and compare them: OUT/compare.md and "
+                     ".json, the LTL paper's Fig. 2a (accuracy vs T) and Fig. 3 (learning curves). Every run is a "
+                     "normal run folder under OUT; finished ones are reused. Run flags and rule options apply to "
+                     "every rule (each rule reads only its own options).")
     _add_run_flags(p, rule_flag=True)
     g = p.add_argument_group("comparison")
     g.add_argument("--rules", nargs="+", metavar="RULE",

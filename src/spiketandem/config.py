@@ -2,21 +2,26 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import re
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 import yaml
 
-from .data.events import BIN_MODES
+# torch-free, so that the command line can parse and help without importing torch
+from .choices import (AMP_MODES, BIN_MODES, ENCODINGS, INITS, LR_SCHEDULES, NEURON_BACKENDS, NEURON_KINDS, OPTIMIZERS,
+                      RESETS, SURROGATES)
 from .errors import SpiketandemError
-from .neuron import NEURON_BACKENDS, NEURON_KINDS, RESETS, NeuronConfig
-from .precision import AMP_MODES
-from .student import ENCODINGS, INITS
-from .surrogate import SURROGATES, Surrogate
-from .train import LR_SCHEDULES, OPTIMIZERS
 
-# fields whose value must be one of a fixed set, each list owned by the module that implements it (rules,
-# their options and datasets are checked by their registries: ``rules.configure``, ``data.registry``)
+if TYPE_CHECKING:
+    from .neuron import NeuronConfig
+
+# fields whose value must be one of a fixed set, each list declared once in ``choices.py`` (beside the module
+# that implements it); rules, their options and datasets are checked by their registries (``rules.configure``,
+# ``data.registry``)
 CHOICES = {
     "neuron": NEURON_KINDS,
     "reset": RESETS,
@@ -29,7 +34,94 @@ CHOICES = {
     "amp": AMP_MODES,
     "bins": BIN_MODES,
 }
-POSITIVE = ("T", "batch_size", "threshold", "tau_m", "dt", "width", "teacher_epochs")
+# numeric fields: integer or real, the allowed range (``above``/``below`` exclusive, ``minimum``/``maximum``
+# inclusive; reals must also be finite) and, where null is allowed, what null means
+NUMBERS = {
+    "T": dict(integer=True, minimum=1),
+    "batch_size": dict(integer=True, minimum=1),
+    "teacher_epochs": dict(integer=True, minimum=1),
+    "epochs": dict(integer=True, minimum=0, hint=" (0 for rules that train nothing, e.g. convert)"),
+    "seed": dict(integer=True, minimum=0, maximum=2 ** 32 - 1),
+    "n_train": dict(integer=True, minimum=1, null="the whole training split"),
+    "n_test": dict(integer=True, minimum=1, null="the whole test split"),
+    "event_size": dict(integer=True, minimum=1, null="the full sensor"),
+    "width": dict(above=0),
+    "threshold": dict(above=0),
+    "tau_m": dict(above=0),
+    "dt": dict(above=0),
+    "leak": dict(above=0, maximum=1, null="exp(-dt/tau_m)"),
+    "surrogate_param": dict(above=0, null="the surrogate's default"),
+    "percentile": dict(above=0, maximum=100),
+    "lr": dict(above=0, null="the rule's default"),
+    "weight_decay": dict(minimum=0, null="the rule's default"),
+    "act_clip": dict(above=0, null="a plain ReLU"),
+}
+BOOLEANS = ("download", "progress", "detach_reset", "tensorboard", "channels_last")
+STRINGS = ("rule", "dataset", "device")
+OPTIONAL_STRINGS = ("name", "data_dir", "arch", "teacher", "out")
+
+
+def _allowed(integer: bool, minimum=None, maximum=None, above=None, below=None) -> str:
+    """The allowed values in words: 'a positive integer', 'a number in (0, 1]', ..."""
+    kind = "integer" if integer else "number"
+    finite = "" if integer else ", finite"
+    if maximum is None and below is None:
+        if above == 0 or (integer and minimum == 1):
+            return f"a positive{finite} {kind}"
+        if minimum == 0:
+            return f"a non-negative{finite} {kind}"
+    lo = f"({above}" if above is not None else f"[{minimum}" if minimum is not None else "(-inf"
+    hi = f"{below})" if below is not None else f"{maximum}]" if maximum is not None else "inf)"
+    return f"a{'n' if integer else ''} {kind} in {lo}, {hi}"
+
+
+def _check_number(name: str, value, *, integer=False, minimum=None, maximum=None, above=None, below=None,
+                  null: str | None = None, hint: str = ""):
+    """``value`` as a plain int/float if it is allowed, else one SpiketandemError naming the field, the value
+    and what is allowed.  Booleans are not numbers; an integer field takes no 4.5 (nor 4.0), and a YAML
+    string such as '8' is refused rather than guessed."""
+    if value is None and null is not None:
+        return None
+    allowed = _allowed(integer, minimum, maximum, above, below) + (f" (or null: {null})" if null else "") + hint
+    problem = SpiketandemError(f"config field {name!r} must be {allowed}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral if integer else numbers.Real)):
+        raise problem
+    value = int(value) if integer else float(value)
+    if not integer and not math.isfinite(value):
+        raise problem
+    if ((minimum is not None and value < minimum) or (maximum is not None and value > maximum)
+            or (above is not None and value <= above) or (below is not None and value >= below)):
+        raise problem
+    return value
+
+
+def _check_windows(name: str, value) -> list:
+    """Time windows: a positive integer or a non-empty list of them, as a list of int."""
+    windows = [value] if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    if (not isinstance(windows, (list, tuple)) or not windows
+            or any(isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 1 for t in windows)):
+        raise SpiketandemError(f"config field {name!r} must be a positive integer or a non-empty list of them "
+                               f"(time windows in steps), got {value!r}")
+    return [int(t) for t in windows]
+
+
+def check_windows(flag: str, value) -> list:
+    """Time windows given to a command (e.g. ``eval --eval-T``): each a positive integer."""
+    try:
+        return _check_windows(flag, value)
+    except SpiketandemError:
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else repr(value)
+        raise SpiketandemError(f"{flag} must be positive integers (time windows in steps), got {shown}") from None
+
+
+def _check_milestones(value) -> list:
+    """Step-schedule milestones: fractions of the epochs in (0, 1), increasing."""
+    if (not isinstance(value, (list, tuple))
+            or any(isinstance(m, bool) or not isinstance(m, numbers.Real) or not 0 < m < 1 for m in value)
+            or any(b <= a for a, b in zip(value, value[1:]))):
+        raise SpiketandemError(f"config field 'milestones' must be a list of increasing fractions of the epochs in "
+                               f"(0, 1) (e.g. [0.3, 0.6, 0.8]), got {value!r}")
+    return [float(m) for m in value]
 
 
 @dataclass
@@ -89,30 +181,39 @@ class RunConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        """Check every field (type and range) and normalise numbers to plain int/float, so that a bad value
+        is one clear error here, before any work, never a traceback from deep inside torch."""
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
-            if value not in allowed:
+            if isinstance(value, (list, dict, set)) or value not in allowed:
                 shown = ", ".join(str(a) for a in allowed if a is not None)
                 raise SpiketandemError(f"config field {name!r}: {value!r} is not allowed; choose one of {shown}")
-        for name in POSITIVE:
+        for name, spec in NUMBERS.items():
+            setattr(self, name, _check_number(name, getattr(self, name), **spec))
+        for name in BOOLEANS:
+            if not isinstance(getattr(self, name), bool):
+                raise SpiketandemError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
+        for name in STRINGS + OPTIONAL_STRINGS:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise SpiketandemError(f"config field {name!r} must be a positive number, got {value!r}")
-        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 0:
-            raise SpiketandemError(f"config field 'epochs' must be a non-negative integer (0 for rules that train "
-                                   f"nothing, e.g. convert), got {self.epochs!r}")
-        if self.act_clip is not None and (isinstance(self.act_clip, bool) or not isinstance(self.act_clip, (int, float))
-                                          or self.act_clip <= 0):
-            raise SpiketandemError(f"config field 'act_clip' must be a positive number (or null for a plain ReLU), "
-                                   f"got {self.act_clip!r}")
-        if not 0 < self.percentile <= 100:
-            raise SpiketandemError(f"config field 'percentile' must lie in (0, 100], got {self.percentile}")
-        if isinstance(self.eval_T, int):
-            self.eval_T = [self.eval_T]
-        if not self.eval_T or any(not isinstance(t, int) or t <= 0 for t in self.eval_T):
-            raise SpiketandemError(f"config field 'eval_T' must be a list of positive integers, got {self.eval_T!r}")
+            if isinstance(value, PurePath):
+                value = str(value)
+                setattr(self, name, value)
+            if not (isinstance(value, str) or (value is None and name in OPTIONAL_STRINGS)):
+                allowed = "a string" + (" (or null)" if name in OPTIONAL_STRINGS else "")
+                raise SpiketandemError(f"config field {name!r} must be {allowed}, got {value!r}")
+        if self.name is not None and (self.name in ("", ".") or PurePath(self.name).is_absolute()
+                                      or ".." in PurePath(self.name).parts):
+            raise SpiketandemError(f"config field 'name' must be a folder name inside runs/ (no '..', not absolute), "
+                                   f"got {self.name!r}; to put the run elsewhere use --out DIR")
+        self.eval_T = _check_windows("eval_T", self.eval_T)
+        self.milestones = _check_milestones(self.milestones)
+        if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
+            raise SpiketandemError(f"config field 'options' must be a mapping of option name: value, got "
+                                   f"{self.options!r}")
 
     def neuron_config(self) -> NeuronConfig:
+        from .neuron import NeuronConfig
+        from .surrogate import Surrogate
         return NeuronConfig(kind=self.neuron, threshold=self.threshold, tau_m=self.tau_m, dt=self.dt, leak=self.leak,
                             reset=self.reset, surrogate=Surrogate(self.surrogate, self.surrogate_param),
                             detach_reset=self.detach_reset, backend=self.neuron_backend)
@@ -136,9 +237,18 @@ def make_config(base: dict | None = None, overrides: dict | None = None) -> RunC
 
     Keys that are not config fields (top level, or under ``options:``) are rule options; they are
     checked against the rule that runs by ``spiketandem.rules.configure``."""
+    if base is not None and not isinstance(base, dict):
+        raise SpiketandemError(f"a config must be a mapping of field: value, got {type(base).__name__}")
     merged = dict(base or {})
+    bad_keys = [k for k in merged if not isinstance(k, str)]
+    if bad_keys:
+        raise SpiketandemError(f"config keys must be field names, got {bad_keys[0]!r}; config fields: "
+                               f"{', '.join(FIELD_NAMES)}")
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None and k != "options"})
-    options = dict(merged.pop("options", None) or {})
+    options = merged.pop("options", None) or {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise SpiketandemError(f"config field 'options' must be a mapping of option name: value, got {options!r}")
+    options = dict(options)
     options.update({k: v for k, v in ((overrides or {}).get("options") or {}).items() if v is not None})
     for key in [k for k in merged if k not in FIELD_NAMES]:
         options[key] = merged.pop(key)
@@ -149,14 +259,53 @@ def make_config(base: dict | None = None, overrides: dict | None = None) -> RunC
         raise SpiketandemError(f"bad config: {e}") from None
 
 
-def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise SpiketandemError(f"config file {path} does not exist")
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does (YAML 1.1, PyYAML's default,
+    needs ``1.0e-3`` and reads ``lr: 1e-3`` as the text '1e-3')."""
+
+
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """One line from a YAML parse error: what is wrong and where (PyYAML's own message spans lines)."""
+    problem = getattr(error, "problem", None) or getattr(error, "context", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+
+
+def read_yaml_text(path: Path, what: str) -> object:
+    """The YAML document in ``path`` (None when empty); one clear error if it cannot be read or parsed."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpiketandemError(f"{what} {path} is not a text file (it is damaged, or not YAML)") from None
+    except OSError as e:
+        raise SpiketandemError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return yaml.load(text, Loader=YAMLLoader)
     except yaml.YAMLError as e:
-        raise SpiketandemError(f"config file {path} is not valid YAML: {e}") from None
+        raise SpiketandemError(f"{what} {path} is not valid YAML ({yaml_problem(e)})") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    """A YAML config file as a dict of field: value (``batch-size`` is read as ``batch_size``); an empty
+    file is an empty config."""
+    path = Path(path)
+    if not path.exists():
+        raise SpiketandemError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise SpiketandemError(f"config file {path} is not a file (a YAML file of field: value is expected)")
+    data = read_yaml_text(path, "config file")
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise SpiketandemError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
+        raise SpiketandemError(f"config file {path} must hold a mapping of field: value, got a "
+                               f"{type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise SpiketandemError(f"config file {path}: keys must be field names, got {bad[0]!r}; config fields: "
+                               f"{', '.join(FIELD_NAMES)}")
     return {k.replace("-", "_"): v for k, v in data.items()}

@@ -43,13 +43,67 @@ def read_model(path: str | Path, device="cpu") -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "student.pt"
-    return safe_load(path, "trained model", map_location=device, expected_format=MODEL_FORMAT)
+    obj = safe_load(path, "trained model", map_location=device, expected_format=MODEL_FORMAT)
+    check_record(obj, path)
+    return obj
 
 
-def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None):
+INFO_KEYS = ("num_classes", "in_channels", "image_size")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_info(info, path, what: str) -> None:
+    """``info`` (a file's DataInfo entry) is a mapping of three positive integers, else one clear error."""
+    if not isinstance(info, dict) or sorted(info) != sorted(INFO_KEYS) or not all(
+            _is_int(info[k]) and info[k] > 0 for k in INFO_KEYS):
+        raise SpiketandemError(f"{what} {path} is damaged: its 'info' is not {{{', '.join(INFO_KEYS)}}} (positive "
+                               "integers); re-create the file with spiketandem")
+
+
+def check_record(obj: dict, path) -> None:
+    """A model file's entries are those ``save_model`` writes (else one clear error naming the file), and
+    its stored config is a valid one."""
+    from .config import make_config
+    from .rules.catalog import CATALOG
+    damaged = f"trained model {path} is damaged or not a model file spiketandem wrote"
+    for key, kind in (("rule", str), ("info", dict), ("config", dict), ("state", dict)):
+        if not isinstance(obj.get(key), kind):
+            raise SpiketandemError(f"{damaged} (its {key!r} entry is missing or not a {kind.__name__}); re-create it "
+                                   "with `spiketandem train`")
+    if obj["rule"] not in CATALOG:
+        raise SpiketandemError(f"{damaged}: it names the rule {obj['rule']!r}, which is not one of "
+                               f"{', '.join(CATALOG)}")
+    check_info(obj["info"], path, "trained model")
+    arch = obj.get("teacher_arch")
+    if arch is not None and not (isinstance(arch, dict) and isinstance(arch.get("name"), str)):
+        raise SpiketandemError(f"{damaged} (its 'teacher_arch' entry is not {{name, width, act_clip}})")
+    try:
+        make_config(obj["config"])
+    except SpiketandemError as e:
+        raise SpiketandemError(f"{damaged}: its stored config is invalid ({e})") from None
+
+
+def load_weights(module: nn.Module, state, label: str) -> None:
+    """``module.load_state_dict(state)``; weights that do not fit (missing, extra, of another shape) are
+    one clear error naming the file (``label``: e.g. "trained model run/student.pt"), not torch's
+    many-line report."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0] if lines else "")
+        raise SpiketandemError(f"{label} is damaged: its weights do not fit the model it describes "
+                               f"({detail[:200]}); re-create it with spiketandem") from None
+
+
+def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: str | Path | None = None):
     """The trained rule of a model file, with its saved state.  ``teacher``: the real teacher (for
     evaluation against it), or an instance of the user's teacher class; without one, a zoo teacher's
-    architecture is rebuilt from ``teacher_arch`` (its weights are not needed)."""
+    architecture is rebuilt from ``teacher_arch`` (its weights are not needed).  ``source``: the file's
+    path, for errors."""
     from .config import make_config
     from .models import build_model
     from .rules import configure, get_rule
@@ -69,7 +123,7 @@ def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None):
     rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, None)
     for module in rule.modules().values():
         module.to(device)
-    rule.load_state_dict(obj["state"])
+    load_weights(rule, obj["state"], f"trained model {source}" if source is not None else "the trained model")
     rule.train(False)
     return rule
 
@@ -80,7 +134,7 @@ def load_student(path: str | Path, *, teacher: nn.Module | None = None, device: 
     ``student(x, T)`` gives the readout ``[T, B, classes]``; ``spiketandem.api.predict`` the scores."""
     from .student import Student
     obj = read_model(path, device)
-    rule = rebuild_rule(obj, torch.device(device), teacher)
+    rule = rebuild_rule(obj, torch.device(device), teacher, source=path)
     if not isinstance(rule.model, Student):
         raise SpiketandemError(f"{path} holds a {obj['rule']!r} model, which is not a spiking student")
     rule.model.origin = model_record(rule, obj.get("teacher_arch"))

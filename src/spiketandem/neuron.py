@@ -25,11 +25,8 @@ from torch import nn
 
 from .errors import SpiketandemError
 from .kernels import fused_run, unfused_reason
+from .choices import NEURON_BACKENDS, NEURON_KINDS, RESETS  # declared torch-free for the command line
 from .surrogate import SURROGATES, Surrogate, spike
-
-NEURON_KINDS = ("if", "lif")
-RESETS = ("subtract", "zero")
-NEURON_BACKENDS = ("auto", "fused", "reference")   # fused when it applies / fused or an error / per-step loop
 
 
 @dataclass(frozen=True)
@@ -147,6 +144,75 @@ def run_neuron(currents: torch.Tensor, T: int, alpha, threshold, reset: str, sur
     return torch.stack(out), state
 
 
+def spike_derivative(u: torch.Tensor, threshold, surrogate: Surrogate) -> torch.Tensor:
+    """dS/dU of the surrogate at membrane ``u`` (Eq. 8 for the boxcar): g((U - theta)/theta) / theta."""
+    theta = threshold if torch.is_tensor(threshold) else torch.tensor(float(threshold), dtype=u.dtype, device=u.device)
+    theta = theta.to(u.dtype)
+    return surrogate.derivative((u - theta) / theta) / theta
+
+
+class _PrintedEq67(torch.autograd.Function):
+    """Spikes of reset-by-subtraction dynamics forward; backward, the LTL paper's printed Eq. 6-7:
+
+        delta[t]  = dL/dS[t] - theta * delta[t+1] * s'[t+1]          (the reset path, recursive through delta)
+        dL/dU[t]  = delta[t] * s'[t] + a * delta[t+1] * s'[t+1]       (one step of the leak)
+        dL/dI[t]  = dL/dU[t]                                          (dU[t]/dI[t] = 1)
+
+    with delta[T+1] = 0 and s'[t] = dS[t]/dU[t] (Eq. 8).  Full BPTT would carry the whole dL/dU[t+1]
+    through the leak and the reset; the printed form keeps only its direct part delta[t+1] s'[t+1]."""
+
+    @staticmethod
+    def forward(ctx, currents, alpha, threshold, surrogate):
+        T = currents.shape[0]
+        u = torch.zeros_like(currents[0])
+        s = torch.zeros_like(currents[0])
+        us, ss = [], []
+        for t in range(T):
+            u = alpha * u + currents[t] - threshold * s
+            s = (u >= threshold).to(currents.dtype)
+            us.append(u)
+            ss.append(s)
+        membranes = torch.stack(us)
+        ctx.save_for_backward(membranes)
+        ctx.alpha, ctx.threshold, ctx.surrogate = alpha, threshold, surrogate
+        return torch.stack(ss)
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        (membranes,) = ctx.saved_tensors
+        slope = spike_derivative(membranes, ctx.threshold, ctx.surrogate)
+        grad = torch.empty_like(grad_spikes)
+        later = torch.zeros_like(grad_spikes[0])  # delta[t+1] * s'[t+1]
+        for t in reversed(range(grad_spikes.shape[0])):
+            delta = grad_spikes[t] - ctx.threshold * later
+            grad[t] = delta * slope[t] + ctx.alpha * later
+            later = delta * slope[t]
+        return grad, None, None, None
+
+
+def run_neuron_printed(currents: torch.Tensor, T: int, alpha, threshold, reset: str, surrogate: Surrogate, *,
+                       static: bool = False, current_hook: CurrentHook | None = None) -> torch.Tensor:
+    """Spikes ``[T, ...]`` whose gradient is the printed Eq. 6-7 (``_PrintedEq67``); the offline LTL mode
+    ``--bptt printed``.  The equations are written for reset by subtraction and scalar leak and threshold."""
+    if reset != "subtract":
+        raise SpiketandemError("--bptt printed is the paper's Eq. 6-7, written for reset by subtraction; use --reset "
+                               "subtract, or --bptt full / per-step with --reset zero")
+    if static:
+        currents = currents.unsqueeze(0).expand(T, *currents.shape)
+    if current_hook is not None:
+        currents = torch.stack([current_hook(currents[t], t) for t in range(T)])
+    a = float(alpha) if not torch.is_tensor(alpha) or alpha.numel() == 1 else alpha
+    theta = float(threshold) if not torch.is_tensor(threshold) or threshold.numel() == 1 else threshold
+    return _PrintedEq67.apply(currents, a, theta, surrogate)
+
+
+BPTT_MODES_DOC = """How the gradient of a layer-local loss runs through a neuron layer's T steps (offline LTL ``--bptt``):
+    full      true BPTT through the membrane, the leak and the reset (default);
+    per-step  the state is detached between steps: step t's gradient flows through step t's current only,
+              dL/dI[t] = dL/dS[t] s'[t] (what the project called "truncated" before; cheapest);
+    printed   the paper's Eq. 6-7 as printed (see ``_PrintedEq67``)."""
+
+
 @dataclass
 class RunContext:
     """Per-call settings shared by the time-aware modules of one student forward.
@@ -162,7 +228,7 @@ class RunContext:
     detach: bool = False
     records: dict | None = None
     record_names: set | None = None                     # None = record every layer
-    truncate_time: bool = False                         # cut the graph between steps (one-step gradient)
+    bptt: str = "full"                                  # full, per-step or printed (BPTT_MODES_DOC)
     state_in: dict | None = None
     state_out: dict = field(default_factory=dict)
     current_hooks: dict = field(default_factory=dict)   # neuron name -> CurrentHook
@@ -209,11 +275,19 @@ class SpikingNeuron(TimeAware):
         ctx = self.context()
         currents = x if self.static_input else x.reshape(ctx.T, -1, *x.shape[1:])
         state = ctx.state_in.get(self.name) if ctx.state_in else None
-        spikes, state = run_neuron(currents, ctx.T, self.alpha, self.threshold, self.config.reset,
-                                   self.config.surrogate, state, static=self.static_input,
-                                   detach_reset=self.config.detach_reset,
-                                   current_hook=ctx.current_hooks.get(self.name), truncate=ctx.truncate_time,
-                                   backend=self.config.backend)
+        if ctx.bptt == "printed" and torch.is_grad_enabled():
+            if state is not None:
+                raise SpiketandemError("--bptt printed runs whole windows; it takes no incoming state (online LTL)")
+            spikes = run_neuron_printed(currents, ctx.T, self.alpha, self.threshold, self.config.reset,
+                                        self.config.surrogate, static=self.static_input,
+                                        current_hook=ctx.current_hooks.get(self.name))
+            state = None
+        else:
+            spikes, state = run_neuron(currents, ctx.T, self.alpha, self.threshold, self.config.reset,
+                                       self.config.surrogate, state, static=self.static_input,
+                                       detach_reset=self.config.detach_reset,
+                                       current_hook=ctx.current_hooks.get(self.name), truncate=ctx.bptt == "per-step",
+                                       backend=self.config.backend)
         if self.name in ctx.output_hooks:
             spikes = ctx.output_hooks[self.name](spikes)
         ctx.state_out[self.name] = state

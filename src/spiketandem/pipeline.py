@@ -15,7 +15,7 @@ from .data.registry import default_arch, is_event_dataset
 from .errors import SpiketandemError
 from .metrics import EnergyModel
 from .metrics.evaluation import student_metrics
-from .model_file import read_model, rebuild_rule, save_model, zoo_architecture
+from .model_file import check_info, load_weights, read_model, rebuild_rule, save_model, zoo_architecture
 from .models import build_model
 from .report import plot_learning_curve, write_T_sweep
 from .rules import configure, get_rule
@@ -36,18 +36,25 @@ def run_dir_for(cfg: RunConfig, kind: str, resume: bool = False) -> RunFolder:
 
 
 # config fields a resumed run may change: they do not change what is computed
+# (--epochs may grow: the run continues on the longer run's schedule, see train.fit)
 RESUMABLE = {"progress", "device", "out", "name", "data_dir", "download", "tensorboard", "neuron_backend", "teacher",
-             "eval_T"}
+             "eval_T", "epochs", "teacher_epochs"}
+
+
+# fields that only a spiking student uses (an ANN teacher's run ignores them)
+SPIKING_FIELDS = {"T", "eval_T", "neuron", "threshold", "tau_m", "dt", "leak", "reset", "surrogate", "surrogate_param",
+                  "detach_reset", "init", "encoding", "percentile", "teacher", "teacher_epochs"}
 
 
 def check_resume(run: RunFolder, cfg: RunConfig) -> None:
     """A resumed run continues the weights, optimizer and schedule of its checkpoint, so every setting
     must be the one it started with; one message names each flag that contradicts the run."""
     saved = run.read_config()
+    ignored = RESUMABLE | (set() if get_rule(cfg.rule).spiking else SPIKING_FIELDS)
     diffs = []
     for name, value in cfg.to_dict().items():
         old = saved.get(name)
-        if name in RESUMABLE or old is None or value is None:
+        if name in ignored or old is None or value is None:
             continue
         if name == "options":
             old_opts, new_opts = old or {}, value or {}
@@ -58,8 +65,8 @@ def check_resume(run: RunFolder, cfg: RunConfig) -> None:
             diffs.append(f"--{name.replace('_', '-')} {value!r} (the run has {old!r})")
     if diffs:
         raise SpiketandemError(f"--resume of {run.path} with settings that contradict the run: {'; '.join(diffs)}. "
-                               "A resumed run continues its checkpoint's weights, optimizer and schedule (so also its "
-                               "--epochs); drop these flags, or start a new run (another --out, or --overwrite)")
+                               "A resumed run continues its checkpoint's weights, optimizer and schedule; drop these "
+                               "flags, or start a new run (another --out, or --overwrite)")
 
 
 def resolved(cfg: RunConfig, rule_cls) -> RunConfig:
@@ -76,6 +83,8 @@ def record_config(run: RunFolder, cfg: RunConfig, device, resume: bool) -> None:
         return
     if resume:
         check_resume(run, cfg)
+        if cfg.epochs != run.read_config().get("epochs"):  # a longer run: the record says what runs now
+            run.write_config(cfg, {**(run.read_config().get("provenance") or {}), "resumed_with_epochs": cfg.epochs})
         return
     run.write_config(cfg, provenance(cfg, device))
 
@@ -117,6 +126,13 @@ def prepare(cfg: RunConfig, log=None) -> tuple[RunConfig, ArrayDataset, DataInfo
     return cfg, data, info, distributed.setup(resolve_device(cfg.device))
 
 
+def describe_data(data) -> str:
+    """One phrase for the log: which data, how much, and where it was read from."""
+    source = getattr(data, "source", "")
+    return (f"{data.name} ({len(data.train_y)} train / {len(data.test_y)} test samples"
+            + (f", from {source})" if source else ")"))
+
+
 def _on_main(run: RunFolder, work) -> dict:
     """``work()`` (which writes the run folder and returns the summary) on rank 0 only; under torchrun
     the other ranks wait at a barrier, then read the summary rank 0 wrote."""
@@ -138,6 +154,11 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
     if path.is_dir():
         path = path / "teacher.pt"
     obj = safe_load(path, "teacher checkpoint", map_location=device, expected_format=TEACHER_FORMAT)
+    check_info(obj.get("info"), path, "teacher checkpoint")
+    if not (isinstance(obj.get("arch"), str) and isinstance(obj.get("state_dict"), dict)
+            and isinstance(obj.get("width"), (int, float))):
+        raise SpiketandemError(f"teacher checkpoint {path} is damaged (no 'arch', 'width' or 'state_dict' entry); "
+                               "train the teacher again (`spiketandem teacher`)")
     saved = DataInfo(**obj["info"])
     if info is not None and saved != info:
         raise SpiketandemError(f"teacher {path} was trained for {saved} but this dataset is {info}; train a teacher on "
@@ -149,7 +170,7 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
     if bad:
         raise SpiketandemError(f"teacher {path} holds non-finite values ({', '.join(bad[:3])}): its training diverged; "
                                "train it again with a lower --lr")
-    model.load_state_dict(obj["state_dict"])
+    load_weights(model, obj["state_dict"], f"teacher checkpoint {path}")
     return model.to(device).eval(), obj
 
 
@@ -179,8 +200,8 @@ def _train_teacher(cfg, run, resume, log) -> dict:
     seed_everything(cfg.seed)
     rule = rule_cls(cfg, info)
     rule.model.to(device)
-    log(f"training teacher {cfg.arch} (width {cfg.width}) on {cfg.dataset}: {len(data.train_y)} train / "
-        f"{len(data.test_y)} test images, {cfg.epochs} epochs, device {device}")
+    log(f"training teacher {cfg.arch} (width {cfg.width}) on {describe_data(data)}, {cfg.epochs} epochs, device "
+        f"{device}, into {run.path}")
     seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, label="teacher").seconds
 
     def finish() -> dict:
@@ -211,8 +232,11 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
     if resume and sub.file("teacher.pt").is_file():
         teacher, meta = load_teacher(sub.file("teacher.pt"), info, device)
     else:
-        log(f"no --teacher given: training the default teacher ({cfg.arch}, {cfg.teacher_epochs} epochs) first, "
-            f"into {sub.path}")
+        log(f"no --teacher given: training the default teacher ({cfg.arch}, width {cfg.width}, {cfg.teacher_epochs} "
+            f"epochs) first, into {sub.path}")
+        if torch.device(device).type == "cpu" and cfg.arch in ("vgg11", "vgg13", "vgg16", "resnet20") and cfg.width > 0.5:
+            log(f"  note: a width-{cfg.width} {cfg.arch} trains for hours on a CPU; --width 0.25 --teacher-epochs 10 "
+                "is a CPU-sized setting (docs/ltl_offline.md), or pass a trained --teacher")
         # the teacher recipe (the ANN rule's optimizer defaults), never the student's settings
         teacher_cfg = cfg.replace(rule="ann", epochs=cfg.teacher_epochs, lr=None, optimizer=None, weight_decay=None,
                                   out=str(sub.path), lr_schedule="cosine", options={}, teacher=None)
@@ -253,8 +277,8 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     seed_everything(cfg.seed)
     rule = rule_cls(cfg, info, teacher, calibration_images(data, device))
     rule.model.to(device)
-    log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on {cfg.dataset}, "
-        f"{cfg.epochs} epochs, device {device}")
+    log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on {describe_data(data)}, "
+        f"{cfg.epochs} epochs, device {device}, into {run.path}")
     seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end).seconds
 
     def finish() -> dict:  # the final evaluation (every T, SynOps) runs on rank 0 alone
@@ -299,7 +323,7 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[RunConfig, Rule, D
     teacher = None
     if get_rule(obj["rule"]).needs_teacher and run.file("teacher.pt").is_file():
         teacher = load_teacher(run.file("teacher.pt"), info, dev)[0]
-    rule = rebuild_rule(obj, dev, teacher)
+    rule = rebuild_rule(obj, dev, teacher, source=run.file("student.pt"))
     return rule.cfg, rule, info, dev
 
 
@@ -307,13 +331,17 @@ def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, ene
              sweep: bool = False) -> dict:
     """`spiketandem eval RUN_DIR`: re-evaluate a trained run at the given windows; updates summary.json
     (and activity.json).  ``sweep`` also writes accuracy and SynOps ratio vs T (sweep_T.csv/.png)."""
+    from .config import check_windows
+    if T_list:  # every window checked, and the summary to update read, before any work or write
+        T_list = check_windows("eval windows (--eval-T / --sweep-T)", T_list)
     run = RunFolder(path)
+    run.read_config()  # a clear error for a folder that is no run, or whose config.yaml is damaged
+    old = run.read_json("summary.json") if run.file("summary.json").exists() else {}
     cfg, rule, info, dev = load_run(path, device)
     cfg, data, _, _ = prepare(cfg)
     teacher_acc = None
     if rule.teacher is not None:
         teacher_acc = evaluate(_AsRule(rule.teacher), evaluation_batches(data, cfg, dev), [1])[1]
-    old = run.read_json("summary.json") if run.file("summary.json").is_file() else {}
     summary = evaluate_run_objects(cfg, rule, rule.teacher, data, dev, teacher_acc, old.get("train_seconds"), T_list,
                                    run=run, energy=energy)
     run.write_json("summary.json", {**old, **summary})

@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from .errors import SpiketandemError
+from .choices import AMP_MODES  # declared torch-free for the command line
 from .neuron import SpikingNeuron
-
-AMP_MODES = ("off", "bf16")
 
 
 def check_amp(amp: str, device: torch.device) -> None:

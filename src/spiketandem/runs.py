@@ -31,9 +31,13 @@ def _atomic_write(path: Path, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; run files are for everyone who may read the folder
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        # a failed write (a full disk) names the file it was for; torch.save reports it as a RuntimeError
+        cause = e if isinstance(e, OSError) else e.__context__ if isinstance(e, RuntimeError) else None
+        if isinstance(cause, OSError) and cause.errno is not None and cause.filename in (None, tmp):
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
         raise
 
 
@@ -117,11 +121,21 @@ class RunFolder:
         atomic_text(yaml.safe_dump(record, sort_keys=False), self.file("config.yaml"))
 
     def read_config(self) -> dict:
+        """config.yaml as a dict; a missing, empty, unreadable or non-mapping file is one clear error
+        (never "the defaults")."""
+        from .config import read_yaml_text
         path = self.file("config.yaml")
         if not path.is_file():
             raise SpiketandemError(f"{self.path} is not a run folder (no config.yaml); pass the folder a `train`, "
                                    "`teacher` or `demo` run wrote")
-        return yaml.safe_load(path.read_text()) or {}
+        fix = "restore it, or start the run again (--overwrite)"
+        data = read_yaml_text(path, "run config")  # names the file and what is wrong with it
+        if data is None:
+            raise SpiketandemError(f"run config {path} is empty (damaged); {fix}")
+        if not isinstance(data, dict):
+            raise SpiketandemError(f"run config {path} is damaged: it holds a {type(data).__name__}, not a mapping of "
+                                   f"config fields; {fix}")
+        return data
 
     def append_metrics(self, row: dict) -> None:
         """Add one epoch's row; rows of that epoch or later (from an earlier attempt) are dropped, so the
@@ -131,8 +145,26 @@ class RunFolder:
         atomic_text("".join(json.dumps(r) + "\n" for r in rows), self.file("metrics.jsonl"))
 
     def read_metrics(self, name: str = "metrics.jsonl") -> list[dict]:
+        """The rows of ``name`` (one JSON object per line; none if the file is absent); a damaged line is
+        one clear error naming the file and the line."""
         path = self.file(name)
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        if not path.is_file():
+            return []
+        rows = []
+        for number, line in enumerate(_read_text(path, "metrics file").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise SpiketandemError(f"metrics file {path} is damaged at line {number} ({_json_problem(e)}); "
+                                       "repair or delete that line") from None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch", 0), int) or isinstance(row.get("epoch"), bool):
+                raise SpiketandemError(f"metrics file {path} is damaged at line {number}: each line must be one "
+                                       "JSON object of an epoch's metrics (with an integer 'epoch'); repair or "
+                                       "delete that line")
+            rows.append(row)
+        return rows
 
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the rows of the first ``epochs`` epochs (a resumed run rewrites the later ones)."""
@@ -143,7 +175,37 @@ class RunFolder:
         atomic_text(json.dumps(obj, indent=2) + "\n", self.file(name))
 
     def read_json(self, name: str) -> dict:
+        """The JSON object in ``name``; a missing, damaged or non-object file is one clear error."""
         path = self.file(name)
         if not path.is_file():
             raise SpiketandemError(f"{path} does not exist; is {self.path} a finished run?")
-        return json.loads(path.read_text())
+        fix = (f"delete it and run `spiketandem eval {self.path}` to write it again" if name in ("summary.json",
+               "activity.json") else "restore it or delete it")
+        text = _read_text(path, "run file")
+        if not text.strip():
+            raise SpiketandemError(f"run file {path} is empty (damaged); {fix}")
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise SpiketandemError(f"run file {path} is damaged: not valid JSON ({_json_problem(e)}); {fix}") from None
+        if not isinstance(obj, dict):
+            raise SpiketandemError(f"run file {path} is damaged: it holds a JSON {type(obj).__name__}, not an object; "
+                                   f"{fix}")
+        return obj
+
+
+def _read_text(path: Path, what: str) -> str:
+    """``path`` as UTF-8 text; one clear error for a file that is binary or cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpiketandemError(f"{what} {path} is damaged: not UTF-8 text; restore it or delete it") from None
+    except OSError as e:
+        raise SpiketandemError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def _json_problem(error: ValueError) -> str:
+    """One line from a JSON parse error: what and where."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"{error.msg} (line {error.lineno}, column {error.colno})"
+    return str(error).splitlines()[0]

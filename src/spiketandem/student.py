@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .choices import ENCODINGS, INITS  # declared torch-free for the command line
 from .errors import SpiketandemError
 from .neuron import NeuronConfig, RunContext, SpikingNeuron, TimeAware, TimeRepeat
 
@@ -33,8 +34,6 @@ STATELESS_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNo
 STATELESS_FUNCTIONS = (operator.add, operator.iadd, torch.add, torch.flatten, torch.cat, F.avg_pool2d, F.max_pool2d,
                        F.adaptive_avg_pool2d, F.dropout, operator.getitem, getattr)
 STATELESS_METHODS = ("view", "reshape", "flatten", "size", "add", "add_", "contiguous")
-ENCODINGS = ("analog", "rate", "frames")
-INITS = ("teacher", "random")
 
 
 def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:

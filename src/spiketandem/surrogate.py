@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .choices import SURROGATES  # declared torch-free for the command line
 from .errors import SpiketandemError
 
 
@@ -43,9 +44,9 @@ def _dspike(x: torch.Tensor, b: float) -> torch.Tensor:
     return torch.where(x.abs() <= 0.5, peak / torch.cosh(b * x) ** 2, torch.zeros_like(x))
 
 
+# one derivative per name of choices.SURROGATES (tests/test_cli_declarations.py checks they agree)
 _DERIVATIVES = {"boxcar": _boxcar, "sigmoid": _sigmoid, "atan": _atan, "triangle": _triangle, "dspike": _dspike}
 DEFAULT_PARAM = {"boxcar": 1.0, "sigmoid": 4.0, "atan": 2.0, "triangle": 1.0, "dspike": 3.0}
-SURROGATES = tuple(_DERIVATIVES)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ import random
 import resource
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from . import distributed
+from .choices import LR_SCHEDULES, OPTIMIZERS  # declared torch-free for the command line
 from .data.feeding import evaluation_batches, training_batches
 from .errors import SpiketandemError
 from .kernels import prepare as prepare_kernels
@@ -23,8 +25,6 @@ from .rules.base import Rule
 from .runs import RunFolder, atomic_save, safe_load
 
 CHECKPOINT_FORMAT = "spiketandem-checkpoint-2"
-OPTIMIZERS = ("sgd", "adam", "adamw")
-LR_SCHEDULES = ("cosine", "step", "constant")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,9 +106,10 @@ class FitResult:
     rows: list[dict] = field(default_factory=list)
 
 
-def _checkpoint(rule: Rule, optimizer, scheduler, epoch: int, elapsed: float) -> dict:
+def _checkpoint(rule: Rule, optimizer, scheduler, epoch: int, elapsed: float, cfg) -> dict:
     return {"format": CHECKPOINT_FORMAT, "rule_name": rule.name, "rule": rule.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+            "epochs": cfg.epochs,
             "train_seconds": elapsed, "rng": torch.get_rng_state()}
 
 
@@ -167,8 +168,23 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
         state = safe_load(checkpoint, "checkpoint", map_location=device, expected_format=CHECKPOINT_FORMAT)
         rule.load_state_dict(state["rule"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         start, elapsed = state["epoch"], state["train_seconds"]
+        if cfg.epochs < start:
+            raise SpiketandemError(f"--resume --epochs {cfg.epochs}: the run has already trained {start} epochs; "
+                                   f"pass --epochs {start} or more")
+        if state.get("epochs", cfg.epochs) == cfg.epochs:
+            scheduler.load_state_dict(state["scheduler"])
+        else:  # a longer run: continue on the schedule of a cfg.epochs run, from epoch `start` (docs/ARCHITECTURE.md)
+            for group in optimizer.param_groups:  # back to the base rate, then the new schedule's first `start` steps
+                group["lr"] = group.get("initial_lr", group["lr"])
+            scheduler = make_scheduler(optimizer, cfg)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # stepping the schedule without optimizer steps is the point
+                for _ in range(start):
+                    scheduler.step()
+            log(f"extending {label or cfg.rule} from {state['epochs']} to {cfg.epochs} epochs: the learning rate "
+                f"follows a {cfg.epochs}-epoch {cfg.lr_schedule} schedule from epoch {start + 1} "
+                f"({optimizer.param_groups[0]['lr']:.3g})")
         torch.set_rng_state(state["rng"])
         if main:
             run.truncate_metrics(start)
@@ -232,7 +248,7 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
             run.append_metrics(row)
             if board is not None:
                 board.log_epoch(rule, row)
-            atomic_save(_checkpoint(rule, optimizer, scheduler, epoch + 1, elapsed), checkpoint)
+            atomic_save(_checkpoint(rule, optimizer, scheduler, epoch + 1, elapsed, cfg), checkpoint)
         if main:
             shown = f"  test acc {row['test_acc']:.4f}" if row["test_acc"] is not None else ""
             log(f"  {label or cfg.rule} epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}  "

@@ -52,9 +52,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Shows defaults and keeps the benchmark's description as written."""
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("bench", help="performance benchmarks (memory, time)",
-                                   description="Measure memory and time; each benchmark writes OUT/NAME.json.")
+def register(parser) -> None:
+    """The benchmarks of `spiketandem bench` (its parser, made by ``cli.build_parser``), one subcommand each."""
+    parser.description = "Measure memory and time; each benchmark writes OUT/NAME.json."
     sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for path in BENCHMARKS:
         module = importlib.import_module(path)

@@ -6,7 +6,9 @@
 Steps, in this order, each in its own process with its own time limit (a hang or a crash of one step is
 that step's failure, and the next one starts); ``DIR/gpu_check.json`` is rewritten (atomically) when a
 step starts and when it ends, so a run cut off anywhere still holds everything measured until then.
-A step stopped by its limit keeps what it had reported so far (``partial``).  Budget at the default
+A step stopped by its limit keeps what it had reported so far (``partial``).  Each step's process is
+started while the one before runs (it imports torch meanwhile, on one CPU core) and its clock starts when
+it is told to go.  Budget at the default
 ``--budget-s 540`` (9 minutes; scaled in proportion for another budget or a subset of ``--steps``):
 
   kernels           60 s  fused Triton neuron kernels vs the per-step reference on the device, every option
@@ -109,7 +111,8 @@ def plan(dry_run: bool, args) -> dict:
             "ltl-epoch": {"runs": [["--width", "0.125", "--T", "2", "--batch-size", "8", "--batches", "1",
                                     "--repeats", "1", "--n-train", "80"]]},
             "complexity": {"runs": [["--arch", "digits-cnn", "--image-size", "8", "--width", "0.25", "--batch-size",
-                                     "4", "--T", "2", "4", "--repeats", "1", "--no-plot"]]},
+                                     "4", "--T", "2", "4", "--repeats", "1", "--no-plot",
+                                     "--rules", "stbp", "ltl-offline", "ltl-online"]]},
             "distributed": {"flags": _with(DDP_FLAGS, {"--n-train": "64", "--epochs": "1"}), "backends": ["gloo"],
                             "attempt_limit_s": {"gloo": 120}},
             REST: {"flags": tta},
@@ -169,23 +172,46 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 class StepProcess:
     """A step running in its own process session: ``cmd`` writes ``SPEC.result.json`` (``{"ok", "result"}``
-    or ``{"ok": False, "error"}``) and may write ``SPEC.partial.json`` on the way."""
+    or ``{"ok": False, "error"}``) and may write ``SPEC.partial.json`` on the way.  With ``go_file`` the
+    process is started ahead of its turn (it imports torch and the rest meanwhile) and waits for that file,
+    which ``go()`` creates; its clock and limit start then."""
 
-    def __init__(self, name: str, cmd: list[str], spec_path: Path, env: dict, log_path: Path):
-        self.name, self.spec_path, self.log_path = name, spec_path, log_path
+    def __init__(self, name: str, cmd: list[str], spec_path: Path, env: dict, log_path: Path,
+                 go_file: Path | None = None):
+        self.name, self.spec_path, self.log_path, self.go_file = name, spec_path, log_path, go_file
         self.started = time.perf_counter()
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 
-    def finish(self, limit: float) -> dict:
-        """Wait until the step ends or ``limit`` seconds after its start; its entry for the JSON."""
-        timed_out = False
-        try:
-            self.proc.wait(timeout=max(0.0, limit - (time.perf_counter() - self.started)))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            kill_group(self.proc)
+    def go(self) -> None:
+        self.started = time.perf_counter()
+        if self.go_file is not None:
+            self.go_file.touch()
+
+    def cancel(self) -> None:
+        kill_group(self.proc)
+        self._log.close()
+
+    def finish(self, limit: float, on_partial=None, every: float = 10.0) -> dict:
+        """Wait until the step ends or ``limit`` seconds after its start; its entry for the JSON.  While it
+        runs, ``on_partial(partial)`` gets each new partial result (at most every ``every`` seconds), so that
+        the JSON holds it even if this whole process is stopped from outside."""
+        timed_out, last = False, None
+        while True:
+            left = limit - (time.perf_counter() - self.started)
+            try:
+                self.proc.wait(timeout=max(0.0, min(every, left)))
+                break
+            except subprocess.TimeoutExpired:
+                if left <= every:
+                    timed_out = True
+                    kill_group(self.proc)
+                    break
+            partial = _read(self.spec_path.with_suffix(".partial.json"))
+            if on_partial is not None and partial is not None and partial != last:
+                last = partial
+                on_partial(partial)
         seconds = time.perf_counter() - self.started
         self._log.close()
         final = _read(self.spec_path.with_suffix(".result.json"))
@@ -291,80 +317,118 @@ def run(args, log) -> dict:
                                    f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
                                    "`--dry-run` rehearses every step on the CPU in a tiny configuration")
         device = str(dev) if dev.index is not None else "cuda"
-    t_start = time.perf_counter()
-    deadline = t_start + args.budget_s
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="spiketandem-gpu-check-"))
-    work.mkdir(parents=True, exist_ok=True)
-    steps = [s for s in STEP_ORDER if s in args.steps]
-    configs = plan(args.dry_run, args)
-    nominal = limits(steps, args.budget_s)
-    scale = args.budget_s / sum(SHARES[s] for s in steps)
-    use_data = REST in steps
-    report = {"kit": NAME, "mode": "dry-run" if args.dry_run else "cuda", "measured_on_gpu": not args.dry_run,
-              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "budget_s": args.budget_s, "elapsed_s": 0.0, "complete": False, "work_dir": str(work),
-              "environment": _environment(device),
-              "plan": [{"step": s, "limit_s": round(nominal[s], 1) if s != REST else f"rest (>= {nominal[s]:.0f})",
-                        "config": configs[s], "env": step_env(s, configs[s])} for s in steps],
-              "steps": {s: {"status": "pending"} for s in steps}, "headline": {}}
-    if use_data:
-        report["plan"].append({"step": "data", "limit_s": round(DATA_SHARE * scale, 1), "config": configs["data"],
-                               "beside": "runs from the start, beside the other steps"})
-        report["steps"]["data"] = {"status": "pending"}
-    result_path, log_path = out / RESULT_FILE, out / LOG_FILE
-    log_path.write_text("")
+    return Check(args, device, log).run()
 
-    def save():
-        report["elapsed_s"] = round(time.perf_counter() - t_start, 2)
-        report["headline"] = headline(report["steps"])
-        atomic_text(json.dumps(report, indent=1) + "\n", result_path)
 
-    def append_log(name: str, path: Path) -> None:
-        with open(log_path, "a", errors="replace") as f:
-            f.write(f"\n===== {name} =====\n{_tail(path, 200_000)}")
+class Check:
+    """One gpu-check: the plan, the step processes, and the JSON rewritten as each step starts and ends."""
 
-    def spec(name: str) -> dict:
-        return {"step": name, "device": device, "work": str(work / name), "config": configs[name],
-                "mode": report["mode"]}
+    def __init__(self, args, device: str, log):
+        self.t_start = time.perf_counter()
+        self.deadline = self.t_start + args.budget_s
+        self.device, self.log = device, log
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="spiketandem-gpu-check-"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.steps = [s for s in STEP_ORDER if s in args.steps]
+        self.configs = plan(args.dry_run, args)
+        self.nominal = limits(self.steps, args.budget_s)
+        scale = args.budget_s / sum(SHARES[s] for s in self.steps)
+        self.data_limit = DATA_SHARE * scale
+        self.use_data = REST in self.steps
+        self.processes: list[StepProcess] = []
+        self.report = {
+            "kit": NAME, "mode": "dry-run" if args.dry_run else "cuda", "measured_on_gpu": not args.dry_run,
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "budget_s": args.budget_s, "elapsed_s": 0.0, "complete": False, "work_dir": str(self.work),
+            "environment": _environment(device),
+            "plan": [{"step": s, "config": self.configs[s], "env": step_env(s, self.configs[s]),
+                      "limit_s": round(self.nominal[s], 1) if s != REST else f"rest (>= {self.nominal[s]:.0f})"}
+                     for s in self.steps],
+            "steps": {s: {"status": "pending"} for s in self.steps}, "headline": {}}
+        if self.use_data:
+            self.report["plan"].append({"step": "data", "limit_s": round(self.data_limit, 1),
+                                        "config": self.configs["data"],
+                                        "beside": "runs from the start, beside the other steps"})
+            self.report["steps"]["data"] = {"status": "pending"}
+        self.result_path, self.log_path = out / RESULT_FILE, out / LOG_FILE
+        self.log_path.write_text("")
 
-    def launch(name: str) -> StepProcess:
-        cmd, spec_path = step_command(name, spec(name), work)
-        report["steps"][name] = {"status": "running"}
-        save()
-        return StepProcess(name, cmd, spec_path, child_env(step_env(name, configs[name])), work / f"{name}.log")
+    def save(self) -> None:
+        self.report["elapsed_s"] = round(time.perf_counter() - self.t_start, 2)
+        self.report["headline"] = headline(self.report["steps"])
+        atomic_text(json.dumps(self.report, indent=1) + "\n", self.result_path)
 
-    def record(name: str, entry: dict, limit: float) -> None:
+    def launch(self, name: str) -> StepProcess:
+        """Start step ``name`` ahead of its turn: it imports what it needs and waits for ``go``."""
+        go_file = self.work / f"{name}.go"
+        go_file.unlink(missing_ok=True)
+        spec = {"step": name, "device": self.device, "work": str(self.work / name), "config": self.configs[name],
+                "mode": self.report["mode"], "go_file": str(go_file)}
+        cmd, spec_path = step_command(name, spec, self.work)
+        step = StepProcess(name, cmd, spec_path, child_env(step_env(name, self.configs[name])),
+                           self.work / f"{name}.log", go_file)
+        self.processes.append(step)
+        return step
+
+    def go(self, step: StepProcess) -> StepProcess:
+        step.go()
+        self.report["steps"][step.name] = {"status": "running"}
+        self.save()
+        return step
+
+    def running(self, name: str, partial: dict) -> None:
+        self.report["steps"][name] = {"status": "running", "partial": partial}
+        self.save()
+
+    def record(self, name: str, entry: dict, limit: float) -> None:
         entry["limit_s"] = round(limit, 1)
-        report["steps"][name] = entry
-        append_log(name, work / f"{name}.log")
-        save()
-        log(f"[{time.perf_counter() - t_start:6.1f} s] {name}: {entry['status']} in {entry['seconds']:.1f} s "
-            f"(limit {limit:.0f} s)" + (f" -- {entry['error']}" if entry.get("error") else ""))
+        self.report["steps"][name] = entry
+        with open(self.log_path, "a", errors="replace") as f:
+            f.write(f"\n===== {name} =====\n{_tail(self.work / f'{name}.log', 200_000)}")
+        self.save()
+        self.log(f"[{time.perf_counter() - self.t_start:6.1f} s] {name}: {entry['status']} in {entry['seconds']:.1f} s "
+                 f"(limit {limit:.0f} s)" + (f" -- {entry['error']}" if entry.get("error") else ""))
 
-    log(f"gpu-check ({report['mode']}) on {device}, budget {args.budget_s:.0f} s, steps {', '.join(steps)}; "
-        f"results: {result_path}; work folder: {work}")
-    save()
-    data = launch("data") if use_data else None
-    data_limit = DATA_SHARE * scale
-    for name in steps:
-        left = deadline - time.perf_counter() - RESERVE_S
-        limit = left if name == REST else min(nominal[name], left)
-        if name == REST and data is not None:   # the dataset must be decoded before the clock starts
-            record("data", data.finish(max(0.0, min(data_limit, left))), data_limit)
-            data = None
-            limit = deadline - time.perf_counter() - RESERVE_S
-        if limit < 1:
-            report["steps"][name] = {"status": "skipped", "error": "no time left in the budget"}
-            save()
-            log(f"{name}: skipped (no time left in the budget)")
-            continue
-        record(name, launch(name).finish(limit), limit)
-    if data is not None:
-        record("data", data.finish(max(0.0, min(data_limit, deadline - time.perf_counter()))), data_limit)
-    report["complete"] = True
-    save()
-    statuses = {s: e["status"] for s, e in report["steps"].items()}
-    log(f"gpu-check done in {report['elapsed_s']:.0f} s: " + ", ".join(f"{s} {v}" for s, v in statuses.items()))
-    return report
+    def left(self) -> float:
+        return self.deadline - time.perf_counter() - RESERVE_S
+
+    def run(self) -> dict:
+        self.log(f"gpu-check ({self.report['mode']}) on {self.device}, budget {self.report['budget_s']:.0f} s, "
+                 f"steps {', '.join(self.steps)}; results: {self.result_path}; work folder: {self.work}")
+        self.save()
+        try:
+            self._run_steps()
+        finally:   # an interrupted check leaves no step process behind, waiting for its turn or running
+            for step in self.processes:
+                if step.proc.poll() is None:
+                    step.cancel()
+        self.report["complete"] = True
+        self.save()
+        statuses = ", ".join(f"{s} {e['status']}" for s, e in self.report["steps"].items())
+        self.log(f"gpu-check done in {self.report['elapsed_s']:.0f} s: {statuses}")
+        return self.report
+
+    def _run_steps(self) -> None:
+        """The steps in order, each told to go when the one before has ended, and the next one started (to
+        import torch and the rest) meanwhile; the data step beside them from the start."""
+        data = self.go(self.launch("data")) if self.use_data else None
+        upcoming = self.launch(self.steps[0])
+        for i, name in enumerate(self.steps):
+            step, upcoming = upcoming, (self.launch(self.steps[i + 1]) if i + 1 < len(self.steps) else None)
+            if name == REST and data is not None:   # the dataset must be decoded before the clock starts
+                self.record("data", data.finish(max(0.0, min(self.data_limit, self.left()))), self.data_limit)
+                data = None
+            limit = self.left() if name == REST else min(self.nominal[name], self.left())
+            if limit < 1:
+                step.cancel()
+                self.report["steps"][name] = {"status": "skipped", "error": "no time left in the budget"}
+                self.save()
+                self.log(f"{name}: skipped (no time left in the budget)")
+                continue
+            self.record(name, self.go(step).finish(limit, on_partial=lambda p, name=name: self.running(name, p)),
+                        limit)
+        if data is not None:
+            self.record("data", data.finish(max(0.0, min(self.data_limit, self.left() + RESERVE_S))),
+                        self.data_limit)

@@ -37,6 +37,7 @@ class ArrayDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool
+    source: str = ""  # where it was read from (a folder or archive; "" for built-in or in-memory data)
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
@@ -53,13 +54,13 @@ class ArrayDataset:
             raise ValueError(f"{self.name}: mean/std need one value per channel ({self.in_channels})")
 
     @classmethod
-    def from_raw(cls, name: str, raw: RawSplits, *, augment: bool) -> ArrayDataset:
+    def from_raw(cls, name: str, raw: RawSplits, *, augment: bool, source: str = "") -> ArrayDataset:
         """Wrap decoded numpy arrays (no copy) and compute the training-split channel statistics."""
         train_x = _tensor(raw.train_x, np.uint8)
         mean, std = channel_stats(train_x)
         return cls(name=name, train_x=train_x, train_y=_tensor(raw.train_y, np.int64),
                    test_x=_tensor(raw.test_x, np.uint8), test_y=_tensor(raw.test_y, np.int64),
-                   classes=list(raw.classes), mean=mean, std=std, augment=augment)
+                   classes=list(raw.classes), mean=mean, std=std, augment=augment, source=source)
 
     @property
     def num_classes(self) -> int:
@@ -83,7 +84,7 @@ class ArrayDataset:
         test_idx = _pick(len(self.test_y), n_test, generator, "n_test")
         return ArrayDataset(name=self.name, train_x=self.train_x[train_idx], train_y=self.train_y[train_idx],
                             test_x=self.test_x[test_idx], test_y=self.test_y[test_idx], classes=list(self.classes),
-                            mean=self.mean, std=self.std, augment=self.augment)
+                            mean=self.mean, std=self.std, augment=self.augment, source=self.source)
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.train_x.shape[1:])

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..choices import BIN_MODES  # declared torch-free for the command line
 from .aedat import read_aedat2_dvs128, read_aedat31_polarity
 from .cache import atomic_file, default_cache_dir
 from .errors import DatasetFormatError, DatasetNotFoundError
 from .files import is_junk
 from .progress import Feedback, LogFn, Step
 
-BIN_MODES = ("time", "count")
 FORMAT_VERSION = 1
 TEST_FRACTION = 0.1  # CIFAR10-DVS: last 100 of the 1000 recordings per class are the test set
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

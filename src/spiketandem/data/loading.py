@@ -39,14 +39,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     if spec is None:
         raise DatasetNotFoundError(f"unknown dataset {name!r}; the datasets are: {', '.join(DATASETS)}")
     if spec.name == "digits":
-        return ArrayDataset.from_raw(spec.name, load_digits_splits(), augment=spec.augment)
+        return ArrayDataset.from_raw(spec.name, load_digits_splits(), augment=spec.augment,
+                                     source="the copy shipped in spiketandem")
     if spec.name == "imagefolder" and data_dir is None:
         raise DatasetNotFoundError(f"dataset 'imagefolder' needs a folder: {spec.how_to_get}.")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
     feedback = Feedback(log, bar=progress)
     report = SearchReport(spec)
-    raw = _search(spec, search_roots(data_dir), cache, report, feedback)
+    raw, source = _search(spec, search_roots(data_dir), cache, report, feedback)
     if raw is None and download:
         if not spec.downloadable:
             raise DatasetNotFoundError(report.message(f"download=True cannot fetch '{spec.name}' automatically."))
@@ -55,15 +56,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         feedback.line(f"downloading {spec.name} into {target}")
         torchvision_download(spec.name, target)
         report = SearchReport(spec)
-        raw = _search(spec, [target], cache, report, feedback)
+        raw, source = _search(spec, [target], cache, report, feedback)
     if raw is None:
         raise DatasetNotFoundError(report.message())
-    return ArrayDataset.from_raw(spec.name, raw, augment=spec.augment)
+    return ArrayDataset.from_raw(spec.name, raw, augment=spec.augment, source=str(source))
 
 
 def _search(spec: DatasetSpec, roots: list[Path], cache_dir: Path, report: SearchReport,
-            feedback: Feedback) -> RawSplits | None:
-    """Try every candidate path under every root in order; the first complete dataset wins."""
+            feedback: Feedback) -> tuple[RawSplits | None, Path | None]:
+    """Try every candidate path under every root in order; the first complete dataset wins (and its path)."""
     for root in roots:
         report.root(root)
         if not root.exists():
@@ -82,8 +83,8 @@ def _search(spec: DatasetSpec, roots: list[Path], cache_dir: Path, report: Searc
                 note("not a folder or a .tar.gz/.tgz/.tar/.zip archive")
                 raw = None
             if raw is not None:
-                return raw
-    return None
+                return raw, path
+    return None, None
 
 
 def _match(spec: DatasetSpec, folder: Path, note: Callable[[str], None], prefix: str = "") -> Layout | None:

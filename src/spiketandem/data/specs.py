@@ -25,7 +25,7 @@ class DatasetSpec:
 
 
 SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    DatasetSpec("digits", (), (), (), augment=False, how_to_get="it ships with scikit-learn"),
+    DatasetSpec("digits", (), (), (), augment=False, how_to_get="it ships inside spiketandem"),
     DatasetSpec("cifar10", (CIFAR10_PICKLES, IMAGE_FOLDER),
                 ("cifar-10-batches-py", "cifar10", "cifar-10", "cifar10-jpeg"),
                 ("cifar-10-python.tar.gz", "cifar10-jpeg.tar.gz"), augment=True, downloadable=True,

@@ -1,7 +1,21 @@
-"""Export trained students to other tools: NIR (the Neuromorphic Intermediate Representation)."""
+"""Export trained students to other tools: NIR (the Neuromorphic Intermediate Representation).
+
+The names below are imported on first use, so that the command line (``export/command.py``) can build
+its parser without importing torch."""
 from __future__ import annotations
 
-from .nir_export import DEFAULT_DT, neuron_node_names, student_to_nir, write_nir
-from .nir_reference import simulate_nir
+from importlib import import_module
 
-__all__ = ["DEFAULT_DT", "student_to_nir", "write_nir", "simulate_nir", "neuron_node_names"]
+from .options import DEFAULT_DT, FLAVOURS, IMPORTERS
+
+_WHERE = {"student_to_nir": "nir_export", "write_nir": "nir_export", "neuron_node_names": "nir_export",
+          "neuron_layers": "nir_export", "simulate_nir": "nir_reference", "verify_nir": "verify",
+          "verify_table": "verify"}
+
+__all__ = ["DEFAULT_DT", "FLAVOURS", "IMPORTERS", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

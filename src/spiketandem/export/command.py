@@ -1,33 +1,96 @@
-"""`spiketandem export RUN_DIR --format nir OUT.nir`: write a trained student for other tools."""
+"""`spiketandem export RUN_DIR OUT`: write a trained student for other tools and chips (NIR).
+
+Optionally first make it deployable (``--retarget zero-reset``, ``--weight-bits k``: both recovered by
+LTL through ``train.fit``, in memory), and afterwards check the written file in other simulators
+(``--verify``).  The run folder is only read: the one file written is OUT.
+"""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from ..errors import SpiketandemError
-from .nir_export import DEFAULT_DT, write_nir
-
-FORMATS = ("nir",)
+from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETARGETS
 
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float = DEFAULT_DT,
-               allow_subtract_reset: bool = False, device: str = "cpu") -> Path:
-    """Load RUN_DIR's trained student and write it to ``out`` in ``fmt``; returns the path."""
-    from ..pipeline import load_run
+               allow_subtract_reset: bool = False, device: str = "cpu", *, flavour: str = "nir",
+               retarget: str | None = None, calibrate_epochs: int = 1, calibrate_lr: float | None = None,
+               weight_bits: int | None = None, weight_quant: str = "symmetric", verify: bool = False,
+               verify_n: int | None = None, importers=IMPORTERS, overwrite: bool = False, log=None) -> dict:
+    """Load RUN_DIR's trained student, optionally retarget it to reset-to-zero and/or k-bit weights
+    (recovering accuracy by LTL against the run's teacher), write it to ``out`` and optionally verify the
+    file in other simulators.  Returns a report: {"path", "format", "dt", "flavour", "retarget",
+    "weight_quantization", "verify"} (the last three where asked)."""
+    from ..pipeline import load_run, load_teacher, prepare
+    from ..runs import RunFolder
     from ..student import Student
+    from .nir_export import write_nir
+    log = log or (lambda *a, **k: None)
     if fmt not in FORMATS:
         raise SpiketandemError(f"export format {fmt!r} is not one of {FORMATS}")
-    cfg, rule, info, _ = load_run(run_dir, device)
-    student = rule.model
-    if not isinstance(student, Student):
+    if retarget is not None and retarget not in RETARGETS:
+        raise SpiketandemError(f"--retarget {retarget!r} is not one of {', '.join(RETARGETS)}")
+    if calibrate_epochs < 0:
+        raise SpiketandemError(f"--calibrate-epochs must be >= 0, got {calibrate_epochs}")
+    if verify_n is not None and verify_n < 1:
+        raise SpiketandemError(f"--verify-n must be >= 1, got {verify_n}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SpiketandemError(f"{out} exists; choose another OUT or pass --overwrite to replace it")
+    if out.is_dir():
+        raise SpiketandemError(f"{out} is a folder; OUT names the file to write (e.g. {out / 'student.nir'})")
+    cfg, rule, info, dev = load_run(run_dir, device)
+    if not isinstance(getattr(rule, "model", None), Student):
         raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
                                "rule (e.g. `spiketandem train --rule ltl-offline`)")
     meta = {"producer": "spiketandem", "rule": cfg.rule, "dataset": cfg.dataset, "arch": cfg.arch, "T": int(cfg.T),
             "num_classes": info.num_classes}
-    stats = _normalisation(cfg)
-    if stats:
-        meta.update(stats)
-    return write_nir(student.eval(), out, dt=dt, allow_subtract_reset=allow_subtract_reset, extra_metadata=meta)
+    report: dict = {"format": fmt, "dt": dt, "flavour": flavour}
+    needs_data = verify or weight_bits is not None or retarget is not None
+    data = None
+    if needs_data:
+        cfg, data, info, dev = prepare(cfg)
+        meta.update(input_mean=[float(v) for v in data.mean], input_std=[float(v) for v in data.std])
+    else:
+        meta.update(_normalisation(cfg))
+    student, run_lr = rule.model, cfg.lr
+    if retarget == "zero-reset":
+        if all(n.config.reset == "zero" for n in student.neurons.values()):
+            report["retarget"] = {"to_reset": "zero", "note": "the student already resets to zero; nothing to do"}
+            log("retarget zero-reset: the student already resets to zero; nothing to do")
+        else:
+            from .retarget import retarget_zero_reset
+            if rule.teacher is None and RunFolder(run_dir).file("teacher.pt").is_file():
+                rule.teacher = load_teacher(RunFolder(run_dir).file("teacher.pt"), info, dev)[0]
+            rule, cfg, report["retarget"] = retarget_zero_reset(cfg, rule, info, data, dev, epochs=calibrate_epochs,
+                                                                lr=calibrate_lr, log=log)
+            student = rule.model
+            log(f"retarget zero-reset: test accuracy {100 * report['retarget']['accuracy_subtract_reset']:.2f}% "
+                f"(reset by subtraction) -> {100 * report['retarget']['accuracy_after']:.2f}% (reset to zero, "
+                f"epoch {report['retarget']['chosen_epoch']} of {calibrate_epochs} kept)")
+    if weight_bits is not None:
+        from .retarget import quantize_weights
+        student, report["weight_quantization"] = quantize_weights(cfg, rule, info, data, dev, bits=weight_bits,
+                                                                  mode=weight_quant, epochs=calibrate_epochs,
+                                                                  lr=calibrate_lr or run_lr, log=log)
+        q = report["weight_quantization"]
+        log(f"{weight_bits}-bit weights: test accuracy {100 * q['accuracy_float_weights']:.2f}% (float) -> "
+            f"{100 * q['accuracy_quantized_uncalibrated']:.2f}% (quantized) -> {100 * q['accuracy_after']:.2f}% "
+            f"(calibrated, epoch {q['chosen_epoch']} kept)")
+    for key in ("retarget", "weight_quantization"):
+        if key in report:
+            meta[key] = _metadata_safe(report[key])
+    student = student.cpu().eval()
+    path = write_nir(student, out, dt=dt, allow_subtract_reset=allow_subtract_reset, extra_metadata=meta,
+                     flavour=flavour, weight_bits=weight_bits)
+    report["path"] = str(path)
+    if verify:
+        from .verify import verify_nir
+        images, labels = _test_images(data, cfg, verify_n)
+        report["verify"] = verify_nir(path, student, images, labels, cfg.T, importers)
+    return report
 
 
 def _normalisation(cfg) -> dict:
@@ -40,28 +103,100 @@ def _normalisation(cfg) -> dict:
     return {"input_mean": [float(v) for v in data.mean], "input_std": [float(v) for v in data.std]}
 
 
+def _test_images(data, cfg, n: int | None):
+    """The first ``n`` test images (all by default), normalised as the student sees them, on the CPU."""
+    import torch
+    from ..data.feeding import evaluation_batches
+    xs, ys, seen = [], [], 0
+    for x, y in evaluation_batches(data, cfg, "cpu"):
+        xs.append(x.cpu())
+        ys.append(y.cpu())
+        seen += y.numel()
+        if n is not None and seen >= n:
+            break
+    images, labels = torch.cat(xs), torch.cat(ys)
+    return (images[:n], labels[:n]) if n is not None else (images, labels)
+
+
+def _metadata_safe(value):
+    """A report as NIR (HDF5) metadata can hold it: no None, lists of records as numbered groups."""
+    if isinstance(value, dict):
+        return {str(k): _metadata_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (dict, list, tuple)) for v in value):
+            return {str(i): _metadata_safe(v) for i, v in enumerate(value)}
+        return [v for v in value if v is not None]
+    return value
+
+
 def cmd_export(args) -> None:
-    path = export_run(args.run_dir, args.out, args.format, args.dt, args.allow_subtract_reset, args.device or "cpu")
+    quiet = args.json or args.quiet
+
+    def log(*a, **k):
+        if not args.quiet:
+            print(*a, file=sys.stderr if quiet else sys.stdout, **k)
+    report = export_run(args.run_dir, args.out, args.format, args.dt, args.allow_subtract_reset, args.device or "cpu",
+                        flavour=args.flavour, retarget=args.retarget, calibrate_epochs=args.calibrate_epochs,
+                        calibrate_lr=args.calibrate_lr, weight_bits=args.weight_bits, weight_quant=args.weight_quant,
+                        verify=args.verify, verify_n=args.verify_n, importers=args.verify_with,
+                        overwrite=args.overwrite, log=log)
     if args.json:
-        print(json.dumps({"path": str(path), "format": args.format, "dt": args.dt}))
-    else:
-        print(f"wrote {path} ({args.format}, dt={args.dt} s); read it with nir.read({str(path)!r})")
+        print(json.dumps(report))
+        return
+    print(f"wrote {report['path']} ({args.format}, flavour {args.flavour}, dt={args.dt} s); read it with "
+          f"nir.read({report['path']!r})")
+    if "verify" in report:
+        from .verify import verify_table
+        print(verify_table(report["verify"]))
 
 
-def register(sub) -> None:
-    p = sub.add_parser("export", help="write a trained student as a NIR graph for other SNN tools and chips",
-                       description="Write RUN_DIR's trained student to OUT in an interchange format (NIR: "
-                       "conv/affine/pool/flatten + IF/LIF nodes; spike amplitudes folded into the next weights). "
-                       "See docs/nir.md.")
+def register(p) -> None:
+    """The arguments of `spiketandem export` (its parser, made by ``cli.build_parser``)."""
+    p.description = ("Write RUN_DIR's trained student to OUT in an interchange format (NIR: conv/affine/pool/flatten "
+                     "+ IF/LIF nodes, residual additions as multi-input nodes; spike amplitudes folded into the next "
+                     "weights). Optionally retarget it for a chip first (--retarget zero-reset, --weight-bits) and "
+                     "check the written file in other simulators (--verify). Only OUT is written; the run folder is "
+                     "read. See docs/nir.md.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--format", choices=FORMATS, default="nir")
     p.add_argument("--dt", type=float, default=DEFAULT_DT,
                    help=f"NIR time step in seconds (default {DEFAULT_DT}, the step snnTorch's importer assumes); the "
                         "LIF time constant is tau = dt / (1 - leak)")
+    p.add_argument("--flavour", choices=FLAVOURS, default="nir",
+                   help="nir (default): IF layers as NIR IF nodes (r = 1/dt; Norse, SpikingJelly); snntorch: IF layers "
+                        "as LIF nodes with tau = 2^40 dt, a leak of exactly 1 in float32, which snnTorch's importer "
+                        "reads (it refuses IF nodes with r != 1); needs --dt 1e-4")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    g = p.add_argument_group("deployment (recovered by LTL against the run's teacher; nothing is written to RUN_DIR)")
+    g.add_argument("--retarget", choices=RETARGETS,
+                   help="zero-reset: turn a reset-by-subtraction student (the paper's default, which NIR cannot "
+                        "express) into a reset-to-zero one and recover its accuracy by offline LTL against the run's "
+                        "teacher for --calibrate-epochs epochs; the file's metadata records what was done")
+    g.add_argument("--weight-bits", type=int, metavar="K",
+                   help="quantize every conv/linear weight to K bits (2..16, per layer; hardware.noise.quantize) and "
+                        "calibrate by on-chip online LTL for --calibrate-epochs epochs")
+    g.add_argument("--weight-quant", choices=QUANT_MODES, default="symmetric",
+                   help="the K-bit grid: symmetric (default: integers times a step, zero exact, as chips store "
+                        "synapses) or minmax (2^K levels from the layer's min to max)")
+    g.add_argument("--calibrate-epochs", type=int, default=1, metavar="N",
+                   help="epochs of LTL for --retarget and for --weight-bits (default 1; 0: none). The epoch kept is "
+                        "the best on a held-out tenth of the training images (0 = unchanged)")
+    g.add_argument("--calibrate-lr", type=float, metavar="LR",
+                   help="Adam learning rate of that LTL (default: 1e-4 for --retarget; the run's, else 1e-3, for "
+                        "--weight-bits, as `spiketandem noise`)")
     p.add_argument("--allow-subtract-reset", action="store_true",
-                   help="export a reset-by-subtraction student, marking reset='subtract' in the metadata (NIR's "
-                        "own IF/LIF reset to v_reset; see docs/nir.md)")
-    p.add_argument("--device", help="cpu (default) or cuda")
-    p.add_argument("--json", action="store_true")
+                   help="export a reset-by-subtraction student as is, marking reset='subtract' in the metadata (NIR's "
+                        "own IF/LIF reset to v_reset; see docs/nir.md); --retarget zero-reset is the deployable way")
+    g = p.add_argument_group("verification")
+    g.add_argument("--verify", action="store_true",
+                   help="load the written file in Norse, snnTorch and SpikingJelly (those installed) and the project's "
+                        "NIR reference simulator, run the test images and report per importer the accuracy and the "
+                        "agreement of per-layer spike counts with spiketandem's forward")
+    g.add_argument("--verify-n", type=int, metavar="N", help="verify on the first N test images (default: all)")
+    g.add_argument("--verify-with", nargs="+", choices=IMPORTERS, default=list(IMPORTERS), metavar="IMPORTER",
+                   help=f"importers to verify with (default: all of {', '.join(IMPORTERS)})")
+    p.add_argument("--device", help="cpu (default) or cuda (for --retarget / --weight-bits training)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_export)

@@ -3,7 +3,8 @@
 It reads nothing of spiketandem's student code: each node is simulated from its NIR parameters,
 with the graph's metadata giving the time step ``dt``, the spike condition and the reset scheme::
 
-    Affine:    y = W x + b                 Conv2d: y = conv(x, W) + b
+    a node's input is the sum of the outputs of its incoming edges (residual additions)
+    Affine:    y = W x + b                 Conv1d/Conv2d: y = conv(x, W) + b      Scale: y = s x
     SumPool2d: y = sum over each k x k window   AvgPool2d: its mean      Flatten: y = x.flatten()
     LIF:       v <- v + dt/tau (v_leak - v + r I)       IF: v <- v + dt r I
                z = [v >= v_threshold] (metadata "spike_condition" ">=", else v > v_threshold)
@@ -37,7 +38,9 @@ def simulate_nir(graph, x: torch.Tensor, T: int) -> tuple[torch.Tensor, dict[str
     strict = meta.get("spike_condition", ">") != ">="
     reset = meta.get("reset", "zero")
     order = _topological(graph)
-    inputs = {b: a for a, b in graph.edges}
+    inputs: dict[str, list] = {}
+    for a, b in dict.fromkeys(map(tuple, graph.edges)):  # an edge listed twice is still one edge
+        inputs.setdefault(b, []).append(a)
     x = x.detach().cpu().double()
     state: dict[str, torch.Tensor] = {}
     counts: dict[str, torch.Tensor] = {}
@@ -49,7 +52,9 @@ def simulate_nir(graph, x: torch.Tensor, T: int) -> tuple[torch.Tensor, dict[str
             if isinstance(node, nir.Input):
                 values[name] = x
                 continue
-            v_in = values[inputs[name]]
+            if name not in inputs:
+                raise ValueError(f"reference simulator: node {name} has no input edge")
+            v_in = sum(values[i] for i in inputs[name])
             if isinstance(node, nir.Output):
                 values[name] = v_in
                 outputs.append(v_in)
@@ -57,6 +62,12 @@ def simulate_nir(graph, x: torch.Tensor, T: int) -> tuple[torch.Tensor, dict[str
                 values[name] = v_in @ _t(node.weight).T + _t(node.bias)
             elif isinstance(node, nir.Linear):
                 values[name] = v_in @ _t(node.weight).T
+            elif isinstance(node, nir.Scale):
+                values[name] = v_in * _t(node.scale)
+            elif isinstance(node, nir.Conv1d):
+                values[name] = F.conv1d(v_in, _t(node.weight), _t(node.bias), int(np.atleast_1d(node.stride)[0]),
+                                        int(np.atleast_1d(node.padding)[0]), int(np.atleast_1d(node.dilation)[0]),
+                                        int(node.groups))
             elif isinstance(node, nir.Conv2d):
                 values[name] = F.conv2d(v_in, _t(node.weight), _t(node.bias), tuple(np.atleast_1d(node.stride)),
                                         tuple(np.atleast_1d(node.padding)), tuple(np.atleast_1d(node.dilation)),

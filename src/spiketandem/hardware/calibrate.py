@@ -23,12 +23,11 @@ import torch.nn.functional as F
 from ..errors import SpiketandemError
 from ..rules.base import Rule
 from ..rules.ltl_online import LTLOnline
+from ..choices import CALIBRATION_METHODS as METHODS
 from ..data.feeding import evaluation_batches
 from ..student import Student
 from ..train import evaluate, fit
 from .chip import Chip
-
-METHODS = ("ltl", "hil")
 
 
 class OnChip(Rule):

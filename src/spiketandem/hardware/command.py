@@ -5,18 +5,17 @@ import json
 import sys
 from pathlib import Path
 
-from .calibrate import METHODS
-from .noise import KINDS, PAPER_LEVELS, QUANT_MODES, SILENCE_MODES
+from ..choices import CALIBRATION_METHODS as METHODS, NOISE_KINDS as KINDS, NOISE_PAPER_LEVELS as PAPER_LEVELS
+from ..choices import QUANT_MODES, SILENCE_MODES
 
 
-def register(subparsers) -> None:
+def register(p) -> None:
+    """The arguments of `spiketandem noise` (its parser, made by ``cli.build_parser``)."""
     levels = "; ".join(f"{k} {' '.join(f'{v:g}' for v in PAPER_LEVELS[k])}" for k in KINDS)
-    p = subparsers.add_parser(
-        "noise", help="simulate hardware noise on a trained student and calibrate it on-chip (online LTL vs HIL)",
-        description="Imprint RUN_DIR's trained student on simulated noisy chips (one per --seeds), measure its "
-                    "accuracy, calibrate it by online LTL and by hardware-in-the-loop training for "
-                    "--calibrate-epochs epochs, and report accuracy before, after the first epoch and the best "
-                    f"epoch, per level (the LTL paper's Fig. 4). Default levels: {levels}.")
+    p.description = ("Imprint RUN_DIR's trained student on simulated noisy chips (one per --seeds), measure its "
+                     "accuracy, calibrate it by online LTL and by hardware-in-the-loop training for "
+                     "--calibrate-epochs epochs, and report accuracy before, after the first epoch and the best "
+                     f"epoch, per level (the LTL paper's Fig. 4). Default levels: {levels}.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a trained run folder (student.pt + teacher.pt)")
     p.add_argument("--kind", required=True, choices=KINDS, help="the noise model")
     p.add_argument("--levels", type=float, nargs="+", help="sigma for mismatch/thermal, bits for quantization, "

@@ -11,18 +11,14 @@ tested directly; ``Chip`` (chip.py) composes them on a student.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+from ..choices import NOISE_KINDS as KINDS, NOISE_PAPER_LEVELS as PAPER_LEVELS, QUANT_MODES, SILENCE_MODES  # noqa: F401
 from ..errors import SpiketandemError
 
-KINDS = ("mismatch", "quantization", "thermal", "silencing")
-QUANT_MODES = ("minmax", "symmetric")
-SILENCE_MODES = ("step", "fixed")
-# the levels of the paper's Fig. 4 (quantization: bits)
-PAPER_LEVELS = {"mismatch": (0.05, 0.1, 0.2, 0.3, 0.4), "quantization": (7, 6, 5, 4, 3),
-                "thermal": (0.01, 0.05, 0.1, 0.15, 0.2), "silencing": (0.1, 0.2, 0.3, 0.4, 0.5)}
 # a physical threshold or time constant cannot change sign: mismatch factors are floored here
 MIN_FACTOR = 0.05
 
@@ -40,6 +36,8 @@ class NoiseSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise SpiketandemError(f"noise kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if isinstance(self.level, bool) or not isinstance(self.level, (int, float)) or not math.isfinite(self.level):
+            raise SpiketandemError(f"noise level (--levels) must be a finite number, got {self.level!r}")
         if self.kind == "quantization":
             if self.level != int(self.level) or not 2 <= self.level <= 16:
                 raise SpiketandemError(f"quantization level is a bit width, an integer in 2..16; got {self.level}")

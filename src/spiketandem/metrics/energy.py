@@ -9,6 +9,7 @@ not, so the figures compare operation energy, not a chip's power.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from ..errors import SpiketandemError
@@ -27,8 +28,9 @@ class EnergyModel:
     def __post_init__(self):
         for name in ("mac_pj", "ac_pj"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise SpiketandemError(f"energy model: {name} must be a non-negative number of picojoules, "
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise SpiketandemError(f"energy model: {name} (--{name.replace('_', '-')}) must be a non-negative, "
+                                       f"finite number of picojoules, "
                                        f"got {value!r}")
 
     def picojoules(self, macs: float, synops: float) -> float:

@@ -25,6 +25,13 @@ anything keeps the count where the factor is non-zero (a graded spike is still o
 other op (adding a bias, a nonlinearity) makes the result analog.  Parameters and buffers of the
 ``named`` module are always analog, so a weight matrix is never mistaken for spikes.
 
+The arguments of the counted call are the *inputs*, and what they are is not guessed from their values
+when the counted model is spiking (``named`` holds spiking neuron layers): an analog-encoded student's
+image is a constant current whatever its pixels (a binary image, all pixels of one magnitude, would
+otherwise pass for spikes), so its input layer costs MACs; a rate-encoded student makes its input
+spikes inside the forward, where they are recognised as events.  ``analog_inputs`` overrides this
+(True: the arguments are analog; False: classify them by their values, as any intermediate tensor).
+
 Event-camera frames (counts of events per pixel and time bin, ``count_ops(..., event_inputs=True)``)
 are event tensors whose shadow is the count itself, ``E = x``: the first layer of a frames student
 is event-driven, costing SynOps = sum_i x_i * fanout_i (each event one AC per synapse), not MACs.
@@ -329,9 +336,14 @@ def _check_event_counts(x: torch.Tensor) -> None:
                                "(event_inputs=False)")
 
 
+def _is_spiking(module: nn.Module) -> bool:
+    from ..neuron import SpikingNeuron
+    return any(isinstance(m, SpikingNeuron) for m in module.modules())
+
+
 @torch.no_grad()
 def count_ops(fn, *args, named: nn.Module | None = None, dense: bool = False, samples: int | None = None,
-              event_inputs: bool = False, **kwargs) -> tuple[OpCounts, object]:
+              event_inputs: bool = False, analog_inputs: bool | None = None, **kwargs) -> tuple[OpCounts, object]:
     """Run ``fn(*args, **kwargs)`` once (a model or any function), counting MACs and SynOps.
 
     Ops are attributed to the conv/linear layers of ``named`` (default: ``fn`` itself when it is a
@@ -339,7 +351,10 @@ def count_ops(fn, *args, named: nn.Module | None = None, dense: bool = False, sa
     activations look like).  ``samples`` (default: the first argument's batch size) is the number of
     inferences the call makes, for the per-sample figures.  ``event_inputs=True``: the tensor
     arguments are event counts (event-camera frames), so the layers they reach cost SynOps
-    ``sum_i x_i * fanout_i`` rather than MACs.  Returns the counts and ``fn``'s output."""
+    ``sum_i x_i * fanout_i`` rather than MACs.  ``analog_inputs``: whether the tensor arguments are analog
+    whatever their values (default: yes when ``named`` is a spiking network and ``event_inputs`` is off; an
+    analog student's input layer is a MAC layer even for a binary image).  Returns the counts and ``fn``'s
+    output."""
     if samples is None:
         first = next((a for a in args if isinstance(a, torch.Tensor)), None)
         samples = int(first.shape[0]) if first is not None and first.dim() > 0 else 1
@@ -347,10 +362,20 @@ def count_ops(fn, *args, named: nn.Module | None = None, dense: bool = False, sa
     named = named if named is not None else (fn if isinstance(fn, nn.Module) else nn.Module())
     analog = [*named.parameters(), *named.buffers()]
     counter = _Counter(counts, dense, analog)
-    for a in (args if event_inputs else ()):
-        if isinstance(a, torch.Tensor) and a.dim() > 0:
+    if analog_inputs is None:
+        analog_inputs = not event_inputs and _is_spiking(named)
+    if analog_inputs and event_inputs:
+        from ..errors import SpiketandemError
+        raise SpiketandemError("count_ops: the inputs are either event counts (event_inputs=True) or analog "
+                               "(analog_inputs=True), not both")
+    for a in args:
+        if not isinstance(a, torch.Tensor) or a.dim() == 0:
+            continue
+        if event_inputs:
             _check_event_counts(a)
             counter.events[a] = a.detach().to(torch.float32)  # shadow E = the event count itself
+        elif analog_inputs:
+            counter.events[a] = None  # the input is a current, whatever its values
     hooks = _attribution_hooks(named, counter)
     try:
         with counter:

@@ -1,17 +1,16 @@
-"""The `spiketandem report` command (registered through cli.COMMAND_MODULES)."""
+"""The `spiketandem report` command (listed in ``cli.COMMANDS``)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "report", help="Markdown + HTML report with plots from one or more run folders",
-        description="Write report.md and report.html (figures as PNGs alongside; the HTML embeds them) from run "
-                    "folders: a comparison table across runs, learning curves, accuracy and SynOps ratio vs T, "
-                    "operations per layer, firing rates, rate histograms and a spike raster. Reads only the run "
-                    "files (no model is loaded); `spiketandem eval RUN_DIR` adds the activity record to older runs.")
+def register(p) -> None:
+    """The arguments of `spiketandem report` (its parser, made by ``cli.build_parser``)."""
+    p.description = ("Write report.md and report.html (figures as PNGs alongside; the HTML embeds them) from run "
+                     "folders: a comparison table across runs, learning curves, accuracy and SynOps ratio vs T, "
+                     "operations per layer, firing rates, rate histograms and a spike raster. Reads only the run "
+                     "files (no model is loaded); `spiketandem eval RUN_DIR` adds the activity record to older runs.")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folders written by train, teacher or demo")
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/report for one run, ./report for "
                    "several)")

@@ -9,13 +9,12 @@ from .experiment import apply_scale, check_requirements, list_experiments, load_
 from .runner import reproduce, run_configs
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "reproduce", help="run one of the LTL paper's experiments end to end (configs/NAME.yaml)",
-        description="Run an experiment of the LTL paper from configs/NAME.yaml: teacher, students, evaluation "
-                    "(SynOps and accuracy vs T where the experiment asks), further steps, and a report that puts "
-                    "the paper's figures next to the measured ones. --scale picks a smaller preset (cpu, digits) "
-                    "and the flags below shrink it further. Finished runs in OUT are reused.")
+def register(p) -> None:
+    """The arguments of `spiketandem reproduce` (its parser, made by ``cli.build_parser``)."""
+    p.description = ("Run an experiment of the LTL paper from configs/NAME.yaml: teacher, students, evaluation "
+                     "(SynOps and accuracy vs T where the experiment asks), further steps, and a report that puts "
+                     "the paper's figures next to the measured ones. --scale picks a smaller preset (cpu, digits) "
+                     "and the flags below shrink it further. Finished runs in OUT are reused.")
     p.add_argument("name", metavar="NAME", nargs="?", help="experiment name (see --list) or a YAML file")
     p.add_argument("--list", action="store_true", help="list the experiments and their scales")
     p.add_argument("--scale", default="full", help="full (the paper's settings, default) or a scale of the "

@@ -1,46 +1,72 @@
 """Learning rules by name. Each is a small object that configures the student and computes a loss.
 
-Adding a rule: write its file (a ``Rule`` subclass with its ``options``) and add it to ``RULES`` here;
-the CLI flags, YAML keys, option checks and help come from its declaration."""
+Every rule is declared in ``catalog.py`` (its name, its class, its options) without importing torch;
+``RULES`` (name -> class) imports the classes the first time it is used, so that the command line can
+list and check rules and their options without loading torch.
+
+Adding a rule: write its file (a ``Rule`` subclass with ``options = CATALOG[name].options``) and add its
+entry to ``catalog.CATALOG``; the CLI flags, YAML keys, option checks and help come from that entry."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from typing import TYPE_CHECKING
 
 from ..errors import SpiketandemError
-from .ann import ANNRule
-from .base import DataInfo, Option, Rule
-from .convert import QCFS, Convert
-from .decolle import Decolle
-from .dspike import Dspike
-from .ltl_offline import LTLOffline
-from .ltl_online import LTLOnline
-from .ptl import PTL
-from .qat import QAT
-from .shortcut import Shortcut
-from .stbp import STBP
-from .tandem import Tandem
-from .tet import TET
+from .catalog import CATALOG, CONFIG_CHECKS, Option, RuleEntry
 
-RULES: dict[str, type[Rule]] = {r.name: r for r in (
-    ANNRule, LTLOffline, LTLOnline,            # the teacher's rule; offline and online LTL
-    STBP, TET, Dspike, Shortcut, Decolle,      # direct training and DECOLLE
-    Tandem, PTL, Convert, QCFS, QAT,           # tandem learning, conversion, quantized ANN
-)}
+if TYPE_CHECKING:
+    from .base import DataInfo, Rule
+
+    RULES: dict[str, type[Rule]]
+
+
+def _entry(name: str) -> RuleEntry:
+    if name not in CATALOG:
+        raise SpiketandemError(f"unknown rule {name!r}; choose one of {', '.join(CATALOG)}")
+    return CATALOG[name]
+
+
+def _load(entry: RuleEntry) -> type[Rule]:
+    module, _, attr = entry.implementation.partition(":")
+    cls = getattr(importlib.import_module(f".{module}", __name__), attr)
+    if cls.name != entry.name or cls.options != entry.options:  # a class that disagrees with its entry
+        raise RuntimeError(f"rule class {entry.implementation} (name {cls.name!r}) does not match its catalog "
+                           f"entry {entry.name!r}: set name = {entry.name!r} and options = CATALOG[name].options")
+    return cls
+
+
+def _rules() -> dict[str, type[Rule]]:
+    if "RULES" not in globals():  # imported once; later lookups of RULES find the dict itself
+        globals()["RULES"] = {name: _load(entry) for name, entry in CATALOG.items()}
+    return globals()["RULES"]
+
+
+def __getattr__(name: str):
+    """``RULES``, ``Rule``, ``DataInfo`` and every rule class by its class name (``LTLOffline``), imported
+    on first use."""
+    if name == "RULES":
+        return _rules()
+    if name in ("Rule", "DataInfo"):
+        from . import base
+        return getattr(base, name)
+    entry = next((e for e in CATALOG.values() if e.implementation.partition(":")[2] == name), None)
+    if entry is not None:
+        return _rules()[entry.name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_rule(name: str) -> type[Rule]:
-    if name not in RULES:
-        raise SpiketandemError(f"unknown rule {name!r}; choose one of {', '.join(RULES)}")
-    return RULES[name]
+    return _rules()[_entry(name).name]
 
 
 def all_options() -> dict[str, Option]:
     """name -> Option, over every registered rule (rules sharing an option share its declaration)."""
-    return {o.name: o for rule in RULES.values() for o in rule.options}
+    return {o.name: o for entry in CATALOG.values() for o in entry.options}
 
 
 def rules_declaring(name: str) -> list[str]:
-    return [r.name for r in RULES.values() if r.option_named(name) is not None]
+    return [e.name for e in CATALOG.values() if e.option_named(name) is not None]
 
 
 def configure(cfg):
@@ -49,21 +75,24 @@ def configure(cfg):
     An option the rule does not declare is an error naming the rules that do (or, for a name no rule
     declares, the valid config fields): e.g. ``--tet-lambda`` on ``ltl-offline``."""
     from ..config import FIELD_NAMES
-    rule = get_rule(cfg.rule)
+    entry = _entry(cfg.rule)
     checked = {}
     for name, value in cfg.options.items():
-        opt = rule.option_named(name)
+        opt = entry.option_named(name)
         if opt is None:
             users = rules_declaring(name)
             flag = "--" + name.replace("_", "-")
             if users:
                 raise SpiketandemError(f"option {flag} ({name}) applies to rule(s) {', '.join(users)}, not to "
                                        f"{cfg.rule}; drop it or choose one of those rules with --rule")
-            own = ", ".join(o.name for o in rule.options) or "none"
+            own = ", ".join(o.name for o in entry.options) or "none"
             raise SpiketandemError(f"unknown config field or option {name!r}; config fields: {', '.join(FIELD_NAMES)}"
                                    f"; options of rule {cfg.rule}: {own}")
         checked[name] = opt.check(value)
-    return dataclasses.replace(cfg, options=checked)
+    cfg = dataclasses.replace(cfg, options=checked)
+    if cfg.rule in CONFIG_CHECKS:
+        CONFIG_CHECKS[cfg.rule](cfg, entry)
+    return cfg
 
 
-__all__ = ["RULES", "get_rule", "configure", "all_options", "Rule", "DataInfo", "Option"]
+__all__ = ["RULES", "CATALOG", "get_rule", "configure", "all_options", "rules_declaring", "Rule", "DataInfo", "Option"]

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpiketandemError
-from .base import Option, Rule, make_student
+from .base import Rule, make_student
+from .catalog import CATALOG
 from .hybrid import require_if_neurons, run_hybrid, run_snn
 from .qat import quantize_activation
 
@@ -42,8 +43,7 @@ class Convert(Rule):
     name = "convert"
     needs_teacher = True
     spiking = True
-    options = (Option("membrane_init", float, 0.0, "initial membrane potential as a fraction of the threshold "
-                      "(0: Rueckauer et al. 2017; 0.5: rounds instead of floors the spike count)", minimum=0.0, below=1.0),)
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
@@ -67,9 +67,7 @@ class QCFS(Rule):
     default_optimizer = "sgd"
     default_lr = 0.01
     default_weight_decay = 5e-4
-    options = (Option("qcfs_levels", int, 8, "quantization levels L of the QCFS activation (Bu et al. 2022)", minimum=1),
-               Option("qcfs_shift", float, 0.5, "QCFS shift phi; the converted SNN starts every membrane at phi * "
-                      "threshold", minimum=0.0, below=1.0))
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
     MIN_SCALE = 1e-3  # lambda stays positive (it divides z)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):

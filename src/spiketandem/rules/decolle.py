@@ -32,10 +32,9 @@ from ..errors import SpiketandemError
 from ..neuron import NeuronState, RunContext
 from ..surrogate import spike
 from ..data.feeding import calibration_images
-from .base import Option, Rule
-from .direct import INIT_RATE, build_direct_student, initialise_rates, record_shapes
-
-MODES = ("online", "offline")
+from .base import Rule
+from .catalog import CATALOG
+from .direct import build_direct_student, initialise_rates, record_shapes
 
 
 class FixedReadout(nn.Module):
@@ -55,16 +54,7 @@ class Decolle(Rule):
     needs_teacher = False
     default_optimizer = "adam"
     default_lr = 1e-3
-    options = (
-        Option("decolle_mode", str, "online", "online: one step at a time with eligibility traces, memory O(1) in T; "
-               "offline: BPTT within each layer", MODES),
-        Option("decolle_loss", str, "mse", "local loss on the random readouts: mse to the one-hot label (paper) or ce",
-               ("mse", "ce")),
-        Option("decolle_updates", str, "step", "online: update the weights after every time step (paper) or once per "
-               "window", ("step", "window")),
-        Option("decolle_burnin", int, 0, "first steps of each window with no loss (dynamics only)", minimum=0),
-        INIT_RATE,
-    )
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, None)

@@ -24,24 +24,10 @@ from ..models import build_model
 from ..neuron import RunContext, run_neuron
 from ..student import Student, build_student
 from ..data.feeding import calibration_images
-from .base import Option, Rule
+from .base import Rule
+from .catalog import DIRECT_OPTIONS
 from .neunorm import install_neunorm
 from .tdbn import install_tdbn
-
-DIRECT_OPTIONS = (
-    Option("tdbn", bool, None, "keep BatchNorm, with statistics over (T, B, H, W) scaled by V_th (tdBN); "
-           "unset = the rule's paper (off for stbp, on for tet, dspike, shortcut)"),
-    Option("tdbn_alpha", float, 1.0, "tdBN's alpha (the paper uses 1/sqrt(2) before a residual add)"),
-    Option("neunorm", bool, False, "NeuNorm: subtract alpha * an auxiliary neuron's trace of channel-summed spikes"),
-    Option("neunorm_k", float, 0.9, "NeuNorm decay k of the auxiliary neuron"),
-    Option("neunorm_v", float, 0.1, "NeuNorm input scale v (the drive is v/F^2 times the channel sum)"),
-    Option("voting", int, 0, "voting output layer: M spiking output neurons per class, MSE loss on their mean rate "
-           "(0 = off: cross-entropy on the mean output current)", minimum=0),
-)
-INIT_RATE = Option("init_rate", float, 0.1, "students without BatchNorm: rescale each layer's random weights, layer "
-                   "by layer, so that it fires at this mean rate on calibration images (0 = PyTorch's initialisation)",
-                   minimum=0.0, below=1.0)
-DIRECT_OPTIONS = DIRECT_OPTIONS + (INIT_RATE,)
 
 
 @torch.no_grad()

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from ..errors import SpiketandemError
 from ..surrogate import Surrogate
-from .base import Option
-from .direct import DIRECT_OPTIONS, DirectRule
+from .catalog import CATALOG
+from .direct import DirectRule
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -54,16 +54,7 @@ def select_temperature(candidates, fd_grad: torch.Tensor, surrogate_grad: Callab
 class Dspike(DirectRule):
     name = "dspike"
     paper_tdbn = True
-    options = DIRECT_OPTIONS + (
-        Option("dspike_b", float, 3.0, "initial Dspike temperature b", above=0.0),
-        Option("dspike_db", float, 0.5, "step db of the per-epoch temperature search over {b - db, b, b + db}",
-               above=0.0),
-        Option("dspike_select", bool, True, "choose b each epoch by finite-difference gradients (else b is fixed)"),
-        Option("dspike_fd_eps", float, 0.01, "finite-difference step on the first layer's weights", above=0.0),
-        Option("dspike_fd_batch", int, 64, "images used for the finite-difference gradient", minimum=1),
-        Option("dspike_fd_coords", int, 0, "first-layer weights probed by finite differences (0 = all; a random "
-               "subset is cheaper)", minimum=0),
-    )
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher, calibration)

@@ -5,8 +5,10 @@ Every neuron layer's output goes downstream detached, so each layer learns only 
 by BPTT through that layer's T steps, and the readout (the layers after the last neuron) from
 cross-entropy on the mean output current (optionally plus distillation to the teacher's logits).
 ``--schedule parallel`` trains all layers at once; ``sequential`` trains one layer per stage of the
-epoch budget (memory of one layer).  ``--bptt truncated`` applies Eq. 6-7 exactly as printed (the
-gradient stops at each step's state), ``full`` (default) is true BPTT.
+epoch budget (memory of one layer).  ``--bptt``: ``full`` (default) is true BPTT inside each layer;
+``per-step`` detaches the state between steps (dL/dI[t] = dL/dS[t] s'(U[t]): step t's gradient flows
+through step t's current only); ``printed`` is the paper's Eq. 6-7 as printed (the reset path through
+delta, one step of the leak; ``neuron._PrintedEq67``).
 """
 from __future__ import annotations
 
@@ -17,31 +19,16 @@ from ..errors import SpiketandemError
 from ..neuron import RunContext
 from ..student import TeacherTaps, activation_scales
 from ..data.feeding import calibration_images
-from .base import Option, Rule, cross_entropy_with_kd, make_student
-from .ltl_targets import YNORM_MODES, LocalTargets
-
-SCHEDULES = ("parallel", "sequential")
-BPTT_MODES = ("full", "truncated")
-
-# settings shared by offline and online LTL
-LTL_OPTIONS = (
-    Option("ynorm", str, "batch", "y_norm of the local targets: the percentile of each batch (authors' code), a "
-           "running average of it, or fixed once on calibration images", choices=YNORM_MODES),
-    Option("kd", float, 0.0, "weight of distillation to the teacher's logits at the readout", minimum=0.0),
-    Option("kd_temperature", float, 4.0, "distillation temperature", above=0.0),
-)
+from .base import Rule, cross_entropy_with_kd, make_student
+from .catalog import CATALOG
+from .ltl_targets import LocalTargets
 
 
 class LTLOffline(Rule):
     name = "ltl-offline"
     default_optimizer = "adam"
     default_lr = 1e-3
-    options = LTL_OPTIONS + (
-        Option("schedule", str, "parallel", "train all layers at once, or one layer after another (one stage per "
-               "share of the epochs)", choices=SCHEDULES),
-        Option("bptt", str, "full", "full BPTT inside each layer, or the one-step form printed as Eq. 6-7",
-               choices=BPTT_MODES),
-    )
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
@@ -90,7 +77,7 @@ class LTLOffline(Rule):
         with torch.no_grad():
             teacher_logits, acts = self.taps(x)
         ctx = RunContext(T=self.cfg.T, batch=x.shape[0], detach=True, records={}, record_names=set(self.active),
-                         truncate_time=self.option("bptt") == "truncated")
+                         bptt=self.option("bptt"))
         logits = self.model.run(x, ctx).mean(0)
         local = self.local_losses(ctx.records, acts)
         ce = self.readout_loss(logits, y, teacher_logits)

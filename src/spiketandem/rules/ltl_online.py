@@ -30,11 +30,8 @@ from torch import nn
 
 from ..errors import SpiketandemError
 from ..neuron import NeuronState, RunContext, SpikingNeuron, TimeAware
-from .base import Option
-from .ltl_offline import LTL_OPTIONS, LTLOffline
-
-UPDATE_MODES = ("batch", "step")
-DEFAULT_WARMUP = 0.75  # fraction of T: 12 of 16 steps, as the authors' code
+from .catalog import CATALOG
+from .ltl_offline import LTLOffline
 
 
 def warmup_steps(T: int, fraction: float, steps: int | None = None) -> int:
@@ -136,15 +133,7 @@ class LTLOnline(LTLOffline):
     """Temporally local LTL: per-step loss, per-step gradient, O(1) memory in T."""
 
     name = "ltl-online"
-    options = LTL_OPTIONS + (
-        Option("online_warmup", float, DEFAULT_WARMUP, "fraction of the T steps that make no update (authors' code: "
-               "12 of 16)", minimum=0.0, below=1.0),
-        Option("online_warmup_steps", int, None, "number of warm-up steps (overrides --online-warmup)", minimum=0),
-        Option("online_update", str, "batch", "batch: sum the per-step gradients and step once per batch; step: step "
-               "the optimizer at every time step (the on-chip form)", choices=UPDATE_MODES),
-        Option("onchip_gate", bool, False, "gated on-chip update sign(error) x boxcar(U) (Fig. 1d); logs the "
-               "fraction of weight updates skipped"),
-    )
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher, calibration)

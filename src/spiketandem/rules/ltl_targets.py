@@ -5,8 +5,7 @@ import torch
 
 from ..errors import SpiketandemError
 from ..student import percentile_of
-
-YNORM_MODES = ("batch", "running", "fixed")
+from .catalog import YNORM_MODES
 
 
 class LocalTargets:

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from ..data.feeding import calibration_images, evaluation_batches, hold_out
 from ..errors import SpiketandemError
-from .base import Option, Rule, make_student
+from .base import Rule, make_student
+from .catalog import CATALOG
 from .hybrid import activation_scales, require_if_neurons, run_hybrid, set_scales
 
 
@@ -37,10 +38,7 @@ class PTL(Rule):
     spiking = True
     default_optimizer = "adam"  # the tandem-learning recipe (the TPAMI paper's own value is unverified)
     default_lr = 1e-3
-    options = (Option("ptl_patience", int, 6, "epochs without validation gain before the next layer is "
-                      "converted (Wu et al. 2021: 6)", minimum=1),
-               Option("ptl_val_fraction", float, 0.1, "share of the training set held out for validation", above=0.0,
-                      below=1.0))
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)

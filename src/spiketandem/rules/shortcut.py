@@ -23,10 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpiketandemError
-from .base import Option
-from .direct import DIRECT_OPTIONS, DirectRule, record_shapes
-
-SCHEDULES = ("cosine", "linear", "constant")
+from .catalog import CATALOG
+from .direct import DirectRule, record_shapes
 
 
 def balance_coefficient(epoch: int, epochs: int, schedule: str, start: float = 1.0) -> float:
@@ -70,12 +68,7 @@ class ShortcutHead(nn.Module):
 class Shortcut(DirectRule):
     name = "shortcut"
     paper_tdbn = True
-    options = DIRECT_OPTIONS + (
-        Option("shortcut_layers", str, "stages", "where heads attach: stages (last conv layer of each resolution), "
-               "all (every spiking layer but the last), or comma-separated layer names"),
-        Option("shortcut_schedule", str, "cosine", "balance coefficient schedule", SCHEDULES),
-        Option("shortcut_lambda", float, 1.0, "balance coefficient at the first epoch (lambda0)"),
-    )
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher, calibration)

@@ -2,7 +2,7 @@
 
 Loss: cross-entropy on the output averaged over time, ``CE(mean_t O[t], y)``; gradients by BPTT through
 all layers with the neuron's surrogate (rectangular / boxcar by default: ``1[|u - V_th| < a/2] / a``).
-Options (see ``direct.py``): ``--neunorm`` (NeuNorm, the 2019 paper), ``--tdbn`` (STBP-tdBN, Zheng et
+Options (declared in ``catalog.py``): ``--neunorm`` (NeuNorm, the 2019 paper), ``--tdbn`` (STBP-tdBN, Zheng et
 al. 2021), ``--voting M`` (voting output layer with the papers' MSE loss on output rates).
 The papers' own neuron (``u = tau * u * (1 - o) + W x``, hard reset) is ``--reset zero --leak TAU``.
 """

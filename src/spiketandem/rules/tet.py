@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpiketandemError
-from .base import Option
-from .direct import DIRECT_OPTIONS, DirectRule
+from .catalog import CATALOG
+from .direct import DirectRule
 
 
 def tet_loss(out: torch.Tensor, y: torch.Tensor, lam: float, phi: float = 1.0) -> torch.Tensor:
@@ -29,11 +29,7 @@ def tet_loss(out: torch.Tensor, y: torch.Tensor, lam: float, phi: float = 1.0) -
 class TET(DirectRule):
     name = "tet"
     paper_tdbn = True
-    options = DIRECT_OPTIONS + (
-        Option("tet_lambda", float, 1e-3, "weight lambda of TET's MSE regulariser (0 = per-step cross-entropy only)",
-               minimum=0.0, maximum=1.0),
-        Option("tet_phi", float, 1.0, "TET's MSE target phi (V_th = 1 in the paper)"),
-    )
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher, calibration)

@@ -1,0 +1,156 @@
+"""Make a trained student deployable before export: reset to zero, low-precision weights.
+
+``retarget_zero_reset``: NIR 1.0's IF/LIF nodes reset the membrane to ``v_reset``; the paper's (and our
+default) reset subtracts the threshold.  The same weights with reset to zero lose the residual charge
+above threshold at every spike, so the student fires less and loses accuracy.  It is recovered the
+project's way: a copy with ``reset="zero"`` is trained for a few epochs by offline LTL (``ltl-offline``)
+against the run's own teacher through the one training loop ``train.fit`` (in memory: the run folder is
+never written).
+
+``quantize_weights``: a chip with k-bit synapses is simulated by ``hardware.Chip`` with a quantization
+``NoiseSpec`` (the forward sees k-bit weights, float shadows learn through a straight-through estimator)
+and calibrated by the hardware package's online LTL (``hardware.calibrate.calibration_rule``); the
+exported weights are the k-bit ones.
+
+Both return the new rule and a report of the accuracies before and after, which the exported file's
+metadata records.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..errors import SpiketandemError
+from ..student import Student
+
+from .options import QUANT_MODES, RETARGETS  # noqa: F401  (RETARGETS: the --retarget choices)
+
+
+def _quiet_log(*args, **kwargs):
+    return None
+
+
+VALIDATION_FRACTION = 0.1
+RETARGET_LR = 1e-4  # a tenth of offline LTL's default: the student is already trained
+
+
+def _accuracy(rule, data, cfg, device) -> float:
+    from ..data.feeding import evaluation_batches
+    from ..train import evaluate
+    return float(evaluate(rule, evaluation_batches(data, cfg, device), [cfg.T])[cfg.T])
+
+
+def _fit_and_select(rule, cfg, data, device, epochs: int, label: str, log) -> dict:
+    """Train ``rule`` for ``epochs`` epochs (``train.fit``, in memory) on the training images less a held-out
+    tenth, and keep the state that does best on that held-out part (the starting state unless an epoch
+    beats it strictly: recovery never makes a student worse than it started on data it has not seen).
+    The test set is only reported, never used to choose."""
+    from ..data.feeding import hold_out
+    from ..train import fit
+    train_part, validation = hold_out(data, VALIDATION_FRACTION, cfg.seed, "the held-out fraction")
+    start = _accuracy(rule, validation, cfg, device)
+    best = {"epoch": 0, "validation": start, "state": copy.deepcopy(rule.state_dict())}
+    history = []
+
+    def on_epoch_end(row):
+        acc = _accuracy(rule, validation, cfg, device)
+        history.append({"epoch": int(row["epoch"]), "validation_accuracy": acc,
+                        "test_accuracy": float(row["test_acc"]) if row.get("test_acc") is not None else -1.0})
+        if acc > best["validation"]:
+            best.update(epoch=int(row["epoch"]), validation=acc, state=copy.deepcopy(rule.state_dict()))
+        return False
+    if epochs > 0:
+        fit(rule, cfg, train_part, device, log=log, label=label, on_epoch_end=on_epoch_end)
+    rule.load_state_dict(best["state"])
+    return {"epochs": int(epochs), "lr": float(cfg.lr), "validation_images": int(len(validation.test_y)),
+            "validation_accuracy_start": start, "history": history, "chosen_epoch": best["epoch"],
+            "selection": f"the epoch (0 = unchanged) with the best accuracy on a held-out "
+                         f"{int(100 * VALIDATION_FRACTION)}% of the training images, which it does not train on"}
+
+
+def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: float | None = None,
+                        log=_quiet_log) -> tuple[object, object, dict]:
+    """A zero-reset copy of ``rule``'s student, recovered by ``epochs`` epochs of offline LTL against
+    ``rule.teacher``.  Returns (the new ltl-offline rule, its config, the report)."""
+    from ..data.feeding import calibration_images
+    from ..rules import get_rule
+    student = rule.model
+    if not isinstance(student, Student):
+        raise SpiketandemError(f"--retarget needs a spiking student; this run's rule {cfg.rule!r} has none")
+    if rule.teacher is None:
+        raise SpiketandemError(f"--retarget recovers the accuracy by LTL against the run's teacher, but this "
+                               f"{cfg.rule} run has no teacher.pt; train the student with a teacher (e.g. "
+                               "--rule ltl-offline) or train it with --reset zero from the start")
+    if epochs < 0:
+        raise SpiketandemError(f"--calibrate-epochs must be >= 0, got {epochs}")
+    resets = "/".join(sorted({n.config.reset for n in student.neurons.values()}))
+    ltl = get_rule("ltl-offline")
+    options = {k: v for k, v in cfg.options.items() if ltl.option_named(k) is not None}
+    zcfg = cfg.replace(rule="ltl-offline", reset="zero", options=options, epochs=max(epochs, 1),
+                       lr=lr if lr is not None else RETARGET_LR, lr_schedule="constant", progress=False,
+                       tensorboard=False)
+    before = _accuracy(rule, data, cfg, device)
+    new = ltl(zcfg, info, rule.teacher, calibration_images(data, device))
+    new.model.to(device)
+    try:
+        new.model.load_state_dict(student.state_dict())
+    except RuntimeError as e:
+        raise SpiketandemError(f"--retarget: the {cfg.rule} student's parameters do not fit an ltl-offline student of "
+                               f"the same teacher ({str(e).splitlines()[0]}); retrain with --reset zero instead") from None
+    targets = rule.extra_state().get("targets")
+    if targets is not None:
+        new.load_extra_state({"targets": targets})
+    uncalibrated = _accuracy(new, data, zcfg, device)
+    log(f"retarget zero-reset: test accuracy {100 * before:.2f}% with reset {resets}, {100 * uncalibrated:.2f}% with "
+        f"reset to zero before recovery; {epochs} epoch(s) of offline LTL against the teacher")
+    selection = _fit_and_select(new, zcfg, data, device, epochs, "retarget zero-reset", log)
+    after = _accuracy(new, data, zcfg, device)
+    report = {"from_reset": resets, "to_reset": "zero",
+              "method": "offline LTL (rule ltl-offline through train.fit) against the run's teacher, starting from "
+                        "the run's weights, thresholds and amplitudes",
+              "T": int(cfg.T), "test_images": int(len(data.test_y)),
+              "accuracy_subtract_reset": before, "accuracy_zero_reset_uncalibrated": uncalibrated,
+              "accuracy_after": after, **selection}
+    return new, zcfg, report
+
+
+def quantize_weights(cfg, rule, info, data, device, *, bits: int, mode: str = "symmetric", epochs: int = 1,
+                     lr: float | None = None, log=_quiet_log) -> tuple[Student, dict]:
+    """``rule``'s student with k-bit weights (every conv/linear weight quantized per layer by
+    ``hardware.noise.quantize``), calibrated for ``epochs`` epochs by the hardware package's on-chip
+    online LTL.  Returns (a plain student holding the k-bit weights, the report)."""
+    import torch.nn.utils.parametrize as parametrize
+    from ..data.feeding import calibration_images
+    from ..hardware.calibrate import OnChip, calibration_rule
+    from ..hardware.chip import Chip
+    from ..hardware.noise import NoiseSpec
+    if mode not in QUANT_MODES:
+        raise SpiketandemError(f"--weight-quant {mode!r} is not one of {', '.join(QUANT_MODES)}")
+    if epochs < 0:
+        raise SpiketandemError(f"--calibrate-epochs must be >= 0, got {epochs}")
+    spec = NoiseSpec("quantization", bits, mode)  # checks the bit width (2..16)
+    chip = Chip([spec], seed=cfg.seed)
+    online = calibration_rule("ltl", rule, chip, cfg, info, calibration_images(data, device))
+    online.cfg = online.cfg.replace(epochs=max(epochs, 1), lr=lr if lr is not None else (cfg.lr or 1e-3),
+                                    lr_schedule="constant", progress=False, tensorboard=False)
+    on_chip = OnChip(online, chip)
+    float_acc = _accuracy(rule, data, cfg, device)
+    before = _accuracy(on_chip, data, online.cfg, device)
+    log(f"weights at {bits} bits ({mode}): test accuracy {100 * float_acc:.2f}% with float weights, "
+        f"{100 * before:.2f}% quantized before calibration; {epochs} epoch(s) of on-chip online LTL")
+    selection = _fit_and_select(on_chip, online.cfg, data, device, epochs, f"{bits}-bit calibration", log)
+    after = _accuracy(on_chip, data, online.cfg, device)
+    student = copy.deepcopy(online.model)
+    for module in student.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for p in student.parameters():
+        p.requires_grad_(False)
+    report = {"bits": int(bits), "mode": mode, "quantizer": "spiketandem.hardware.noise.quantize, per layer",
+              "method": "online LTL on a simulated chip with k-bit weights (hardware.calibrate.calibration_rule: "
+                        "straight-through float shadows) through train.fit",
+              "biases": "float (not quantized)", "test_images": int(len(data.test_y)),
+              "accuracy_float_weights": float_acc, "accuracy_quantized_uncalibrated": float(before),
+              "accuracy_after": float(after), **selection}
+    return student, report

@@ -1,0 +1,241 @@
+"""Every learning rule by name: where its class lives and the options it takes.
+
+Declared here, without importing torch, so that the command line lists, checks and explains every rule
+and option in a fraction of a second (``spiketandem train --help``, usage errors); each rule class takes
+its ``options`` from its entry, and ``rules.RULES`` imports the classes when first asked for.
+
+Adding a rule: write its file (a ``Rule`` subclass with ``options = CATALOG[name].options``) and add its
+entry to ``CATALOG``; the CLI flags, YAML keys, option checks ("--my-lambda applies to rule(s) my-rule")
+and help follow.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import SpiketandemError
+
+
+@dataclass(frozen=True)
+class Option:
+    """A rule-specific setting: becomes the flag ``--NAME`` (dashes for underscores) and the YAML key NAME.
+
+    ``choices`` limits the value to a set; ``minimum``/``maximum`` bound it (inclusive), ``above``/``below``
+    (exclusive).  ``None`` as a default means "decided by the rule" and is always accepted."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def allowed(self) -> str:
+        """What values are allowed, in words (for help and error messages)."""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        lo = f"> {self.above}" if self.above is not None else f">= {self.minimum}" if self.minimum is not None else ""
+        hi = f"< {self.below}" if self.below is not None else f"<= {self.maximum}" if self.maximum is not None else ""
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(self.type, self.type.__name__)
+        return kind + (f" {bounds}" if bounds else "")
+
+    def check(self, value):
+        """``value`` converted to the option's type; one clear error if it is not allowed."""
+        if value is None:
+            return None
+        problem = f"option {self.flag} ({self.name}): {value!r} is not allowed; it must be {self.allowed()}"
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise SpiketandemError(problem)
+            return value
+        if isinstance(value, bool) or (self.type in (int, float) and isinstance(value, str)):
+            raise SpiketandemError(problem)
+        try:
+            converted = self.type(value)
+        except (TypeError, ValueError):
+            raise SpiketandemError(problem) from None
+        if self.type is int and converted != value:  # 4.5 is not an int option
+            raise SpiketandemError(problem)
+        if self.type is float and not math.isfinite(converted):
+            raise SpiketandemError(problem)
+        if self.choices and converted not in self.choices:
+            raise SpiketandemError(problem)
+        if ((self.minimum is not None and converted < self.minimum) or (self.maximum is not None and converted > self.maximum)
+                or (self.above is not None and converted <= self.above) or (self.below is not None and converted >= self.below)):
+            raise SpiketandemError(problem)
+        return converted
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    """One registered rule: its name (``--rule NAME``), its class (``"module:Class"`` inside
+    ``spiketandem.rules``) and its options."""
+
+    name: str
+    implementation: str
+    options: tuple[Option, ...] = ()
+
+    def option_named(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+
+# ---- offline and online LTL (ltl_offline.py, ltl_online.py, ltl_targets.py) ---------------------------
+
+YNORM_MODES = ("batch", "running", "fixed")
+SCHEDULES = ("parallel", "sequential")
+BPTT_MODES = ("full", "per-step", "printed")  # neuron.py: BPTT_MODES_DOC
+UPDATE_MODES = ("batch", "step")
+DEFAULT_WARMUP = 0.75  # fraction of T: 12 of 16 steps, as the authors' code
+
+# settings shared by offline and online LTL
+LTL_OPTIONS = (
+    Option("ynorm", str, "batch", "y_norm of the local targets: the percentile of each batch (authors' code), a "
+           "running average of it, or fixed once on calibration images", choices=YNORM_MODES),
+    Option("kd", float, 0.0, "weight of distillation to the teacher's logits at the readout", minimum=0.0),
+    Option("kd_temperature", float, 4.0, "distillation temperature", above=0.0),
+)
+LTL_OFFLINE_OPTIONS = LTL_OPTIONS + (
+    Option("schedule", str, "parallel", "train all layers at once, or one layer after another (one stage per "
+           "share of the epochs)", choices=SCHEDULES),
+    Option("bptt", str, "full", "gradient through each layer's T steps: full BPTT; per-step (the state detached "
+           "between steps: dL/dI[t] = dL/dS[t] s'(U[t]), cheapest); printed (the paper's Eq. 6-7 as printed: the "
+           "reset path through delta, one step of the leak)", choices=BPTT_MODES),
+)
+LTL_ONLINE_OPTIONS = LTL_OPTIONS + (
+    Option("online_warmup", float, DEFAULT_WARMUP, "fraction of the T steps that make no update (authors' code: "
+           "12 of 16)", minimum=0.0, below=1.0),
+    Option("online_warmup_steps", int, None, "number of warm-up steps (overrides --online-warmup)", minimum=0),
+    Option("online_update", str, "batch", "batch: sum the per-step gradients and step once per batch; step: step "
+           "the optimizer at every time step (the on-chip form)", choices=UPDATE_MODES),
+    Option("onchip_gate", bool, False, "gated on-chip update sign(error) x boxcar(U) (Fig. 1d); logs the "
+           "fraction of weight updates skipped"),
+)
+
+# ---- direct training: STBP, TET, Dspike, shortcut (direct.py and one file each); DECOLLE ---------------
+
+INIT_RATE = Option("init_rate", float, 0.1, "students without BatchNorm: rescale each layer's random weights, layer "
+                   "by layer, so that it fires at this mean rate on calibration images (0 = PyTorch's initialisation)",
+                   minimum=0.0, below=1.0)
+DIRECT_OPTIONS = (
+    Option("tdbn", bool, None, "keep BatchNorm, with statistics over (T, B, H, W) scaled by V_th (tdBN); "
+           "unset = the rule's paper (off for stbp, on for tet, dspike, shortcut)"),
+    Option("tdbn_alpha", float, 1.0, "tdBN's alpha (the paper uses 1/sqrt(2) before a residual add)", above=0.0),
+    Option("neunorm", bool, False, "NeuNorm: subtract alpha * an auxiliary neuron's trace of channel-summed spikes"),
+    Option("neunorm_k", float, 0.9, "NeuNorm decay k of the auxiliary neuron", minimum=0.0, maximum=1.0),
+    Option("neunorm_v", float, 0.1, "NeuNorm input scale v (the drive is v/F^2 times the channel sum)", minimum=0.0),
+    Option("voting", int, 0, "voting output layer: M spiking output neurons per class, MSE loss on their mean rate "
+           "(0 = off: cross-entropy on the mean output current)", minimum=0),
+    INIT_RATE,
+)
+TET_OPTIONS = DIRECT_OPTIONS + (
+    Option("tet_lambda", float, 1e-3, "weight lambda of TET's MSE regulariser (0 = per-step cross-entropy only)",
+           minimum=0.0, maximum=1.0),
+    Option("tet_phi", float, 1.0, "TET's MSE target phi (V_th = 1 in the paper)", minimum=0.0),
+)
+DSPIKE_OPTIONS = DIRECT_OPTIONS + (
+    Option("dspike_b", float, 3.0, "initial Dspike temperature b", above=0.0),
+    Option("dspike_db", float, 0.5, "step db of the per-epoch temperature search over {b - db, b, b + db}",
+           above=0.0),
+    Option("dspike_select", bool, True, "choose b each epoch by finite-difference gradients (else b is fixed)"),
+    Option("dspike_fd_eps", float, 0.01, "finite-difference step on the first layer's weights", above=0.0),
+    Option("dspike_fd_batch", int, 64, "images used for the finite-difference gradient", minimum=1),
+    Option("dspike_fd_coords", int, 0, "first-layer weights probed by finite differences (0 = all; a random "
+           "subset is cheaper)", minimum=0),
+)
+SHORTCUT_SCHEDULES = ("cosine", "linear", "constant")
+SHORTCUT_OPTIONS = DIRECT_OPTIONS + (
+    Option("shortcut_layers", str, "stages", "where heads attach: stages (last conv layer of each resolution), "
+           "all (every spiking layer but the last), or comma-separated layer names"),
+    Option("shortcut_schedule", str, "cosine", "balance coefficient schedule", SHORTCUT_SCHEDULES),
+    Option("shortcut_lambda", float, 1.0, "balance coefficient at the first epoch (lambda0)", minimum=0.0),
+)
+DECOLLE_MODES = ("online", "offline")
+DECOLLE_OPTIONS = (
+    Option("decolle_mode", str, "online", "online: one step at a time with eligibility traces, memory O(1) in T; "
+           "offline: BPTT within each layer", DECOLLE_MODES),
+    Option("decolle_loss", str, "mse", "local loss on the random readouts: mse to the one-hot label (paper) or ce",
+           ("mse", "ce")),
+    Option("decolle_updates", str, "step", "online: update the weights after every time step (paper) or once per "
+           "window", ("step", "window")),
+    Option("decolle_burnin", int, 0, "first steps of each window with no loss (dynamics only)", minimum=0),
+    INIT_RATE,
+)
+
+# ---- progressive tandem learning, conversion (ptl.py, convert.py) -------------------------------------
+
+PTL_OPTIONS = (
+    Option("ptl_patience", int, 6, "epochs without validation gain before the next layer is "
+           "converted (Wu et al. 2021: 6)", minimum=1),
+    Option("ptl_val_fraction", float, 0.1, "share of the training set held out for validation", above=0.0,
+           below=1.0),
+)
+CONVERT_OPTIONS = (
+    Option("membrane_init", float, 0.0, "initial membrane potential as a fraction of the threshold "
+           "(0: Rueckauer et al. 2017; 0.5: rounds instead of floors the spike count)", minimum=0.0, below=1.0),
+)
+QCFS_OPTIONS = (
+    Option("qcfs_levels", int, 8, "quantization levels L of the QCFS activation (Bu et al. 2022)", minimum=1),
+    Option("qcfs_shift", float, 0.5, "QCFS shift phi; the converted SNN starts every membrane at phi * "
+           "threshold", minimum=0.0, below=1.0),
+)
+
+def _option(cfg, entry: "RuleEntry", name: str):
+    return cfg.options.get(name, entry.option_named(name).default)
+
+
+def _check_ltl_online(cfg, entry) -> None:
+    steps = _option(cfg, entry, "online_warmup_steps")
+    if steps is not None and steps >= cfg.T:
+        raise SpiketandemError(f"option --online-warmup-steps (online_warmup_steps): {steps} warm-up steps leave no "
+                               f"step to learn from at T={cfg.T}; it must be an integer in [0, {cfg.T - 1}] (or a "
+                               "larger --T)")
+    if _option(cfg, entry, "onchip_gate") and cfg.surrogate != "boxcar":
+        raise SpiketandemError(f"option --onchip-gate (onchip_gate): the on-chip gate is the boxcar of Eq. 8, but "
+                               f"--surrogate is {cfg.surrogate}; use --surrogate boxcar with --onchip-gate")
+
+
+def _check_decolle(cfg, entry) -> None:
+    burnin = _option(cfg, entry, "decolle_burnin")
+    if burnin >= cfg.T:
+        raise SpiketandemError(f"option --decolle-burnin (decolle_burnin): {burnin} is not allowed at T={cfg.T}; it "
+                               f"must be an integer in [0, {cfg.T - 1}] (at least one step with a loss)")
+
+
+def _check_shortcut(cfg, entry) -> None:
+    spec = _option(cfg, entry, "shortcut_layers")
+    if spec.strip() not in ("stages", "all") and not [s for s in spec.split(",") if s.strip()]:
+        raise SpiketandemError(f"option --shortcut-layers (shortcut_layers): {spec!r} names no layer; it must be "
+                               "stages, all, or comma-separated spiking layer names")
+
+
+# checks across an option and the config's other fields, run by ``rules.configure`` before any work (the
+# rule's constructor would find them only after the data is loaded and a teacher trained)
+CONFIG_CHECKS = {"ltl-online": _check_ltl_online, "decolle": _check_decolle, "shortcut": _check_shortcut}
+
+CATALOG: dict[str, RuleEntry] = {entry.name: entry for entry in (
+    # the teacher's rule; offline and online LTL
+    RuleEntry("ann", "ann:ANNRule"),
+    RuleEntry("ltl-offline", "ltl_offline:LTLOffline", LTL_OFFLINE_OPTIONS),
+    RuleEntry("ltl-online", "ltl_online:LTLOnline", LTL_ONLINE_OPTIONS),
+    # direct training and DECOLLE
+    RuleEntry("stbp", "stbp:STBP", DIRECT_OPTIONS),
+    RuleEntry("tet", "tet:TET", TET_OPTIONS),
+    RuleEntry("dspike", "dspike:Dspike", DSPIKE_OPTIONS),
+    RuleEntry("shortcut", "shortcut:Shortcut", SHORTCUT_OPTIONS),
+    RuleEntry("decolle", "decolle:Decolle", DECOLLE_OPTIONS),
+    # tandem learning, conversion, quantized ANN
+    RuleEntry("tandem", "tandem:Tandem"),
+    RuleEntry("ptl", "ptl:PTL", PTL_OPTIONS),
+    RuleEntry("convert", "convert:Convert", CONVERT_OPTIONS),
+    RuleEntry("qcfs", "convert:QCFS", QCFS_OPTIONS),
+    RuleEntry("qat", "qat:QAT"),
+)}
