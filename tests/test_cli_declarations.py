@@ -12,7 +12,8 @@ def test_each_choice_list_is_the_one_its_module_uses():
     from spiketandem import neuron, precision, student, surrogate, train
     from spiketandem.config import CHOICES
     from spiketandem.data import events
-    from spiketandem.hardware import calibrate, noise
+    import importlib
+    calibrate, noise = (importlib.import_module(f"spiketandem.hardware.{m}") for m in ("calibrate", "noise"))
     used = {"NEURON_KINDS": neuron, "RESETS": neuron, "NEURON_BACKENDS": neuron, "SURROGATES": surrogate,
             "INITS": student, "ENCODINGS": student, "OPTIMIZERS": train, "LR_SCHEDULES": train,
             "AMP_MODES": precision, "BIN_MODES": events, "QUANT_MODES": noise, "SILENCE_MODES": noise}

@@ -59,3 +59,18 @@ def test_bad_requests_are_clear_errors(tmp_path, capsys, args, message):
     assert main(["compare", *FAST, "--out", str(tmp_path / "x"), "--sweep", "none", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x" / "stbp").exists()
+
+
+def test_the_front_holds_one_point_per_run_and_penalised_ltl(tmp_path, capsys, digits_teacher):
+    """`--rate-penalties`: offline LTL at every window and penalty, each run one point of the accuracy-vs-SynOps
+    front; rule options reach only the rules that declare them (--recipe is offline LTL's, stbp ignores it)."""
+    out = tmp_path / "cmp"
+    result = compare(capsys, "--rules", "ltl-offline", "stbp", "--sweep", "none", "--T", "2", "--eval-T", "2",
+                     "--recipe", "low-latency", "--rate-penalties", "0.5", "--teacher", digits_teacher, "--out", str(out))
+    front = {(p["method"], p["T"]): p for p in result["front"]}
+    assert set(front) == {("ltl-offline", 2), ("stbp", 2), ("ltl-offline + rate penalty", 2)}
+    penalised = RunFolder(out / "front" / "ltl-offline-T2-p0.5")
+    assert penalised.read_config()["options"]["rate_penalty"] == 0.5
+    assert front[("ltl-offline + rate penalty", 2)]["synops_ratio"] == penalised.read_json("summary.json")["synops_ratio"]
+    assert "recipe" not in RunFolder(out / "stbp").read_config()["options"]
+    assert (out / "front_accuracy_vs_synops.png").is_file()

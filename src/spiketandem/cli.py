@@ -251,6 +251,11 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dic
     g.add_argument("--batch-size", type=int, metavar="N", help=h(
         "the global batch: under torchrun each of the N processes gets batch-size / N of it (must divide evenly)",
         "batch_size"))
+    if rule_flag:
+        g.add_argument("--pipeline-stages", type=int, metavar="S", help=h(
+            "train the student's neuron layers as S pipelined stages, one per process: torchrun "
+            "--nproc_per_node=S*R (R data-parallel replicas of the pipeline); layer-local rules only (ltl-offline); "
+            "docs/performance.md", "pipeline_stages"))
     g.add_argument("--lr", type=float, metavar="LR", help=h("learning rate", default=recipe))
     g.add_argument("--optimizer", choices=[c for c in CHOICES["optimizer"] if c], help=h("optimizer", default=recipe))
     g.add_argument("--weight-decay", type=float, metavar="WD", help=h("L2 weight decay", default=recipe))

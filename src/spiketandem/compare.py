@@ -9,7 +9,9 @@ is an ordinary run folder (OUT/<rule>; sweep runs OUT/sweep/<rule>-T<T>), so ``e
 - ``fig2a_accuracy_vs_T.png``: accuracy vs time window (the LTL paper's Fig. 2a: offline LTL, STBP and
   the quantized ANN by default), either one training per window (``--sweep train``, the paper's
   protocol) or each main run evaluated at every window (``--sweep eval``, cheaper);
-- ``fig3_learning_curves.png``: test accuracy per epoch of the main runs (the paper's Fig. 3).
+- ``fig3_learning_curves.png``: test accuracy per epoch of the main runs (the paper's Fig. 3);
+- ``front_accuracy_vs_synops.png``: the accuracy-vs-operations front, one point per spiking run (every
+  rule and window, and offline LTL at each ``--rate-penalties`` value), the teacher as reference.
 A finished run folder (one with summary.json) is reused, so an interrupted comparison continues.
 """
 from __future__ import annotations
@@ -32,11 +34,12 @@ def registered(names) -> list[str]:
     return [n for n in names if n in CATALOG]
 
 
-def _for_rule(cfg, name: str, teacher: str | None, **changes):
-    """The setup for one rule: the shared teacher only where the rule uses one (``cfg.replace`` ignores
-    None values, so the config is rebuilt from its fields)."""
+def _for_rule(cfg, name: str, teacher: str | None, options: dict | None = None, **changes):
+    """The setup for one rule: the shared teacher only where the rule uses one, and of the given rule
+    options those the rule declares (plus ``options``)."""
     from .config import make_config
-    return make_config({**cfg.to_dict(), **changes, "rule": name,
+    own = {k: v for k, v in {**cfg.options, **(options or {})}.items() if CATALOG[name].option_named(k) is not None}
+    return make_config({**cfg.to_dict(), **changes, "rule": name, "options": own,
                         "teacher": teacher if get_rule(name).needs_teacher else None})
 
 
@@ -79,8 +82,10 @@ def _row(rule: str, summary: dict, run_dir: Path) -> dict:
 
 
 def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFAULT_SWEEP_T, sweep: str = "train",
-                resume: bool = False, log=print) -> dict:
-    """Train ``rules`` (and the T sweep) on the setup ``cfg``; write the table and figures into ``out``."""
+                resume: bool = False, log=print, penalties=()) -> dict:
+    """Train ``rules`` (and the T sweep) on the setup ``cfg``; write the table and figures into ``out``.
+    ``penalties``: also train offline LTL with each ``--rate-penalty`` at each window of the front (the
+    sweep's windows, else ``cfg.T``) into OUT/front/, for the accuracy-vs-operations front."""
     if sweep not in SWEEP_MODES:
         raise SpiketandemError(f"--sweep {sweep!r} is not one of {', '.join(SWEEP_MODES)}")
     rules = list(rules) if rules else registered(DEFAULT_RULES)
@@ -105,11 +110,14 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
         log(f"== {name}")
         runs[name] = _row(name, _train(run_cfg, out / name, resume=resume, log=log), out / name)
     sweep_acc, sweep_ratio = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), teacher, runs, resume, log)
+    front_T = list(sweep_T) if sweep != "none" else [cfg.T]
+    penalty_runs = _penalty_runs(cfg, out, penalties, front_T, teacher, resume, log)
     result = {"setup": {k: getattr(cfg, k) for k in ("dataset", "arch", "width", "n_train", "n_test", "neuron", "T",
                                                       "epochs", "batch_size", "lr", "seed")},
               "teacher": teacher, "teacher_acc": teacher_acc, "runs": runs,
               "sweep": {"mode": sweep, "T": list(sweep_T) if sweep != "none" else [], "accuracy": sweep_acc,
                         "synops_ratio": sweep_ratio},
+              "front": _front(runs, sweep_acc, sweep_ratio, penalty_runs),
               "wall_seconds": time.perf_counter() - t0}
     result["files"] = _write_outputs(result, out)
     return result
@@ -148,6 +156,36 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teacher, runs: dict
             if rule_cls.spiking:
                 ratio[name][str(T)] = summary.get("synops_ratio")
     return acc, ratio
+
+
+def _penalty_runs(cfg, out: Path, penalties, Ts: list, teacher, resume: bool, log) -> list[dict]:
+    """Offline LTL at every window and firing-rate penalty (energy-aware LTL), one run each."""
+    found = []
+    for T in Ts if penalties else []:
+        for penalty in penalties:
+            log(f"== ltl-offline, T = {T}, rate penalty {penalty:g}")
+            run_cfg = _for_rule(cfg, "ltl-offline", teacher, {"rate_penalty": float(penalty)}, T=T, eval_T=[T])
+            summary = _train(run_cfg, out / "front" / f"ltl-offline-T{T}-p{penalty:g}", resume=resume, log=log)
+            found.append({"method": "ltl-offline + rate penalty", "T": T, "penalty": float(penalty),
+                          "acc": summary["student_acc"], "synops_ratio": summary.get("synops_ratio"),
+                          "label": f"T={T}, p={penalty:g}"})
+    return found
+
+
+def _front(runs: dict, sweep_acc: dict, sweep_ratio: dict, penalty_runs: list[dict]) -> list[dict]:
+    """Every spiking run as one point (method, T, accuracy, SynOps ratio) of the accuracy-vs-operations front."""
+    points, seen = [], set()
+    for name, values in sweep_acc.items():
+        for T, acc in values.items():
+            ratio = sweep_ratio.get(name, {}).get(T)
+            if ratio is not None:
+                points.append({"method": name, "T": int(T), "acc": acc, "synops_ratio": ratio, "label": f"T={T}"})
+                seen.add((name, int(T)))
+    for name, r in runs.items():
+        if r["synops_ratio"] is not None and r["T"] is not None and (name, r["T"]) not in seen:
+            points.append({"method": name, "T": r["T"], "acc": r["student_acc"], "synops_ratio": r["synops_ratio"],
+                           "label": f"T={r['T']}"})
+    return points + penalty_runs
 
 
 def _fmt(value, pct: bool = True) -> str:
@@ -190,7 +228,7 @@ def markdown(result: dict) -> str:
 
 
 def _write_outputs(result: dict, out: Path) -> dict:
-    from .report.plots import plot_learning_curves, plot_T_sweep
+    from .report.plots import plot_front, plot_learning_curves, plot_T_sweep
     from .runs import atomic_text
     files = {"markdown": str(out / "compare.md"), "json": str(out / "compare.json")}
     curves = {n: r["curve"] for n, r in result["runs"].items() if r["curve"]}
@@ -203,6 +241,11 @@ def _write_outputs(result: dict, out: Path) -> dict:
         files["fig2a"] = str(out / "fig2a_accuracy_vs_T.png")
         plot_T_sweep(sweep["accuracy"], sweep["synops_ratio"], Path(files["fig2a"]), result["teacher_acc"],
                      title=f"accuracy vs time window ({result['setup']['dataset']}, {result['setup']['arch']})")
+    if result["front"]:
+        files["front"] = str(out / "front_accuracy_vs_synops.png")
+        plot_front(result["front"], Path(files["front"]), result["teacher_acc"],
+                   title=f"accuracy vs operations ({result['setup']['dataset']}, {result['setup']['arch']}), "
+                         "one point per run")
     result = {**result, "files": files}
     atomic_text(markdown(result) + "\n", out / "compare.md")
     atomic_text(json.dumps(result, indent=2) + "\n", out / "compare.json")
@@ -229,6 +272,9 @@ def register(p) -> None:
                    help=f"rules in the T sweep (default: {' '.join(DEFAULT_SWEEP_RULES)}, those registered)")
     g.add_argument("--sweep-T", type=int, nargs="+", default=list(DEFAULT_SWEEP_T), metavar="T",
                    help="time windows of the sweep (default 4 8 16 32)")
+    g.add_argument("--rate-penalties", type=float, nargs="+", default=(), metavar="P",
+                   help="also train offline LTL with each --rate-penalty P at each sweep window: more points of the "
+                        "accuracy-vs-SynOps front (front_accuracy_vs_synops.png)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -241,8 +287,10 @@ def cmd_compare(args) -> None:
     if cfg.arch is None:
         cfg = cfg.replace(arch=default_arch(cfg.dataset))
     out = Path(cfg.out or Path("runs") / f"compare-{cfg.dataset}-{cfg.arch}")
+    if any(p < 0 for p in args.rate_penalties):
+        raise SpiketandemError(f"--rate-penalties must be >= 0, got {args.rate_penalties}")
     result = run_compare(cfg, out, args.rules, args.sweep_rules, args.sweep_T, args.sweep, resume=args.resume,
-                         log=_logger(args))
+                         log=_logger(args), penalties=args.rate_penalties)
     if args.json:
         print(json.dumps({**result, "out": str(out)}))
         return

@@ -39,6 +39,7 @@ CHOICES = {
 NUMBERS = {
     "T": dict(integer=True, minimum=1),
     "batch_size": dict(integer=True, minimum=1),
+    "pipeline_stages": dict(integer=True, minimum=1, hint=" (1: no layer pipelining)"),
     "teacher_epochs": dict(integer=True, minimum=1),
     "epochs": dict(integer=True, minimum=0, hint=" (0 for rules that train nothing, e.g. convert)"),
     "seed": dict(integer=True, minimum=0, maximum=2 ** 32 - 1),
@@ -169,6 +170,7 @@ class RunConfig:
     weight_decay: float | None = None
     lr_schedule: str = "cosine"
     milestones: list = field(default_factory=lambda: [0.3, 0.6, 0.8])
+    pipeline_stages: int = 1  # >1: the student's layers as that many pipelined stages, one per process (pipelining/)
     # system
     seed: int = 0
     device: str = "auto"

@@ -59,6 +59,11 @@ from .errors import SpiketandemError
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _comm_device: torch.device | None = None
+# the data-parallel group of this rank: all ranks, unless layer pipelining (``pipelining/``) splits them into
+# stages, each with its own group of replicas (``use_data_parallel_group``)
+_dp_group = None
+_dp_rank: int | None = None
+_dp_size: int | None = None
 
 
 # ---- process group -----------------------------------------------------------------------------
@@ -124,18 +129,37 @@ def _device() -> torch.device:
     return _comm_device or torch.device("cpu")
 
 
+def use_data_parallel_group(group, rank_in_group: int, size: int) -> None:
+    """Make ``group`` (``size`` ranks, this one ``rank_in_group``; None with size 1) the data-parallel group:
+    batch shards, gradient averaging, global BatchNorm and gathered statistics then span it, not all ranks
+    (layer pipelining: the ranks of one stage)."""
+    global _dp_group, _dp_rank, _dp_size
+    _dp_group, _dp_rank, _dp_size = group, rank_in_group, size
+
+
+def data_parallel_rank() -> int:
+    return _dp_rank if _dp_size is not None else rank()
+
+
+def data_parallel_size() -> int:
+    return _dp_size if _dp_size is not None else world_size()
+
+
 def local_batch_size(global_batch: int) -> int:
     """This rank's share of a global batch (which must divide evenly)."""
-    world = world_size()
+    world = data_parallel_size()
     if global_batch % world:
+        among = (f"number of processes ({world})" if _dp_size is None else
+                 f"number of data-parallel replicas ({world}: processes / --pipeline-stages)")
         raise SpiketandemError(f"--batch-size {global_batch} is the global batch and must be divisible by the "
-                               f"number of processes ({world}); use a multiple of {world}")
+                               f"{among}; use a multiple of {world}")
     return global_batch // world
 
 
 def shard_args(global_batch: int) -> dict:
     """``DeviceBatches`` keyword arguments for this rank's slices of global batches of ``global_batch``."""
-    return {"batch_size": local_batch_size(global_batch), "rank": rank(), "world_size": world_size()}
+    return {"batch_size": local_batch_size(global_batch), "rank": data_parallel_rank(),
+            "world_size": data_parallel_size()}
 
 
 # ---- reductions ----------------------------------------------------------------------------------
@@ -150,12 +174,12 @@ def sum_across(values: list[float]) -> list[float]:
 
 
 def gather_flat(values: torch.Tensor) -> torch.Tensor:
-    """All ranks' (equal-length) flat tensors concatenated in rank order."""
-    if not active():
+    """The data-parallel ranks' (equal-length) flat tensors concatenated in rank order."""
+    if not active() or data_parallel_size() == 1:
         return values
     values = values.contiguous()
-    parts = [torch.empty_like(values) for _ in range(world_size())]
-    dist.all_gather(parts, values)
+    parts = [torch.empty_like(values) for _ in range(data_parallel_size())]
+    dist.all_gather(parts, values, group=_dp_group)
     return torch.cat(parts)
 
 
@@ -168,16 +192,17 @@ def decorrelate_rng(seed: int, epoch: int) -> None:
 
 
 def average_gradients(optimizer: torch.optim.Optimizer, *_args, **_kwargs) -> None:
-    """Replace each parameter's gradient by its mean over ranks (a parameter without a gradient on
-    a rank contributes zero there; one without a gradient on every rank keeps none)."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if not params or not active():
+    """Replace each parameter's gradient by its mean over the data-parallel ranks (a parameter without a
+    gradient on a rank contributes zero there; one without a gradient on every rank keeps none).  Frozen
+    parameters (``requires_grad`` False, alike on every rank) are left out."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if not params or not active() or data_parallel_size() == 1:
         return
     present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
     grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
     flat = torch.cat([torch.cat(grads).to(_device()), present.to(_device())])
-    dist.all_reduce(flat)
-    flat /= world_size()
+    dist.all_reduce(flat, group=_dp_group)
+    flat /= data_parallel_size()
     offset, n = 0, len(params)
     seen = flat[-n:].tolist()  # one device-to-host copy, not one per parameter
     for i, p in enumerate(params):
@@ -218,15 +243,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input, got {x.dim()}D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and active()):
+        if not (self.training and active() and data_parallel_size() > 1):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
+        group = _dp_group if _dp_group is not None else dist.group.WORLD
         dims = [0] + list(range(2, x.dim()))
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        count = x.numel() // x.shape[1] * world_size()
-        mean = all_reduce(x.float().sum(dims)) / count
+        count = x.numel() // x.shape[1] * data_parallel_size()
+        mean = all_reduce(x.float().sum(dims), group=group) / count
         centred = x.float() - mean.reshape(shape)
-        var = all_reduce((centred * centred).sum(dims)) / count
+        var = all_reduce((centred * centred).sum(dims), group=group) / count
         y = centred * torch.rsqrt(var + self.eps).reshape(shape)
         if self.affine:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import distributed, pipelining
 from .config import RunConfig
 from .data import ArrayDataset, load_dataset
 from .data.feeding import calibration_images, evaluation_batches
@@ -38,7 +38,7 @@ def run_dir_for(cfg: RunConfig, kind: str, resume: bool = False) -> RunFolder:
 # config fields a resumed run may change: they do not change what is computed
 # (--epochs may grow: the run continues on the longer run's schedule, see train.fit)
 RESUMABLE = {"progress", "device", "out", "name", "data_dir", "download", "tensorboard", "neuron_backend", "teacher",
-             "eval_T", "epochs", "teacher_epochs"}
+             "eval_T", "epochs", "teacher_epochs", "pipeline_stages"}  # a pipelined run's checkpoint is the whole run's
 
 
 # fields that only a spiking student uses (an ANN teacher's run ignores them)
@@ -239,7 +239,8 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
                 "is a CPU-sized setting (docs/ltl_offline.md), or pass a trained --teacher")
         # the teacher recipe (the ANN rule's optimizer defaults), never the student's settings
         teacher_cfg = cfg.replace(rule="ann", epochs=cfg.teacher_epochs, lr=None, optimizer=None, weight_decay=None,
-                                  out=str(sub.path), lr_schedule="cosine", options={}, teacher=None)
+                                  out=str(sub.path), lr_schedule="cosine", options={}, teacher=None,
+                                  pipeline_stages=1)  # the teacher trains data-parallel on every rank
         train_teacher(teacher_cfg, sub, resume=resume and sub.exists(), log=log)
         teacher, meta = load_teacher(sub.file("teacher.pt"), info, device)
     if distributed.is_main():
@@ -266,6 +267,8 @@ def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, overwrite=Fal
 def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     rule_cls = get_rule(cfg.rule)
     cfg, data, info, device = prepare(cfg, log)
+    if cfg.pipeline_stages > 1:
+        pipelining.check_launch(cfg.pipeline_stages)  # before a teacher is trained or anything written
     record_config(run, cfg, device, resume)  # on resume: refused here, before anything is trained or written
     seed_everything(cfg.seed)
     teacher, teacher_acc = (None, None)
@@ -279,11 +282,14 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     rule.model.to(device)
     log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on {describe_data(data)}, "
         f"{cfg.epochs} epochs, device {device}, into {run.path}")
-    seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end).seconds
+    trained = pipelining.wrap(rule, cfg)  # --pipeline-stages: the loop drives the stage wrapper
+    seconds = fit(trained, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end).seconds
+    if trained is not rule:
+        log(pipelining.describe(trained.report()))
 
     def finish() -> dict:  # the final evaluation (every T, SynOps) runs on rank 0 alone
         save_model(rule, run.file("student.pt"), zoo_architecture(cfg))
-        summary = evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, run=run)
+        summary = evaluate_run_objects(cfg, trained, teacher, data, device, teacher_acc, seconds, run=run)
         run.write_json("summary.json", summary)
         plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), teacher_acc=teacher_acc,
                             title=f"{cfg.rule} student of {cfg.arch} on {cfg.dataset} (T={cfg.T})")

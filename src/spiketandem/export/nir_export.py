@@ -393,8 +393,8 @@ class _Translator:
         repeated = Counter(inputs)
         unique = []
         for name, k in repeated.items():  # x + x: one edge cannot carry it twice
-            unique.append(name if k == 1 else self.g.add("scale", shape, [name], node.name, scale=torch.tensor(float(k)),
-                                                         shift=None))
+            unique.append(name if k == 1 else
+                          self.g.add("scale", shape, [name], node.name, scale=torch.tensor(float(k)), shift=None))
         if isinstance(constant, torch.Tensor) and bool((constant != 0).any()):
             unique = [self.g.add("scale", shape, unique, node.name, scale=torch.tensor(1.0),
                                  shift=_as_scale(constant.double(), shape))]
@@ -519,7 +519,6 @@ def _fold_step(g: _Graph, name: str, node: _Node) -> bool:
     users = g.consumers(name)
     if not users:
         return False
-    in_shape = g.nodes[node.inputs[0]].shape if len(node.inputs) == 1 else node.shape
     # 1. the identity
     if bool((s == 1).all()) and shift is None and len(node.inputs) == 1 and g.can_remove(name):
         g.remove(name)
@@ -860,7 +859,6 @@ def neuron_node_names(graph) -> list[str]:
 
 def neuron_layers(graph) -> dict[str, str]:
     """NIR neuron node -> the student's neuron layer name (``Student.layers[i].name``), from the metadata."""
-    nir = _need_nir()
     out = {}
     for name in neuron_node_names(graph):
         meta = graph.nodes[name].metadata or {}

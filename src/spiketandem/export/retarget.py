@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import copy
 
-import torch
-
 from ..errors import SpiketandemError
 from ..student import Student
-
-from .options import QUANT_MODES, RETARGETS  # noqa: F401  (RETARGETS: the --retarget choices)
+from .options import QUANT_MODES
 
 
 def _quiet_log(*args, **kwargs):
@@ -96,8 +93,9 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     try:
         new.model.load_state_dict(student.state_dict())
     except RuntimeError as e:
-        raise SpiketandemError(f"--retarget: the {cfg.rule} student's parameters do not fit an ltl-offline student of "
-                               f"the same teacher ({str(e).splitlines()[0]}); retrain with --reset zero instead") from None
+        raise SpiketandemError(f"--retarget: the {cfg.rule} student's parameters do not fit an ltl-offline student "
+                               f"of the same teacher ({str(e).splitlines()[0]}); retrain with --reset zero "
+                               "instead") from None
     targets = rule.extra_state().get("targets")
     if targets is not None:
         new.load_extra_state({"targets": targets})

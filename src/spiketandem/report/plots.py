@@ -392,3 +392,33 @@ def plot_bars(values: dict[str, float], path: Path, xlabel: str, title: str, ref
         ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
+
+
+def plot_front(points: list[dict], path: Path, teacher_acc: float | None = None, title: str = "",
+               colors: dict[str, str] | None = None, chance: float | None = None, test_size: int | None = None) -> None:
+    """The accuracy-vs-operations front: one point per run (``points``: dicts with ``method``, ``acc``,
+    ``synops_ratio`` and a short ``label`` such as "T=4" or "T=4, p=0.5"), one colour per method, each
+    method's points joined in order of operations; the teacher at (1, its accuracy) and as a dotted line."""
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    colors = _colors_for(methods, colors)
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for method in methods:
+        pts = sorted((p for p in points if p["method"] == method and p.get("synops_ratio") is not None
+                      and p.get("acc") is not None), key=lambda p: p["synops_ratio"])
+        if not pts:
+            continue
+        ax.plot([p["synops_ratio"] for p in pts], [100 * p["acc"] for p in pts], "o-", color=colors[method],
+                label=_plain(method))
+        for p in pts:
+            ax.annotate(_plain(p.get("label", "")), (p["synops_ratio"], 100 * p["acc"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7, color=colors[method])
+    if teacher_acc is not None:
+        ax.axhline(100 * teacher_acc, color="k", ls=":", label=f"ANN teacher {100 * teacher_acc:.2f}%")
+        ax.plot([1.0], [100 * teacher_acc], "k*", markersize=10)
+    ax.set_xlim(left=0)
+    ax.set(xlabel="SynOps / teacher MACs (per sample)", ylabel="test accuracy (%)",
+           title=_plain(title or "accuracy vs operations"))
+    _accuracy_axis(ax, chance, test_size)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ..errors import SpiketandemError
-from .catalog import CATALOG, CONFIG_CHECKS, Option, RuleEntry
+from .catalog import CATALOG, CONFIG_CHECKS, Option, RuleEntry, check_pipeline
 
 if TYPE_CHECKING:
     from .base import DataInfo, Rule
@@ -92,6 +92,7 @@ def configure(cfg):
     cfg = dataclasses.replace(cfg, options=checked)
     if cfg.rule in CONFIG_CHECKS:
         CONFIG_CHECKS[cfg.rule](cfg, entry)
+    check_pipeline(cfg, entry)
     return cfg
 
 

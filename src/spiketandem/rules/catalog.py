@@ -78,11 +78,13 @@ class Option:
 @dataclass(frozen=True)
 class RuleEntry:
     """One registered rule: its name (``--rule NAME``), its class (``"module:Class"`` inside
-    ``spiketandem.rules``) and its options."""
+    ``spiketandem.rules``), its options, and why it cannot train as pipelined layer stages
+    (``--pipeline-stages``, ``pipelining/``; None for a rule that can)."""
 
     name: str
     implementation: str
     options: tuple[Option, ...] = ()
+    no_pipeline: str | None = None
 
     def option_named(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -100,10 +102,26 @@ DEFAULT_WARMUP = 0.75  # fraction of T: 12 of 16 steps, as the authors' code
 LTL_OPTIONS = (
     Option("ynorm", str, "batch", "y_norm of the local targets: the percentile of each batch (authors' code), a "
            "running average of it, or fixed once on calibration images", choices=YNORM_MODES),
-    Option("kd", float, 0.0, "weight of distillation to the teacher's logits at the readout", minimum=0.0),
+    Option("kd", float, None, "weight of distillation to the teacher's logits at the readout (default 0; 1 with "
+           "ltl-offline's --recipe low-latency)", minimum=0.0),
     Option("kd_temperature", float, 4.0, "distillation temperature", above=0.0),
 )
+TARGET_ROUNDINGS = ("none", "floor", "round")
+RECIPES = ("default", "low-latency")
+# what --recipe low-latency sets, for every part the user does not set (docs/ltl_offline.md: "Short windows")
+LOW_LATENCY = {"membrane_init": 0.5, "target_rounding": "round", "kd": 1.0}
+PAPER_PARTS = {"membrane_init": 0.0, "target_rounding": "none", "kd": 0.0}  # --recipe default
 LTL_OFFLINE_OPTIONS = LTL_OPTIONS + (
+    Option("recipe", str, "default", "default (the paper's settings), or low-latency: the settings for T <= 4 "
+           "(--membrane-init 0.5 --target-rounding round --kd 1; each part can still be set alone)", choices=RECIPES),
+    Option("membrane_init", float, None, "every membrane starts at this fraction of its threshold, in training and "
+           "inference (0: the paper; 0.5 rounds instead of floors the spike count; default: the recipe's)",
+           minimum=0.0, below=1.0),
+    Option("target_rounding", str, None, "local targets as whole spike counts: none (the paper's Eq. 4), floor "
+           "(floor(T y/y_norm)/T, the round-down of the paper's text) or round (default: the recipe's)",
+           choices=TARGET_ROUNDINGS),
+    Option("rate_penalty", float, 0.0, "energy-aware LTL: adds rate_penalty * mean firing rate to every layer's "
+           "local loss, trading accuracy for fewer synaptic operations", minimum=0.0),
     Option("schedule", str, "parallel", "train all layers at once, or one layer after another (one stage per "
            "share of the epochs)", choices=SCHEDULES),
     Option("bptt", str, "full", "gradient through each layer's T steps: full BPTT; per-step (the state detached "
@@ -221,21 +239,52 @@ def _check_shortcut(cfg, entry) -> None:
 # rule's constructor would find them only after the data is loaded and a teacher trained)
 CONFIG_CHECKS = {"ltl-online": _check_ltl_online, "decolle": _check_decolle, "shortcut": _check_shortcut}
 
+# why a rule cannot train as pipelined layer stages (--pipeline-stages): only layer-local rules can, whose
+# layers learn from their own losses on detached inputs, so that no gradient travels back between stages
+END_TO_END = ("its loss is global: every layer's gradient flows back through all the layers above it, so no "
+              "layer can update before the whole network has run backward, and stages would need backward "
+              "messages; pipelining needs layer-local losses (--rule ltl-offline)")
+ANN_END_TO_END = ("it trains an ANN end to end by backpropagation (every layer waits for the backward pass "
+                  "through the layers above it); scale it by data parallelism: torchrun without --pipeline-stages")
+NO_PIPELINE = {
+    "ann": ANN_END_TO_END,
+    "ltl-online": ("online LTL updates every layer at every time step inside the window; a pipelined form would "
+                   "stay exact (a stage's outputs never depend on later stages) but is not implemented: pipeline "
+                   "--rule ltl-offline, or scale online LTL by data parallelism (torchrun without "
+                   "--pipeline-stages)"),
+    "decolle": ("DECOLLE's layers learn locally, but from random readouts updated at every time step; its "
+                "pipelined form is not implemented (scale it by data parallelism instead)"),
+    "ptl": ("progressive tandem learning trains the network end to end through the ANN layers not yet "
+            "converted, so every layer waits for the backward pass of the whole network"),
+    "convert": "conversion trains nothing (it copies the teacher's weights and sets thresholds): there are no "
+               "training steps to pipeline",
+    "qcfs": ANN_END_TO_END,
+    "qat": ANN_END_TO_END,
+}
+
 CATALOG: dict[str, RuleEntry] = {entry.name: entry for entry in (
     # the teacher's rule; offline and online LTL
-    RuleEntry("ann", "ann:ANNRule"),
+    RuleEntry("ann", "ann:ANNRule", no_pipeline=NO_PIPELINE["ann"]),
     RuleEntry("ltl-offline", "ltl_offline:LTLOffline", LTL_OFFLINE_OPTIONS),
-    RuleEntry("ltl-online", "ltl_online:LTLOnline", LTL_ONLINE_OPTIONS),
+    RuleEntry("ltl-online", "ltl_online:LTLOnline", LTL_ONLINE_OPTIONS, NO_PIPELINE["ltl-online"]),
     # direct training and DECOLLE
-    RuleEntry("stbp", "stbp:STBP", DIRECT_OPTIONS),
-    RuleEntry("tet", "tet:TET", TET_OPTIONS),
-    RuleEntry("dspike", "dspike:Dspike", DSPIKE_OPTIONS),
-    RuleEntry("shortcut", "shortcut:Shortcut", SHORTCUT_OPTIONS),
-    RuleEntry("decolle", "decolle:Decolle", DECOLLE_OPTIONS),
+    RuleEntry("stbp", "stbp:STBP", DIRECT_OPTIONS, END_TO_END),
+    RuleEntry("tet", "tet:TET", TET_OPTIONS, END_TO_END),
+    RuleEntry("dspike", "dspike:Dspike", DSPIKE_OPTIONS, END_TO_END),
+    RuleEntry("shortcut", "shortcut:Shortcut", SHORTCUT_OPTIONS, END_TO_END),
+    RuleEntry("decolle", "decolle:Decolle", DECOLLE_OPTIONS, NO_PIPELINE["decolle"]),
     # tandem learning, conversion, quantized ANN
-    RuleEntry("tandem", "tandem:Tandem"),
-    RuleEntry("ptl", "ptl:PTL", PTL_OPTIONS),
-    RuleEntry("convert", "convert:Convert", CONVERT_OPTIONS),
-    RuleEntry("qcfs", "convert:QCFS", QCFS_OPTIONS),
-    RuleEntry("qat", "qat:QAT"),
+    RuleEntry("tandem", "tandem:Tandem", no_pipeline=END_TO_END),
+    RuleEntry("ptl", "ptl:PTL", PTL_OPTIONS, NO_PIPELINE["ptl"]),
+    RuleEntry("convert", "convert:Convert", CONVERT_OPTIONS, NO_PIPELINE["convert"]),
+    RuleEntry("qcfs", "convert:QCFS", QCFS_OPTIONS, NO_PIPELINE["qcfs"]),
+    RuleEntry("qat", "qat:QAT", no_pipeline=NO_PIPELINE["qat"]),
 )}
+
+
+def check_pipeline(cfg, entry: RuleEntry) -> None:
+    """``--pipeline-stages S`` (S > 1) only for a rule that can train as pipelined stages."""
+    stages = getattr(cfg, "pipeline_stages", 1)
+    if stages > 1 and entry.no_pipeline:
+        raise SpiketandemError(f"--pipeline-stages {stages}: rule {entry.name} cannot train as pipelined layer "
+                               f"stages: {entry.no_pipeline}")

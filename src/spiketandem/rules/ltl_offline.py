@@ -20,7 +20,8 @@ from ..neuron import RunContext
 from ..student import TeacherTaps, activation_scales
 from ..data.feeding import calibration_images
 from .base import Rule, cross_entropy_with_kd, make_student
-from .catalog import CATALOG
+from .catalog import CATALOG, LOW_LATENCY, PAPER_PARTS
+from .hybrid import membrane_start
 from .ltl_targets import LocalTargets
 
 
@@ -63,21 +64,60 @@ class LTLOffline(Rule):
 
     def readout_loss(self, logits, y, teacher_logits):
         """Cross-entropy at the readout, plus distillation with weight ``--kd``."""
-        return cross_entropy_with_kd(logits, y, teacher_logits, self.option("kd"), self.option("kd_temperature"))
+        return cross_entropy_with_kd(logits, y, teacher_logits, self.part("kd"), self.option("kd_temperature"))
+
+    def part(self, name: str):
+        """An option that ``--recipe`` may set: the user's value, else the recipe's, else the paper's."""
+        value = self.option(name) if self.option_named(name) is not None else None
+        if value is None:
+            recipe = self.option("recipe") if self.option_named("recipe") is not None else "default"
+            value = (LOW_LATENCY if recipe == "low-latency" else PAPER_PARTS)[name]
+        return value
+
+    def target(self, name: str, activation: torch.Tensor, T: int, update: bool = True) -> torch.Tensor:
+        """clamp(y / y_norm, 0, 1), as a whole number of spikes out of T with ``--target-rounding``."""
+        target = self.targets.target(name, activation, update)
+        rounding = self.part("target_rounding")
+        if rounding == "floor":
+            return torch.floor(target * T) / T
+        if rounding == "round":
+            return torch.floor(target * T + 0.5) / T
+        return target
 
     def local_losses(self, records: dict, acts: dict, update: bool = True) -> dict[str, torch.Tensor]:
-        """L_l = mean((target_l - C_l[T] / T)^2) for each active layer (spikes ``[T, B, ...]``)."""
+        """L_l = mean((target_l - C_l[T] / T)^2) + rate_penalty * mean(C_l[T] / T) for each active layer
+        (spikes ``[T, B, ...]``)."""
         # C/T as sum(0) / T rather than mean(0): the same value, but the backward of sum is a stride-0
         # expand that the fused neuron kernel reads in place; mean's backward writes a [T, B, ...] tensor
-        return {name: F.mse_loss(records[name].sum(0) / records[name].shape[0],
-                                 self.targets.target(name, acts[name], update))
-                for name in self.active}
+        penalty = self.option("rate_penalty")
+        losses = {}
+        for name in self.active:
+            T = records[name].shape[0]
+            rate = records[name].sum(0) / T
+            losses[name] = F.mse_loss(rate, self.target(name, acts[name], T, update))
+            if penalty:
+                losses[name] = losses[name] + penalty * rate.mean()
+        return losses
+
+    def initial_state(self) -> dict | None:
+        """``--membrane-init f``: every layer's membrane starts at f * threshold."""
+        return membrane_start(self.model, self.part("membrane_init"))
+
+    @torch.no_grad()
+    def predict(self, x, T=None):
+        return self.model.run(x, RunContext(T=T or self.cfg.T, batch=x.shape[0], state_in=self.initial_state())).mean(0)
+
+    def run_context(self, batch: int, record_names=None) -> RunContext:
+        """The context of one training forward, recording the active layers (or ``record_names``); the
+        pipelined stages (``pipelining/``) run their segments of the student in it too."""
+        return RunContext(T=self.cfg.T, batch=batch, detach=True, records={},
+                          record_names=set(self.active if record_names is None else record_names),
+                          bptt=self.option("bptt"), state_in=self.initial_state())
 
     def loss(self, x, y, epoch):
         with torch.no_grad():
             teacher_logits, acts = self.taps(x)
-        ctx = RunContext(T=self.cfg.T, batch=x.shape[0], detach=True, records={}, record_names=set(self.active),
-                         bptt=self.option("bptt"))
+        ctx = self.run_context(x.shape[0])
         logits = self.model.run(x, ctx).mean(0)
         local = self.local_losses(ctx.records, acts)
         ce = self.readout_loss(logits, y, teacher_logits)
