@@ -267,3 +267,13 @@ def test_unevenly_dividing_adaptive_pool_refused():
 def test_rate_encoded_student_refused():
     with pytest.raises(SpiketandemError, match="rate.*--encoding analog"):
         student_to_nir(_build(build_model("digits-mlp", 10, 1, 8, 0.25), encoding="rate"))
+
+
+@pytest.mark.parametrize("arch", sorted(__import__("spiketandem.models", fromlist=["MODELS"]).MODELS))
+def test_every_zoo_architecture_exports_and_matches(tmp_path, arch):
+    """Every teacher of the zoo (plain and strided VGGs, ResNet-20, the digits nets) gives an exportable student."""
+    digits = arch.startswith("digits")
+    shape = (1, 8, 8) if digits or arch == "resnet20" else (3, 32, 32)
+    torch.manual_seed(0)
+    teacher = build_model(arch, 10, shape[0], shape[1], 0.25 if digits or arch == "resnet20" else 0.0625)
+    _matches_reference(_build(teacher, shape=shape, threshold_scale=0.6), tmp_path, shape=shape, n=4)

@@ -112,7 +112,8 @@ def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, tes
     teacher_arch = zoo_architecture(cfg) if not rule_cls.needs_teacher else None
     if run is not None:
         run.write_config(cfg)
-    result = fit(model_rule, cfg, training, dev, run, log=log or (lambda *a, **k: None))
+    from .pipelining import wrap  # pipeline_stages=S under torchrun: the loop drives the stage wrapper
+    result = fit(wrap(model_rule, cfg), cfg, training, dev, run, log=log or (lambda *a, **k: None))
     if history is not None:
         history.extend(result.rows)
     if run is not None:

@@ -31,6 +31,11 @@ Two more things depend on the batch and are made global:
   the global batch (the ranks' activations are all-gathered), so each rank's targets are those of
   the single process.
 
+Layer pipelining (``--pipeline-stages S``, ``pipelining/``) splits the ranks into S stages of
+``world / S`` replicas each: ``use_data_parallel_group`` then makes each stage's replicas the group that
+the batch shards, the gradient average, ``GlobalBatchNorm`` and ``gather_flat`` span; metric sums,
+evaluation shards and broadcasts still span all ranks.
+
 Rules that draw their own batches go through the same sharding (PTL's split of the training set).
 PTL's batches are cut from a stream that runs on over the end of each pass; when its training part is
 not a whole number of global batches, a batch that straddles a pass holds, across the ranks, the
@@ -129,10 +134,10 @@ def _device() -> torch.device:
     return _comm_device or torch.device("cpu")
 
 
-def use_data_parallel_group(group, rank_in_group: int, size: int) -> None:
+def use_data_parallel_group(group, rank_in_group: int | None, size: int | None) -> None:
     """Make ``group`` (``size`` ranks, this one ``rank_in_group``; None with size 1) the data-parallel group:
     batch shards, gradient averaging, global BatchNorm and gathered statistics then span it, not all ranks
-    (layer pipelining: the ranks of one stage)."""
+    (layer pipelining: the ranks of one stage).  ``(None, None, None)``: all ranks again."""
     global _dp_group, _dp_rank, _dp_size
     _dp_group, _dp_rank, _dp_size = group, rank_in_group, size
 

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from . import distributed
-from .choices import LR_SCHEDULES, OPTIMIZERS  # declared torch-free for the command line
+from .choices import LR_SCHEDULES, OPTIMIZERS  # noqa: F401 (declared torch-free for the command line)
 from .data.feeding import evaluation_batches, training_batches
 from .errors import SpiketandemError
 from .kernels import prepare as prepare_kernels
@@ -144,6 +144,37 @@ def _diverged_message(epoch: int, problem: str, lr: float, run) -> str:
     return f"training diverged in epoch {epoch + 1}: {problem}; lower --lr (now {lr:.3g}) and start again{kept}"
 
 
+def _resume(checkpoint, rule: Rule, optimizer, cfg, run: RunFolder, device, log, label: str):
+    """Restore the rule, optimizer, schedule and RNG of ``checkpoint``; returns (epochs done, seconds,
+    their metrics rows, the scheduler).  A larger ``cfg.epochs`` than the run's continues on the schedule
+    of the longer run from the current epoch (the learning rate jumps to that schedule's value)."""
+    state = safe_load(checkpoint, "checkpoint", map_location=device, expected_format=CHECKPOINT_FORMAT)
+    rule.load_state_dict(state["rule"])
+    optimizer.load_state_dict(state["optimizer"])
+    start, elapsed = state["epoch"], state["train_seconds"]
+    if cfg.epochs < start:
+        raise SpiketandemError(f"--resume --epochs {cfg.epochs}: the run has already trained {start} epochs; "
+                               f"pass --epochs {start} or more")
+    if state.get("epochs", cfg.epochs) == cfg.epochs:
+        scheduler = make_scheduler(optimizer, cfg)
+        scheduler.load_state_dict(state["scheduler"])
+    else:
+        for group in optimizer.param_groups:  # back to the base rate, then the new schedule's first `start` steps
+            group["lr"] = group.get("initial_lr", group["lr"])
+        scheduler = make_scheduler(optimizer, cfg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # stepping the schedule without optimizer steps is the point
+            for _ in range(start):
+                scheduler.step()
+        log(f"extending {label} from {state['epochs']} to {cfg.epochs} epochs: the learning rate follows a "
+            f"{cfg.epochs}-epoch {cfg.lr_schedule} schedule from epoch {start + 1} ({optimizer.param_groups[0]['lr']:.3g})")
+    torch.set_rng_state(state["rng"])
+    if distributed.is_main():
+        run.truncate_metrics(start)
+    log(f"resuming {label} at epoch {start + 1}/{cfg.epochs}")
+    return start, elapsed, [r for r in run.read_metrics() if r.get("epoch", 0) <= start], scheduler
+
+
 def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = None, *, resume: bool = False,
         log=print, label: str = "", on_epoch_end=None) -> FitResult:
     """The one training loop: train ``rule`` on ``data`` for ``cfg.epochs`` epochs (0-based), telling it
@@ -165,31 +196,7 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
     checkpoint = run.file("checkpoint.pt") if run is not None else None
     start, elapsed, rows = 0, 0.0, []
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = safe_load(checkpoint, "checkpoint", map_location=device, expected_format=CHECKPOINT_FORMAT)
-        rule.load_state_dict(state["rule"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, elapsed = state["epoch"], state["train_seconds"]
-        if cfg.epochs < start:
-            raise SpiketandemError(f"--resume --epochs {cfg.epochs}: the run has already trained {start} epochs; "
-                                   f"pass --epochs {start} or more")
-        if state.get("epochs", cfg.epochs) == cfg.epochs:
-            scheduler.load_state_dict(state["scheduler"])
-        else:  # a longer run: continue on the schedule of a cfg.epochs run, from epoch `start` (docs/ARCHITECTURE.md)
-            for group in optimizer.param_groups:  # back to the base rate, then the new schedule's first `start` steps
-                group["lr"] = group.get("initial_lr", group["lr"])
-            scheduler = make_scheduler(optimizer, cfg)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # stepping the schedule without optimizer steps is the point
-                for _ in range(start):
-                    scheduler.step()
-            log(f"extending {label or cfg.rule} from {state['epochs']} to {cfg.epochs} epochs: the learning rate "
-                f"follows a {cfg.epochs}-epoch {cfg.lr_schedule} schedule from epoch {start + 1} "
-                f"({optimizer.param_groups[0]['lr']:.3g})")
-        torch.set_rng_state(state["rng"])
-        if main:
-            run.truncate_metrics(start)
-        rows = [r for r in run.read_metrics() if r.get("epoch", 0) <= start]
-        log(f"resuming {label or cfg.rule} at epoch {start + 1}/{cfg.epochs}")
+        start, elapsed, rows, scheduler = _resume(checkpoint, rule, optimizer, cfg, run, device, log, label or cfg.rule)
     elif resume and main and run is not None:  # stopped before its first checkpoint: it starts again
         run.truncate_metrics(0)
     train_batches = training_batches(train_data, cfg, device)

@@ -23,6 +23,7 @@ BENCHMARKS: tuple[str, ...] = (
     "spiketandem.bench.ltl_epoch",
     "spiketandem.bench.time_to_accuracy",
     "spiketandem.bench.gpu_check",
+    "spiketandem.bench.pipeline",
 )
 DEFAULT_OUT = "benchmarks/results"
 

@@ -171,8 +171,9 @@ def register(p) -> None:
     g = p.add_argument_group("deployment (recovered by LTL against the run's teacher; nothing is written to RUN_DIR)")
     g.add_argument("--retarget", choices=RETARGETS,
                    help="zero-reset: turn a reset-by-subtraction student (the paper's default, which NIR cannot "
-                        "express) into a reset-to-zero one and recover its accuracy by offline LTL against the run's "
-                        "teacher for --calibrate-epochs epochs; the file's metadata records what was done")
+                        "express) into a reset-to-zero one: thresholds re-balanced to the same spike counts, then "
+                        "offline LTL against the run's teacher for --calibrate-epochs epochs; the file's metadata "
+                        "records what was done and the accuracy before and after")
     g.add_argument("--weight-bits", type=int, metavar="K",
                    help="quantize every conv/linear weight to K bits (2..16, per layer; hardware.noise.quantize) and "
                         "calibrate by on-chip online LTL for --calibrate-epochs epochs")

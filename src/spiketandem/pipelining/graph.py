@@ -126,9 +126,8 @@ def _segment(gm: fx.GraphModule, members: list[fx.Node], outputs: list[fx.Node],
 
 # ---- the student and its teacher -------------------------------------------------------------------
 
-def neuron_nodes(student) -> dict[str, fx.Node]:
-    """Layer name -> the student's fx node of that neuron layer."""
-    gm = student.graph_module
+def neuron_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
+    """Layer name -> the fx node of that neuron layer in a student's graph."""
     found = {}
     for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), SpikingNeuron):
@@ -136,12 +135,13 @@ def neuron_nodes(student) -> dict[str, fx.Node]:
     return found
 
 
-def cut_student(student, stage_of_layer: dict[str, int], stages: int) -> Cut:
+def cut_student(student, stage_of_layer: dict[str, int], stages: int, gm: fx.GraphModule | None = None) -> Cut:
     """The student cut at the layer partition ``stage_of_layer``; the last segment returns the readout.
     Refuses a cut that a gradient would have to cross (a weight whose value reaches a later stage other
-    than through a neuron layer's detached output)."""
-    gm = student.graph_module
-    neurons = neuron_nodes(student)
+    than through a neuron layer's detached output).  ``gm``: another graph of the student's modules to cut
+    (online LTL's one-step graph); default its own."""
+    gm = student.graph_module if gm is None else gm
+    neurons = neuron_nodes(gm)
     fixed = {neurons[name]: s for name, s in stage_of_layer.items()}
     output = next(n for n in gm.graph.nodes if n.op == "output")
     result = cut(gm, fixed, {output.args[0]: stages - 1}, stages)

@@ -52,7 +52,9 @@ def measure_layers(inner, x: torch.Tensor, y: torch.Tensor, context, repeats: in
     tcut = cut_teacher(taps, layer_of, len(names))
     sx, tx = placeholder_name(student.graph_module), placeholder_name(taps.graph_module)
     T, B = inner.cfg.T, x.shape[0]
+    online = hasattr(inner, "runner")  # ltl-online: its own context and per-step loss (no run_context)
     times = {"student": [[] for _ in names], "teacher": [[] for _ in names]}
+    spike_shapes = {}
     params = [p for p in student.parameters()]
     rng = torch.get_rng_state()
     was_training = student.training
@@ -69,10 +71,17 @@ def measure_layers(inner, x: torch.Tensor, y: torch.Tensor, context, repeats: in
                         tcut.segments[i].run(tvalues)
                     _sync(x.device)
                     t1 = time.perf_counter()
-                    ctx = inner.run_context(B, record_names={name})
+                    ctx = inner.run_context(B, record_names={name}) if not online else \
+                        RunContext(T=T, batch=B, detach=True, records={}, record_names={name})
                     scut.segments[i].run(values, ctx)
-                    with only_active(inner, [name]):
-                        loss = sum(inner.local_losses(ctx.records, {name: tvalues[tcut.taps[name]]}, update=False).values())
+                    spike_shapes[name] = tuple(ctx.records[name].shape[2:])
+                    act = tvalues[tcut.taps[name]]
+                    if online:  # timed as a whole window: the same work per layer as its T one-step updates
+                        rate = ctx.records[name].sum(0) / T
+                        loss = torch.nn.functional.mse_loss(rate, inner.targets.target(name, act, update=False))
+                    else:
+                        with only_active(inner, [name]):
+                            loss = sum(inner.local_losses(ctx.records, {name: act}, update=False).values())
                     if i == len(names) - 1:
                         out = values[scut.segments[i].outputs[-1]]
                         logits = out.reshape(T, B, *out.shape[1:]).mean(0)
@@ -93,7 +102,7 @@ def measure_layers(inner, x: torch.Tensor, y: torch.Tensor, context, repeats: in
         torch.set_rng_state(rng)
     return {"layers": names, "student": [statistics.median(t) for t in times["student"]],
             "teacher": [statistics.median(t) for t in times["teacher"]], "batch": B,
-            "shapes": shapes, "teacher_shapes": tshapes}
+            "shapes": shapes, "teacher_shapes": tshapes, "spike_shapes": spike_shapes}
 
 
 class only_active:

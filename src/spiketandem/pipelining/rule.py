@@ -45,6 +45,13 @@ from .graph import cut_student, cut_teacher, stage_buffers, stage_parameters
 from .messages import Encoded, Link, Slot
 from .plan import balance, measure_layers, only_active, placeholder_name, teacher_modes
 
+class RecordsOnly:
+    """A stand-in for a RunContext that only carries records (online stages send their T steps' spikes)."""
+
+    def __init__(self, records: dict):
+        self.records = records
+
+
 IN_FLIGHT = 2  # sends a stage may have outstanding before it waits for the oldest (back-pressure)
 PING_BYTES = 1 << 22
 
@@ -69,9 +76,14 @@ class Pipelined(Rule):
     def __init__(self, inner: Rule, stages: int):
         from ..rules.ltl_offline import LTLOffline
         from ..rules.ltl_online import LTLOnline
-        if not isinstance(inner, LTLOffline) or isinstance(inner, LTLOnline):
-            raise SpiketandemError(f"--pipeline-stages: rule {inner.name!r} cannot be pipelined here; only "
-                                   "ltl-offline trains its layers from local losses in whole windows")
+        if not isinstance(inner, LTLOffline):
+            raise SpiketandemError(f"--pipeline-stages: rule {inner.name!r} cannot be pipelined; only offline and "
+                                   "online LTL train every layer from its own local loss on detached inputs")
+        self.online = isinstance(inner, LTLOnline)
+        if self.online and (inner.gated or inner.current_hooks or inner.output_hooks):
+            raise SpiketandemError("--pipeline-stages: online LTL with the on-chip gate or hardware hooks is not "
+                                   "pipelined (its update counts and hooks span the whole network); drop "
+                                   "--onchip-gate or --pipeline-stages")
         if stages > len(inner.model.layers):
             raise SpiketandemError(f"--pipeline-stages {stages}: the student has only {len(inner.model.layers)} "
                                    f"neuron layers, and a stage holds at least one; use at most "
@@ -187,24 +199,31 @@ class Pipelined(Rule):
         S, T, B0 = self.stages, self.cfg.T, plan["batch"]
         stage_of = dict(zip(plan["layers"], plan["stage_of"]))
         student, taps = self.inner.model, self.inner.taps
-        self.scut = cut_student(student, stage_of, S)
+        # online LTL runs one step at a time: its stages are segments of the one-step graph (ltl_online.StepRunner)
+        graph = self.inner.runner.step_module if self.online else student.graph_module
+        self.scut = cut_student(student, stage_of, S, graph)
         self.tcut = cut_teacher(taps, stage_of, S)
-        self.sx, self.tx = placeholder_name(student.graph_module), placeholder_name(taps.graph_module)
+        self.sx, self.tx = placeholder_name(graph), placeholder_name(taps.graph_module)
+        self.static_inputs = [n.name for n in graph.graph.nodes if n.op == "placeholder"][1:]
         self.my_layers = [n for n in plan["layers"] if stage_of[n] == self.stage]
         self.modes = plan["teacher_modes"]
-        gm = student.graph_module
         layer_of_node = {}
         for name, node in self.scut.nodes.items():
             if node.op == "call_module" and node.target.startswith("neurons."):
-                layer_of_node[name] = gm.get_submodule(node.target).name
+                layer_of_node[name] = graph.get_submodule(node.target).name
         self.links = []
         for b in range(S - 1):
             slots = []
             for name in self.scut.crossing[b]:
-                shape = plan["shapes"][name]
                 if name in layer_of_node:
-                    slots.append(Slot(name, "spikes", T, tuple(shape[1:]), "student", layer_of_node[name]))
+                    layer = layer_of_node[name]
+                    slots.append(Slot(name, "spikes", T, tuple(plan["spike_shapes"][layer]), "student", layer))
+                elif self.online:
+                    raise SpiketandemError(f"--pipeline-stages with online LTL: {name!r} crosses from stage {b + 1} to "
+                                           f"{b + 2} and is no neuron output; only spikes cross between online stages "
+                                           "(use fewer stages, or ltl-offline)")
                 else:
+                    shape = plan["shapes"][name]
                     slots.append(Slot(name, "tensor", shape[0] // B0, tuple(shape[1:]), "student"))
             if self.modes[b + 1] == "relay":
                 for name in self.tcut.crossing[b]:
@@ -213,8 +232,16 @@ class Pipelined(Rule):
             self.links.append(Link(slots))
         self.sent_layers = ({s.layer for s in self.links[self.stage].slots if s.kind == "spikes"}
                             & set(self.my_layers)) if self.stage < S - 1 else set()
-        self.stage_tensors = [(stage_parameters(student, self.scut, s), stage_buffers(student, self.scut, s))
+        # what each stage trains and owns, from the student's own graph (online's one-step graph lacks the static
+        # prefix: the first conv, run once per batch by stage 0)
+        owners = cut_student(student, stage_of, S) if self.online else self.scut
+        self.stage_tensors = [(stage_parameters(student, owners, s), stage_buffers(student, owners, s))
                               for s in range(S)]
+        covered = {id(p) for params, _ in self.stage_tensors for p in params}
+        missing = [n for n, p in student.named_parameters() if id(p) not in covered]
+        if missing:
+            raise SpiketandemError(f"--pipeline-stages: parameter(s) {', '.join(missing[:3])} belong to no stage; this "
+                                   "student cannot be pipelined")
         self.owned = {id(p) for p in self.stage_tensors[self.stage][0]}
         self.prev = distributed.rank() - 1 if self.stage > 0 else None
         self.next = distributed.rank() + 1 if self.stage < S - 1 else None
@@ -240,26 +267,37 @@ class Pipelined(Rule):
 
     # ---- one batch ----------------------------------------------------------------------------------
 
-    def train_step(self, x, y, optimizer, epoch: int) -> dict:
-        t_start = time.perf_counter()
-        inner, S, T, B = self.inner, self.stages, self.cfg.T, x.shape[0]
+    def _receive(self, x) -> tuple[dict, dict, dict]:
+        """This batch's message from the previous stage: (student values, teacher values, relayable bytes)."""
         values, tvalues, raw = {}, {}, {}
         if self.prev is not None:
-            link = self.links[self.stage - 1]
+            B, link = x.shape[0], self.links[self.stage - 1]
             message = torch.empty(link.nbytes(B), dtype=torch.uint8, device=x.device)
             dist.recv(message, self.prev)
-            decoded, raw = link.decode(message, B, T)
+            decoded, raw = link.decode(message, B, self.cfg.T)
             for key, value in decoded.items():
                 graph, name = key.split(":", 1)
                 (values if graph == "student" else tvalues)[name] = value
+        return values, tvalues, raw
+
+    @torch.no_grad()
+    def _teacher(self, x, tvalues: dict) -> dict:
+        """The teacher's activations at this stage's layers (its segment, after its prefix where recomputed)."""
+        tvalues[self.tx] = x.mean(1) if x.dim() == 5 else x  # event frames: the teacher sees their average
+        if self.modes[self.stage] == "recompute":
+            for s in range(self.stage):
+                self.tcut.segments[s].run(tvalues)
+        self.tcut.segments[self.stage].run(tvalues)
+        return {name: tvalues[self.tcut.taps[name]] for name in self.my_layers}
+
+    def train_step(self, x, y, optimizer, epoch: int) -> dict:
+        if self.online:
+            return self._online_step(x, y, optimizer, epoch)
+        t_start = time.perf_counter()
+        inner, S, T, B = self.inner, self.stages, self.cfg.T, x.shape[0]
+        values, tvalues, raw = self._receive(x)
         t_recv = time.perf_counter()
-        with torch.no_grad():
-            tvalues[self.tx] = x.mean(1) if x.dim() == 5 else x  # event frames: the teacher sees their average
-            if self.modes[self.stage] == "recompute":
-                for s in range(self.stage):
-                    self.tcut.segments[s].run(tvalues)
-            self.tcut.segments[self.stage].run(tvalues)
-        acts = {name: tvalues[self.tcut.taps[name]] for name in self.my_layers}
+        acts = self._teacher(x, tvalues)
         active = [n for n in inner.active if n in acts]
         segment = self.scut.segments[self.stage]
         if self.sx in segment.inputs:
@@ -283,14 +321,94 @@ class Pipelined(Rule):
         if total is not None and total.requires_grad:
             total.backward()
         optimizer.step()
-        self._step += 1
-        t_end = time.perf_counter()
-        self._account(t_end - t_start, t_recv - t_start, send_wait, B)
-        if self._step == self._steps_per_epoch:
-            self._end_epoch(optimizer, epoch)
+        self._finish_step(optimizer, epoch, t_start, t_recv, send_wait, B)
         local_sum = float(sum(v.detach() for v in local.values())) if local else 0.0
         ce = float(ce.detach()) if torch.is_tensor(ce) else 0.0
         return {"loss": S * (ce + local_sum), "correct": S * correct, "ce": S * ce, "local": S * local_sum}
+
+    def _finish_step(self, optimizer, epoch, t_start, t_recv, send_wait, B) -> None:
+        self._step += 1
+        self._account(time.perf_counter() - t_start, t_recv - t_start, send_wait, B)
+        if self._step == self._steps_per_epoch:
+            self._end_epoch(optimizer, epoch)
+
+    def _online_step(self, x, y, optimizer, epoch: int) -> dict:
+        """Online LTL (``ltl_online.LTLOnline.train_step``) on this stage's layers: T steps of its segment of the
+        one-step graph, each layer's per-step loss (the last stage: and the readout's cross-entropy) backpropagated
+        after the warm-up, an update per batch or per step; then its spikes of all T steps go to the next
+        stage.  Exact as offline: a stage's spikes at step t depend only on earlier stages and its own weights,
+        which it updated at steps before t, as in one process."""
+        from ..neuron import NeuronState
+        t_start = time.perf_counter()
+        inner, S, T, B = self.inner, self.stages, self.cfg.T, x.shape[0]
+        values_in, tvalues, raw = self._receive(x)
+        t_recv = time.perf_counter()
+        acts = self._teacher(x, tvalues)
+        active = [n for n in inner.active if n in acts]
+        with torch.no_grad():
+            targets = {name: inner.targets.target(name, acts[name]) for name in active}
+        teacher_logits = tvalues.get(self.tcut.logits)
+        segment, first, last = self.scut.segments[self.stage], self.stage == 0, self.next is None
+        steps_in = {name: value.view(T, B, *value.shape[1:]).unbind(0) for name, value in values_in.items()}
+        optimizer.zero_grad(set_to_none=True)
+        state, counts, out_sum, sent = None, {}, None, {layer: [] for layer in self.sent_layers}
+        totals = {"local": 0.0, "ce": 0.0}
+        if first:
+            static_graph, static_leaves = inner._static_currents(x)
+        for t in range(1, T + 1):
+            learn = t > inner.warmup
+            if first and learn and inner.per_step and t > inner.warmup + 1:  # the weights changed at step t-1
+                static_graph, static_leaves = inner._static_currents(x)
+            with torch.set_grad_enabled(learn):
+                values = {name: steps[t - 1] for name, steps in steps_in.items()}
+                if first:
+                    currents = static_leaves if learn else tuple(c.detach() for c in static_leaves)
+                    frame = x[:, t - 1:t] if inner.model.encoding == "frames" else x  # event frames: frame t
+                    values[self.sx] = inner.model.encode(frame, 1)
+                    values.update(zip(self.static_inputs, currents))
+                ctx = inner._step_context(t, B, state)
+                segment.run(values, ctx)
+                if last:
+                    out = values[segment.outputs[-1]]
+                    mean_out = (out if out_sum is None else out_sum + out) / t  # m[t], graph through O[t] only
+                if learn:
+                    objective = None
+                    if last:
+                        objective = inner.readout_loss(mean_out, y, teacher_logits)
+                        totals["ce"] += float(objective.detach())
+                    for name in active:
+                        rate = (counts.get(name, 0) + ctx.records[name][0]) / t  # C[t]/t; C[t-1] carries no graph
+                        local = torch.nn.functional.mse_loss(rate, targets[name])
+                        totals["local"] += float(local.detach())
+                        objective = local if objective is None else objective + local
+                    if objective is not None and objective.requires_grad:
+                        objective.backward()
+                    if inner.per_step:
+                        if first:
+                            inner._backprop_static(static_graph, static_leaves)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+            if last:
+                out_sum = out.detach() if out_sum is None else out_sum + out.detach()
+            for name, spikes in ctx.records.items():
+                counts[name] = spikes[0].detach() + counts.get(name, 0)
+            for layer, kept in sent.items():
+                kept.append(ctx.records[layer].detach())
+            state = {k: NeuronState(v.u.detach(), v.s.detach()) for k, v in ctx.state_out.items()}
+        if not inner.per_step:
+            if first:
+                inner._backprop_static(static_graph, static_leaves)
+            optimizer.step()
+        send_wait = 0.0
+        if self.next is not None:
+            records = {layer: torch.cat(kept) for layer, kept in sent.items()}  # [T, B, ...]
+            full = {name: value for name, value in values_in.items()}
+            send_wait = self._send(self._message(B, full, tvalues, raw, RecordsOnly(records), x.device))
+        self._finish_step(optimizer, epoch, t_start, t_recv, send_wait, B)
+        steps = T - inner.warmup
+        correct = int(((out_sum / T).argmax(1) == y).sum()) if last else 0
+        ce, local = totals["ce"] / steps, totals["local"] / steps
+        return {"loss": S * (ce + local), "correct": S * correct, "ce": S * ce, "local": S * local}
 
     def _message(self, B, values, tvalues, raw, ctx, device) -> torch.Tensor:
         link = self.links[self.stage]
@@ -346,6 +464,8 @@ class Pipelined(Rule):
         dist.all_gather_object(gathered, {"rank": distributed.rank(), "stage": self.stage, "replica": self.replica,
                                           "epoch": dict(self.epoch_stats), "total": dict(self.totals)})
         self.rank_stats = gathered
+        if epoch == self.cfg.epochs - 1:  # training is over: later work in this process is not pipelined
+            distributed.use_data_parallel_group(None, None, None)
 
     def _stage_state(self, optimizer, index: dict, s: int) -> dict:
         """Stage ``s``'s optimizer state (by parameter index) and running y_norm, as plain CPU values."""

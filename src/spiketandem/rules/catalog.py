@@ -216,6 +216,9 @@ def _check_ltl_online(cfg, entry) -> None:
         raise SpiketandemError(f"option --online-warmup-steps (online_warmup_steps): {steps} warm-up steps leave no "
                                f"step to learn from at T={cfg.T}; it must be an integer in [0, {cfg.T - 1}] (or a "
                                "larger --T)")
+    if _option(cfg, entry, "onchip_gate") and getattr(cfg, "pipeline_stages", 1) > 1:
+        raise SpiketandemError("option --onchip-gate (onchip_gate) with --pipeline-stages: the gated on-chip update "
+                               "counts its updates over the whole network and is not pipelined; drop one of them")
     if _option(cfg, entry, "onchip_gate") and cfg.surrogate != "boxcar":
         raise SpiketandemError(f"option --onchip-gate (onchip_gate): the on-chip gate is the boxcar of Eq. 8, but "
                                f"--surrogate is {cfg.surrogate}; use --surrogate boxcar with --onchip-gate")
@@ -243,15 +246,11 @@ CONFIG_CHECKS = {"ltl-online": _check_ltl_online, "decolle": _check_decolle, "sh
 # layers learn from their own losses on detached inputs, so that no gradient travels back between stages
 END_TO_END = ("its loss is global: every layer's gradient flows back through all the layers above it, so no "
               "layer can update before the whole network has run backward, and stages would need backward "
-              "messages; pipelining needs layer-local losses (--rule ltl-offline)")
+              "messages; pipelining needs layer-local losses (--rule ltl-offline or ltl-online)")
 ANN_END_TO_END = ("it trains an ANN end to end by backpropagation (every layer waits for the backward pass "
                   "through the layers above it); scale it by data parallelism: torchrun without --pipeline-stages")
 NO_PIPELINE = {
     "ann": ANN_END_TO_END,
-    "ltl-online": ("online LTL updates every layer at every time step inside the window; a pipelined form would "
-                   "stay exact (a stage's outputs never depend on later stages) but is not implemented: pipeline "
-                   "--rule ltl-offline, or scale online LTL by data parallelism (torchrun without "
-                   "--pipeline-stages)"),
     "decolle": ("DECOLLE's layers learn locally, but from random readouts updated at every time step; its "
                 "pipelined form is not implemented (scale it by data parallelism instead)"),
     "ptl": ("progressive tandem learning trains the network end to end through the ANN layers not yet "
@@ -266,7 +265,7 @@ CATALOG: dict[str, RuleEntry] = {entry.name: entry for entry in (
     # the teacher's rule; offline and online LTL
     RuleEntry("ann", "ann:ANNRule", no_pipeline=NO_PIPELINE["ann"]),
     RuleEntry("ltl-offline", "ltl_offline:LTLOffline", LTL_OFFLINE_OPTIONS),
-    RuleEntry("ltl-online", "ltl_online:LTLOnline", LTL_ONLINE_OPTIONS, NO_PIPELINE["ltl-online"]),
+    RuleEntry("ltl-online", "ltl_online:LTLOnline", LTL_ONLINE_OPTIONS),
     # direct training and DECOLLE
     RuleEntry("stbp", "stbp:STBP", DIRECT_OPTIONS, END_TO_END),
     RuleEntry("tet", "tet:TET", TET_OPTIONS, END_TO_END),
