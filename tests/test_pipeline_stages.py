@@ -394,7 +394,7 @@ def test_bench_pipeline_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC}
     done = subprocess.run([sys.executable, "-m", "spiketandem", "bench", "pipeline", "--arch", "vgg11", "--width",
                            "0.125", "--T", "2", "--batch-size", "8", "--batches", "4", "--epochs", "1",
-                           "--model-stages", "2", "4", "--device", "cpu", "--quiet", "--out", str(tmp_path)],
+                           "--model-stages", "2", "4", "--repeats", "1", "--device", "cpu", "--quiet", "--out", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "pipeline.json").read_text())
