@@ -113,7 +113,11 @@ def run(args, log) -> dict:
                     f"{args.batch_size}")
                 code, output, found = _launch(mode, args, Path(tmp) / f"{mode}-{rep}.json")
                 if code != 0:
-                    raise SpiketandemError(f"bench pipeline: mode {mode} failed (exit {code}): {output[-2000:]}")
+                    failed = Path(args.out) / f"{NAME}-{mode}-failed.log"
+                    failed.parent.mkdir(parents=True, exist_ok=True)
+                    failed.write_text(output)
+                    raise SpiketandemError(f"bench pipeline: mode {mode} failed (exit {code}; its whole output is in "
+                                           f"{failed}): {output[-2000:]}")
                 runs[mode].append(found[0] if len(found) == 1 else {
                     "mode": mode, "processes": len(found), "threads_per_process": 1,
                     "samples_per_second": sum(r["samples_per_second"] for r in found),
@@ -307,6 +311,7 @@ def worker(argv=None) -> int:
         result["pipeline"] = report
         result["stages"] = [{"stage": r["stage"], "rank": r["rank"], "busy_seconds": r["epoch"]["busy_s"],
                              "recv_wait_seconds": r["epoch"]["recv_wait_s"], "send_wait_seconds": r["epoch"]["send_wait_s"],
+                             "exchange_seconds": r["epoch"]["exchange_s"],
                              "busy_fraction": r["epoch"]["busy_s"] / wall,
                              "bytes_sent_per_sample": r["epoch"]["bytes_sent"] / max(1, r["epoch"]["samples"])}
                             for r in trained.rank_stats]
@@ -322,6 +327,7 @@ def worker(argv=None) -> int:
                            "partitions": _partitions(rule, measured, args.model_stages)}
     if distributed.is_main():
         atomic_text(json.dumps(result, indent=1) + "\n", Path(args.result))
+    distributed.barrier()  # leave together: no rank tears down the process group under another's feet
     return 0
 
 

@@ -23,7 +23,6 @@ the whole teacher on stage 0, so it is never the cheaper one.)
 """
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
@@ -41,10 +40,11 @@ def placeholder_name(gm) -> str:
     return next(n.name for n in gm.graph.nodes if n.op == "placeholder")
 
 
-def measure_layers(inner, x: torch.Tensor, y: torch.Tensor, context, repeats: int = 3) -> dict:
+def measure_layers(inner, x: torch.Tensor, y: torch.Tensor, context, repeats: int = 5) -> dict:
     """Per-layer seconds of training (``student``) and of the teacher (``teacher``) on batch ``x``, and the
     shapes of every value of both graphs (for the messages).  ``context``: the training step's context
-    factory (autocast)."""
+    factory (autocast).  Each time is the fastest of ``repeats`` rounds: other work on a shared machine
+    only ever adds time, and a partition balanced on disturbed times is unbalanced."""
     student, taps = inner.model, inner.taps
     names = [info.name for info in student.layers]
     layer_of = {name: i for i, name in enumerate(names)}
@@ -100,8 +100,8 @@ def measure_layers(inner, x: torch.Tensor, y: torch.Tensor, context, repeats: in
             p.grad = None
         student.train(was_training)
         torch.set_rng_state(rng)
-    return {"layers": names, "student": [statistics.median(t) for t in times["student"]],
-            "teacher": [statistics.median(t) for t in times["teacher"]], "batch": B,
+    return {"layers": names, "student": [min(t) for t in times["student"]],
+            "teacher": [min(t) for t in times["teacher"]], "batch": B,
             "shapes": shapes, "teacher_shapes": tshapes, "spike_shapes": spike_shapes}
 
 

@@ -42,7 +42,7 @@ from ..errors import SpiketandemError
 from ..precision import prepare_rule
 from ..rules.base import Rule
 from .graph import cut_student, cut_teacher, stage_buffers, stage_parameters
-from .messages import Encoded, Link, Slot
+from .messages import Link, Slot
 from .plan import balance, measure_layers, only_active, placeholder_name, teacher_modes
 
 class RecordsOnly:
@@ -442,6 +442,7 @@ class Pipelined(Rule):
 
     def _end_epoch(self, optimizer, epoch: int) -> None:
         self.epoch_stats["send_wait_s"] += self._drain()
+        t0 = time.perf_counter()
         params = list(self.inner.model.parameters())
         for p in params:
             p.requires_grad_(self._flags.get(id(p), p.requires_grad))
@@ -457,8 +458,9 @@ class Pipelined(Rule):
                 dist.broadcast_object_list(payload, src=s)
                 if self.stage != s:
                     self._load_stage_state(optimizer, index, payload[0])
+        self.epoch_stats["exchange_s"] = time.perf_counter() - t0
         self.epoch_stats["wall_s"] = time.perf_counter() - self._epoch_start
-        for key in ("busy_s", "recv_wait_s", "send_wait_s", "bytes_sent", "samples", "steps"):
+        for key in ("busy_s", "recv_wait_s", "send_wait_s", "exchange_s", "bytes_sent", "samples", "steps"):
             self.totals[key] += self.epoch_stats[key]
         gathered = [None] * distributed.world_size()
         dist.all_gather_object(gathered, {"rank": distributed.rank(), "stage": self.stage, "replica": self.replica,
@@ -494,8 +496,8 @@ class Pipelined(Rule):
 
     @staticmethod
     def _empty_stats() -> dict:
-        return {"busy_s": 0.0, "recv_wait_s": 0.0, "send_wait_s": 0.0, "bytes_sent": 0, "samples": 0, "steps": 0,
-                "wall_s": 0.0}
+        return {"busy_s": 0.0, "recv_wait_s": 0.0, "send_wait_s": 0.0, "exchange_s": 0.0, "bytes_sent": 0,
+                "samples": 0, "steps": 0, "wall_s": 0.0}
 
     def _account(self, step_s: float, recv_s: float, send_s: float, batch: int) -> None:
         st = self.epoch_stats
@@ -516,7 +518,7 @@ class Pipelined(Rule):
             tot = r["total"]
             per_rank.append({"rank": r["rank"], "stage": r["stage"], "replica": r["replica"],
                              "busy_seconds": tot["busy_s"], "recv_wait_seconds": tot["recv_wait_s"],
-                             "send_wait_seconds": tot["send_wait_s"],
+                             "send_wait_seconds": tot["send_wait_s"], "exchange_seconds": tot["exchange_s"],
                              "bytes_sent_per_sample": tot["bytes_sent"] / max(1, tot["samples"])})
         return {"stages": self.stages, "replicas": plan["replicas"], "layers": stages,
                 "teacher": plan["teacher_modes"], "warmup_batch": plan["batch"],
