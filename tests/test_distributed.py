@@ -7,10 +7,6 @@ LTL normaliser and gradients averaged before every optimizer step, both must tra
 (up to the order of floating-point sums).
 """
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,27 +14,14 @@ import torch
 from torch import nn
 
 from spiketandem import distributed
+from launch import torchrun
 from spiketandem.cli import main
 from spiketandem.runs import RunFolder
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 # 128 training images = 4 global batches of 32: no padding, every rank gets 16 images per step
 FLAGS = ["train", "--dataset", "digits", "--arch", "digits-cnn", "--n-train", "128", "--n-test", "64",
          "--teacher-epochs", "1", "--epochs", "2", "--batch-size", "32", "--T", "4", "--eval-T", "4",
          "--device", "cpu", "--quiet", "--seed", "3"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "spiketandem"] + args
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)  # generous: never fail for a slow machine
 
 
 def _weights(path: Path) -> dict:
@@ -64,7 +47,7 @@ def assert_same_student(a: dict, b: dict) -> None:
 def runs(tmp_path_factory):
     """The same run twice: 2 processes under torchrun, and one process."""
     root = tmp_path_factory.mktemp("ddp")
-    done = _torchrun(FLAGS + ["--out", str(root / "two")])
+    done = torchrun(FLAGS + ["--out", str(root / "two")])
     assert done.returncode == 0, done.stderr[-3000:]
     assert main(FLAGS + ["--out", str(root / "one")]) == 0
     return root / "one", root / "two", done
@@ -103,17 +86,17 @@ def test_only_rank_zero_reports(runs):
 
 
 @pytest.mark.slow
-def test_resume_under_torchrun(runs, tmp_path):
+def test_resume_undertorchrun(runs, tmp_path):
     """A 2-process run resumed from its epoch-1 checkpoint continues exactly as a single process
     resumed from the same checkpoint (same weights and metrics after epoch 2)."""
     import shutil
     _, two, _ = runs
     flags = list(FLAGS) + ["--teacher", str(two / "teacher" / "teacher.pt")]
     flags[flags.index("--epochs") + 1] = "1"
-    assert _torchrun(flags + ["--out", str(tmp_path / "two")]).returncode == 0
+    assert torchrun(flags + ["--out", str(tmp_path / "two")]).returncode == 0
     shutil.copytree(tmp_path / "two", tmp_path / "one")
     flags[flags.index("--epochs") + 1] = "2"
-    done = _torchrun(flags + ["--out", str(tmp_path / "two"), "--resume"])
+    done = torchrun(flags + ["--out", str(tmp_path / "two"), "--resume"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert main(flags + ["--out", str(tmp_path / "one"), "--resume"]) == 0
     assert_same_student(_weights(tmp_path / "one" / "student.pt"), _weights(tmp_path / "two" / "student.pt"))
@@ -134,7 +117,7 @@ def test_resume_under_torchrun(runs, tmp_path):
 def test_rules_with_several_steps_per_batch_match_one_process(runs, tmp_path, rule_flags):
     _, two, _ = runs
     flags = list(FLAGS) + rule_flags + ["--teacher", str(two / "teacher" / "teacher.pt")]
-    done = _torchrun(flags + ["--out", str(tmp_path / "two")])
+    done = torchrun(flags + ["--out", str(tmp_path / "two")])
     assert done.returncode == 0, done.stderr[-3000:]
     assert main(flags + ["--out", str(tmp_path / "one")]) == 0
     assert_same_student(_weights(tmp_path / "one" / "student.pt"), _weights(tmp_path / "two" / "student.pt"))

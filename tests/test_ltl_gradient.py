@@ -14,18 +14,25 @@ def ltl_layer_loss(W, s_in, target, T, a, theta, p, truncate=False):
     return ((target - rate) ** 2).sum()
 
 
-def hand_gradient(W, s_in, target, T, a, theta, p, full=True):
-    """Forward by hand, then e[t] = (d - theta*e[t+1]) s'(U[t]) + a e[t+1] (full BPTT) or e[t] = d s'(U[t])
-    (the state detached between steps), with d = -(2/T)(target - C/T) and dL/dW = sum_t e[t] S_in[t]^T."""
+def hand_forward(W, s_in, T, a, theta, bias=0.0):
+    """Membranes U and spikes S [T, B, out] of U[t] = a U[t-1] + W S_in[t] + bias - theta S[t-1], by hand."""
     B, n_out = s_in.shape[1], W.shape[0]
     U = torch.zeros(T, B, n_out, dtype=W.dtype)
     S = torch.zeros(T, B, n_out, dtype=W.dtype)
     u, s = torch.zeros(B, n_out, dtype=W.dtype), torch.zeros(B, n_out, dtype=W.dtype)
     for t in range(T):
-        u = a * u + s_in[t] @ W.T - theta * s
+        u = a * u + s_in[t] @ W.T + bias - theta * s
         s = (u >= theta).to(W.dtype)
         U[t], S[t] = u, s
-    d = -(2 / T) * (target - S.sum(0) / T)
+    return U, S
+
+
+def hand_gradient(W, s_in, target, T, a, theta, p, full=True, bias=0.0, scale=1.0):
+    """Forward by hand, then e[t] = (d - theta*e[t+1]) s'(U[t]) + a e[t+1] (full BPTT) or e[t] = d s'(U[t])
+    (the state detached between steps), with d = -scale (2/T)(target - C/T) and dL/dW = sum_t e[t] S_in[t]^T."""
+    B, n_out = s_in.shape[1], W.shape[0]
+    U, S = hand_forward(W, s_in, T, a, theta, bias)
+    d = -scale * (2 / T) * (target - S.sum(0) / T)
     surrogate = ((U - theta).abs() < p * theta / 2).to(W.dtype) / (p * theta)
     grad = torch.zeros_like(W)
     e_next = torch.zeros(B, n_out, dtype=W.dtype)
@@ -62,26 +69,6 @@ def test_per_step_option_detaches_the_state_and_differs_from_full():
     assert (full - truncated).norm() / full.norm() > 0.1  # the per-step form is not full BPTT
 
 
-def hand_gradient_with_bias(W, bias, s_in, target, T, a, theta, p, scale):
-    """``hand_gradient`` for currents W s_in + bias and a loss scaled by ``scale`` (the rule's mean)."""
-    B, n_out = s_in.shape[1], W.shape[0]
-    U = torch.zeros(T, B, n_out, dtype=W.dtype)
-    S = torch.zeros(T, B, n_out, dtype=W.dtype)
-    u, s = torch.zeros(B, n_out, dtype=W.dtype), torch.zeros(B, n_out, dtype=W.dtype)
-    for t in range(T):
-        u = a * u + s_in[t] @ W.T + bias - theta * s
-        s = (u >= theta).to(W.dtype)
-        U[t], S[t] = u, s
-    d = -scale * (2 / T) * (target - S.sum(0) / T)
-    surrogate = ((U - theta).abs() < p * theta / 2).to(W.dtype) / (p * theta)
-    grad, e_next = torch.zeros_like(W), torch.zeros(B, n_out, dtype=W.dtype)
-    for t in reversed(range(T)):
-        e = (d - theta * e_next) * surrogate[t] + a * e_next
-        grad += e.T @ s_in[t]
-        e_next = e
-    return grad
-
-
 def test_the_rules_own_local_loss_has_the_hand_gradient():
     """LTLOffline.local_losses on a real student: layer 2's weight gradient (its input: layer 1's spikes
     times its amplitude, detached) equals the hand recursion for L = mean((target - C/T)^2)."""
@@ -112,8 +99,8 @@ def test_the_rules_own_local_loss_has_the_hand_gradient():
     neuron1, neuron2 = rule.model.neurons[first], rule.model.neurons[second]
     s_in = ctx.records[first].double() * float(neuron1.amplitude)
     target = rule.targets.target(second, acts[second]).double()
-    expected = hand_gradient_with_bias(weight.detach().double(), bias.detach().double(), s_in, target, T, a,
-                                       float(neuron2.threshold), p, scale=1 / target.numel())
+    expected = hand_gradient(weight.detach().double(), s_in, target, T, a, float(neuron2.threshold), p,
+                             bias=bias.detach().double(), scale=1 / target.numel())
     assert expected.abs().sum() > 0
     torch.testing.assert_close(weight.grad.double(), expected, rtol=1e-4, atol=1e-6)
 
@@ -124,14 +111,7 @@ def printed_eq_6_7_gradient(W, s_in, target, T, a, theta, p):
       delta[T] = d;  delta[t] = -theta delta[t+1] s'[t+1] + d                     (Eq. 7, t < T)
       dL/dU[T] = delta[T] s'[T];  dL/dU[t] = a delta[t+1] s'[t+1] + delta[t] s'[t] (Eq. 6)
       dL/dW = sum_t dL/dU[t] S_in[t]^T                                            (Eq. 5)."""
-    B, n_out = s_in.shape[1], W.shape[0]
-    U = torch.zeros(T, B, n_out, dtype=W.dtype)
-    S = torch.zeros(T, B, n_out, dtype=W.dtype)
-    u, s = torch.zeros(B, n_out, dtype=W.dtype), torch.zeros(B, n_out, dtype=W.dtype)
-    for t in range(T):
-        u = a * u + s_in[t] @ W.T - theta * s
-        s = (u >= theta).to(W.dtype)
-        U[t], S[t] = u, s
+    U, S = hand_forward(W, s_in, T, a, theta)
     d = -(2 / T) * (target - S.sum(0) / T)
     sp = ((U - theta).abs() < p * theta / 2).to(W.dtype) / (p * theta)
     delta = [None] * T

@@ -12,7 +12,6 @@ residual ResNet-20), and the benchmark.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from launch import SRC, TIMEOUT, torchrun
 from spiketandem.cli import main
 from spiketandem.config import make_config
 from spiketandem.errors import SpiketandemError
@@ -32,24 +32,9 @@ from spiketandem.rules import CATALOG, configure
 from spiketandem.runs import RunFolder
 from spiketandem.student import TeacherTaps, build_student
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-TIMEOUT = 3600  # generous: a slow, shared machine must never fail a test
 # 128 training images = 4 batches of 32; no randomness inside a step (analog input, no dropout in digits-cnn)
 DIGITS = ["train", "--dataset", "digits", "--arch", "digits-cnn", "--n-train", "128", "--n-test", "64", "--epochs", "2",
           "--batch-size", "32", "--T", "4", "--eval-T", "4", "--device", "cpu", "--quiet", "--seed", "3"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "spiketandem"] + args
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def _weights(run: Path) -> dict:
@@ -75,7 +60,7 @@ def assert_same_metrics(a: Path, b: Path, tol: float = 1e-5) -> None:
 
 
 def _pipelined_and_single(tmp_path: Path, flags: list[str], nproc: int = 2) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    done = _torchrun(flags + ["--out", str(tmp_path / "pipelined")], nproc)
+    done = torchrun(flags + ["--out", str(tmp_path / "pipelined")], nproc)
     assert done.returncode == 0, done.stderr[-4000:]
     single = [f for f in flags]
     if "--pipeline-stages" in single:
@@ -320,10 +305,10 @@ def test_resume_a_pipelined_run_and_resume_it_in_one_process(tmp_path, digits_te
     flags = DIGITS + ["--teacher", digits_teacher]
     first = list(flags)
     first[first.index("--epochs") + 1] = "1"
-    done = _torchrun(first + ["--pipeline-stages", "2", "--out", str(tmp_path / "a")])
+    done = torchrun(first + ["--pipeline-stages", "2", "--out", str(tmp_path / "a")])
     assert done.returncode == 0, done.stderr[-4000:]
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    done = _torchrun(flags + ["--pipeline-stages", "2", "--out", str(tmp_path / "a"), "--resume"])
+    done = torchrun(flags + ["--pipeline-stages", "2", "--out", str(tmp_path / "a"), "--resume"])
     assert done.returncode == 0, done.stderr[-4000:]
     assert main(flags + ["--out", str(tmp_path / "b"), "--resume"]) == 0   # the same checkpoint, one process
     assert main(flags + ["--out", str(tmp_path / "whole")]) == 0
@@ -334,7 +319,7 @@ def test_resume_a_pipelined_run_and_resume_it_in_one_process(tmp_path, digits_te
 
 @pytest.mark.slow
 def test_a_process_count_that_is_no_multiple_of_the_stages_is_refused(tmp_path, digits_teacher):
-    done = _torchrun(DIGITS + ["--teacher", digits_teacher, "--pipeline-stages", "2", "--out", str(tmp_path / "r")],
+    done = torchrun(DIGITS + ["--teacher", digits_teacher, "--pipeline-stages", "2", "--out", str(tmp_path / "r")],
                      nproc=3)
     assert done.returncode != 0
     assert "needs a multiple of 2 processes" in done.stderr

@@ -209,3 +209,10 @@ def test_a_longer_resume_follows_the_longer_runs_schedule(finished, digits_teach
     assert yaml.safe_load((finished / "config.yaml").read_text())["epochs"] == 3
     assert main(["train", "--teacher", digits_teacher, *FAST[2:], "--arch", "digits-cnn", "--out", str(finished),
                  "--resume", "--epochs", "2"]) == 2  # fewer than it has trained
+
+
+def test_overwrite_also_removes_what_commands_wrote_next_to_the_run(finished, digits_teacher):
+    (finished / "noise-mismatch.json").write_text("{}")  # `spiketandem noise RUN` writes here by default
+    assert main(["train", "--teacher", digits_teacher, *FAST[2:], "--arch", "digits-cnn", "--out", str(finished),
+                 "--overwrite"]) == 0
+    assert not (finished / "noise-mismatch.json").exists()

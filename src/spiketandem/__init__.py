@@ -5,7 +5,7 @@ it the ``spiketandem`` command's ``--help``, ``--version`` and usage errors — 
 """
 from __future__ import annotations
 
-import importlib
+from .lazy import lazy_exports
 from typing import TYPE_CHECKING
 
 from .errors import SpiketandemError
@@ -28,12 +28,7 @@ if TYPE_CHECKING:
     from .surrogate import Surrogate, spike
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'spiketandem' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -28,13 +28,15 @@ from .errors import SpiketandemError
 LOCK = ".spiketandem.lock"
 # every file and folder a run writes (a teacher trained for the run lives in teacher/, a run of its own)
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "student.pt", "teacher.pt",
-             "learning_curve.png", "activity.json", "sweep_T.csv", "sweep_T.png", "report", "teacher", "tensorboard",
-             "noise", "export")
+             "learning_curve.png", "activity.json", "sweep_T.csv", "sweep_T.png", "report", "teacher", "tensorboard")
+# what commands acting on a finished run write next to it by default (`noise` writes noise-<kind>.json/.md/.png)
+RUN_FILE_PREFIXES = ("noise-",)
 MODES = ("new", "resume", "overwrite")
 
 
 def _is_run_file(name: str) -> bool:
-    return name in RUN_FILES or name == LOCK or (name.startswith(".") and name.endswith(".tmp"))
+    return (name in RUN_FILES or name == LOCK or name.startswith(RUN_FILE_PREFIXES)
+            or (name.startswith(".") and name.endswith(".tmp")))
 
 
 def _alive(pid: int) -> bool:
@@ -117,12 +119,9 @@ def claim(folder: str | Path, mode: str, *, main: bool = True):
     lock = _take_lock(folder)
     try:
         if mode == "overwrite":
-            for name in RUN_FILES:
-                path = folder / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+            for path in folder.iterdir():
+                if path.name != LOCK and _is_run_file(path.name):
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
         yield folder
     except BaseException:
         lock.unlink(missing_ok=True)

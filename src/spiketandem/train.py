@@ -221,11 +221,10 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
                 logs = rule.train_step(x, y, optimizer, epoch)
             if board is not None:
                 board.log_step(epoch * len(train_batches) + step + 1, logs, samples=y.numel())
-            if main and epoch == start and len(train_batches) > 10:  # timed on steps 3-5, after the warm-up
+            if main and epoch == start and len(train_batches) > 10:  # timed on steps 3-5 (after the warm-up); said if >= 10 s
                 if step == 1:
                     warm = time.perf_counter()
-                elif step == 4:
-                    per_batch = (time.perf_counter() - warm) / 3
+                elif step == 4 and (per_batch := (time.perf_counter() - warm) / 3) * len(train_batches) >= 10:
                     log(f"  {label or cfg.rule}: about {per_batch * len(train_batches):.0f} s per epoch "
                         f"({len(train_batches)} batches, {per_batch:.2f} s each, timed on batches 3-5)")
             if not np.isfinite(logs["loss"]):

@@ -4,7 +4,7 @@ The names below are imported on first use, so that the command line (``export/co
 its parser without importing torch."""
 from __future__ import annotations
 
-from importlib import import_module
+from ..lazy import lazy_exports
 
 from .options import DEFAULT_DT, FLAVOURS, IMPORTERS
 
@@ -15,7 +15,4 @@ _WHERE = {"student_to_nir": "nir_export", "write_nir": "nir_export", "neuron_nod
 __all__ = ["DEFAULT_DT", "FLAVOURS", "IMPORTERS", *_WHERE]
 
 
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)

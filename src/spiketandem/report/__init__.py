@@ -4,7 +4,7 @@ The names below are imported on first use (PEP 562): the `report` command's pars
 ``spiketandem report --help``, need neither matplotlib nor torch."""
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_exports
 from typing import TYPE_CHECKING
 
 # public name -> the submodule that defines it
@@ -29,9 +29,4 @@ if TYPE_CHECKING:
     from .tables import accuracy_table, markdown_table
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

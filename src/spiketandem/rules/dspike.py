@@ -14,7 +14,6 @@ import dataclasses
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import SpiketandemError
 from ..surrogate import Surrogate
