@@ -12,11 +12,13 @@ def test_each_choice_list_is_the_one_its_module_uses():
     from spiketandem import neuron, precision, student, surrogate, train
     from spiketandem.config import CHOICES
     from spiketandem.data import events
+    from spiketandem.metrics import synops
     import importlib
     calibrate, noise = (importlib.import_module(f"spiketandem.hardware.{m}") for m in ("calibrate", "noise"))
     used = {"NEURON_KINDS": neuron, "RESETS": neuron, "NEURON_BACKENDS": neuron, "SURROGATES": surrogate,
             "INITS": student, "ENCODINGS": student, "OPTIMIZERS": train, "LR_SCHEDULES": train,
-            "AMP_MODES": precision, "BIN_MODES": events, "QUANT_MODES": noise, "SILENCE_MODES": noise}
+            "AMP_MODES": precision, "BIN_MODES": events, "QUANT_MODES": noise, "SILENCE_MODES": noise,
+            "SYNOPS_CONVENTIONS": synops}
     aliases = {"NOISE_KINDS": (noise, "KINDS"), "NOISE_PAPER_LEVELS": (noise, "PAPER_LEVELS"),
                "CALIBRATION_METHODS": (calibrate, "METHODS")}  # the hardware modules' own names for them
     declared = {name for name in vars(choices) if name.isupper()}
@@ -28,7 +30,8 @@ def test_each_choice_list_is_the_one_its_module_uses():
     assert {k: tuple(v) for k, v in CHOICES.items() if k != "optimizer"} == {
         "neuron": choices.NEURON_KINDS, "reset": choices.RESETS, "neuron_backend": choices.NEURON_BACKENDS,
         "surrogate": choices.SURROGATES, "init": choices.INITS, "encoding": choices.ENCODINGS,
-        "lr_schedule": choices.LR_SCHEDULES, "amp": choices.AMP_MODES, "bins": choices.BIN_MODES}
+        "lr_schedule": choices.LR_SCHEDULES, "amp": choices.AMP_MODES, "bins": choices.BIN_MODES,
+        "synops_convention": choices.SYNOPS_CONVENTIONS}
 
 
 def test_every_declared_surrogate_neuron_and_precision_is_implemented():

@@ -39,6 +39,18 @@ def test_compare_trains_each_rule_once_and_writes_table_and_figures(tmp_path, ca
     again = compare(capsys, "--rules", "stbp", "tet", "--sweep-rules", "stbp", "--sweep-T", "2", "4", "--out", str(out))
     assert again["runs"]["tet"]["student_acc"] == result["runs"]["tet"]["student_acc"]
     assert again["wall_seconds"] < result["wall_seconds"]
+    assert "SynOps / teacher MACs (exact)" in table
+    # another SynOps convention: the reused runs are re-counted in it, so that no table or axis mixes two
+    standard = compare(capsys, "--rules", "stbp", "tet", "--sweep-rules", "stbp", "--sweep-T", "2", "4",
+                       "--synops-convention", "standard", "--out", str(out))
+    assert {r["synops_convention"] for r in standard["runs"].values()} == {"standard"}
+    for folder in (out / "stbp", out / "tet", out / "sweep" / "stbp-T2"):
+        summary = RunFolder(folder).read_json("summary.json")
+        assert summary["synops_convention"] == "standard"
+        assert summary["synops_ratio"] == summary["synops_ratio_by_convention"]["standard"]
+    assert standard["sweep"]["synops_ratio"]["stbp"]["2"] == RunFolder(out / "sweep" / "stbp-T2").read_json(
+        "summary.json")["synops_ratio"]
+    assert "SynOps / teacher MACs (standard)" in (out / "compare.md").read_text()
 
 
 def test_teacher_rules_share_the_given_teacher_and_eval_sweep(tmp_path, capsys, digits_teacher):

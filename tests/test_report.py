@@ -90,6 +90,22 @@ def test_report_across_runs_compares_them(tmp_path):
     assert "spiketandem eval" in text  # the run without activity says how to get it
 
 
+def test_the_report_names_each_ratio_s_synops_convention(tmp_path):
+    a = fake_run(tmp_path / "a", with_activity=False)
+    summary = json.loads((a / "summary.json").read_text())
+    summary.update(synops_convention="standard", synops_ratio_by_convention={"exact": 0.8, "standard": 0.6})
+    (a / "summary.json").write_text(json.dumps(summary))
+    text = build_report([a], tmp_path / "one")[0].read_text()
+    assert "| SynOps ratio (standard) | energy ratio |" in text  # comparison and per-T tables: in the header
+    assert "SynOps (accumulates, standard)" in text
+    assert "SynOps ratio at T = 8 in each convention (docs/metrics.md): exact 0.8, standard 0.6." in text
+    b = fake_run(tmp_path / "b", with_activity=False)  # counted exact (a summary from before the choice)
+    text = build_report([a, b], tmp_path / "two")[0].read_text()
+    table = text.split("## Comparison of runs", 1)[1].split("\n\n")[1]
+    assert "| SynOps ratio | energy ratio |" in table  # conventions differ: each value names its own
+    assert "| 0.6 (standard) |" in table and "| 0.6 (exact) |" in table
+
+
 def test_report_rejects_a_folder_that_is_not_a_finished_run(tmp_path):
     with pytest.raises(SpiketandemError, match="not a run folder"):
         build_report([tmp_path], tmp_path / "out")
@@ -115,7 +131,9 @@ def test_T_sweep_files(tmp_path):
     assert first == {"T": 4, "accuracy": pytest.approx(0.85), "synops_ratio": 0.3, "energy_ratio": 0.07}
     csv, png = write_T_sweep(run, summary)
     lines = csv.read_text().splitlines()
-    assert lines[0] == "T,accuracy,synops_ratio,energy_ratio" and lines[2] == "8,0.95,0.6,0.137"
+    # a summary without synops_convention predates the choice: its SynOps were counted exact
+    assert lines[0] == "T,accuracy,synops_ratio,energy_ratio,synops_convention"
+    assert lines[2] == "8,0.95,0.6,0.137,exact"
     assert png.read_bytes().startswith(PNG_MAGIC)
 
 

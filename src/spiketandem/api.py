@@ -148,9 +148,12 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, T: in
     return float((scores.argmax(1) == labels).float().mean())
 
 
-def synops_ratio(student: Student, teacher: nn.Module, images: torch.Tensor, T: int) -> float:
+def synops_ratio(student: Student, teacher: nn.Module, images: torch.Tensor, T: int,
+                 convention: str = "exact") -> float:
     """(student SynOps + student MACs) / teacher MACs per inference at window T (the LTL paper's
-    operation ratio), counted by ``spiketandem.metrics.count_ops`` on ``images``."""
+    operation ratio), counted by ``spiketandem.metrics.count_ops`` on ``images``; SynOps in
+    ``convention``: "exact" (every event times its fan-out) or "standard" (each non-zero input value
+    times its fan-out; docs/metrics.md)."""
     _check_data(images)
     student.eval()
     teacher.eval()
@@ -158,7 +161,7 @@ def synops_ratio(student: Student, teacher: nn.Module, images: torch.Tensor, T: 
         frames = student.encoding == "frames"  # event counts: input layer event-driven, teacher on the time average
         counts, _ = count_ops(lambda x: student(x, T), images, named=student.graph_module, event_inputs=frames)
         reference = teacher_macs(teacher, images.mean(1) if frames else images)
-    return (counts.total_synops() + counts.total_macs()) / max(1, reference.total_macs())
+    return (counts.total_synops(convention) + counts.total_macs()) / max(1, reference.total_macs())
 
 
 def export_nir(student: Student, path: str | Path, dt: float | None = None, allow_subtract_reset: bool = False) -> Path:

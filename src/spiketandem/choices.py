@@ -17,6 +17,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")              # train.py: make_optimizer
 LR_SCHEDULES = ("cosine", "step", "constant")      # train.py: the scheduler
 AMP_MODES = ("off", "bf16")                        # precision.py: autocast
 BIN_MODES = ("time", "count")                      # data/events.py: binning events into T frames
+SYNOPS_CONVENTIONS = ("exact", "standard")         # metrics/synops.py: events through pooling, or non-zeros x fan-out
 NOISE_KINDS = ("mismatch", "quantization", "thermal", "silencing")   # hardware/noise.py: NoiseSpec, chip.py
 QUANT_MODES = ("minmax", "symmetric")              # hardware/noise.py: quantize
 SILENCE_MODES = ("step", "fixed")                  # hardware/noise.py: step or fixed silencing masks

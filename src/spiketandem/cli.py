@@ -22,6 +22,8 @@ from .config import CHOICES, FIELD_NAMES, RunConfig, load_yaml, make_config
 from .errors import SpiketandemError
 from .rules import CATALOG, all_options, rules_declaring
 
+SYNOPS_CONVENTION_HELP = ("how SynOps are counted: exact (every event times its fan-out, also through pooling and "
+                          "residual sums) or standard (each non-zero input value times its fan-out); docs/metrics.md")
 DEMO_CONFIG = dict(dataset="digits", arch="digits-cnn", neuron="lif", T=8, eval_T=[2, 4, 8, 16, 32], epochs=5,
                    teacher_epochs=40, batch_size=64, name="demo")
 
@@ -240,6 +242,13 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dic
     g.add_argument("--act-clip", type=float, metavar="C", help=h(
         "teachers trained here use the clipped ReLU min(max(x, 0), C) (the LTL authors' teacher: C = 2); helps "
         "students at small T", default="plain ReLU"))
+    g.add_argument("--act-levels", type=int, metavar="L", help=h(
+        "teachers trained here quantize each activation to L levels (QCFS: a learned clip per layer, starting at "
+        "--act-clip): the teacher of a student with T = L steps", default="full precision"))
+    if not rule_flag:
+        g.add_argument("--teacher", metavar="PATH", help=h(
+            "start from this teacher's weights (teacher.pt or its run folder), e.g. to quantize it with --act-levels",
+            default="random initialisation"))
     if rule_flag:
         g.add_argument("--teacher", metavar="PATH", help=h("teacher.pt or a teacher run folder",
                                                            default="one is trained, with --teacher-epochs"))
@@ -297,6 +306,8 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dic
                                                                      "event frames", "encoding"))
     g.add_argument("--percentile", type=float, metavar="P", help=h("percentile for y_norm and threshold balancing",
                                                                    "percentile"))
+    g.add_argument("--synops-convention", choices=CHOICES["synops_convention"], help=h(SYNOPS_CONVENTION_HELP,
+                                                                                       "synops_convention"))
     _add_rule_options(p)
 
 
@@ -394,6 +405,8 @@ def add_eval(p: argparse.ArgumentParser) -> None:
                    help="energy of one multiply-accumulate in pJ (default: 4.6, 45 nm)")
     p.add_argument("--ac-pj", type=float, default=0.9, metavar="PJ",
                    help="energy of one accumulate in pJ (default: 0.9, 45 nm)")
+    p.add_argument("--synops-convention", choices=CHOICES["synops_convention"],
+                   help=f"{SYNOPS_CONVENTION_HELP} (default: the run's)")
     p.add_argument("--device", metavar="DEVICE", help="auto, cpu or cuda (default: auto)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true")
@@ -416,6 +429,7 @@ def _logger(args):
 
 def _print_summary(args, summary: dict, run_dir) -> None:
     from .report import accuracy_table
+    from .report.tables import synops_convention
     if _secondary_rank():
         return
     if args.json:
@@ -425,7 +439,8 @@ def _print_summary(args, summary: dict, run_dir) -> None:
     print(accuracy_table(summary.get("teacher_acc"), summary.get("acc_by_T") or {"-": summary["student_acc"]})
           if summary.get("acc_by_T") else f"accuracy {100 * summary['student_acc']:.2f}%")
     if summary.get("synops_ratio") is not None and summary.get("acc_by_T"):
-        print(f"SynOps / teacher MACs at T={summary['T']}: {summary['synops_ratio']:.3f}")
+        print(f"SynOps / teacher MACs at T={summary['T']} ({synops_convention(summary)}): "
+              f"{summary['synops_ratio']:.3f}")
     print(f"run folder: {run_dir}")
 
 
@@ -464,7 +479,7 @@ def cmd_eval(args):
     from .report import SWEEP_T
     T_list = (args.sweep_T or list(SWEEP_T)) if args.sweep_T is not None else args.eval_T
     summary = eval_run(args.run_dir, T_list, device=args.device or "auto", energy=EnergyModel(args.mac_pj, args.ac_pj),
-                       sweep=args.sweep_T is not None)
+                       sweep=args.sweep_T is not None, synops_convention=args.synops_convention)
     _print_summary(args, summary, args.run_dir)
 
 

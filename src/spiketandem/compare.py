@@ -13,6 +13,9 @@ is an ordinary run folder (OUT/<rule>; sweep runs OUT/sweep/<rule>-T<T>), so ``e
 - ``front_accuracy_vs_synops.png``: the accuracy-vs-operations front, one point per spiking run (every
   rule and window, and offline LTL at each ``--rate-penalties`` value), the teacher as reference.
 A finished run folder (one with summary.json) is reused, so an interrupted comparison continues.
+Every SynOps ratio of a comparison is counted in its one ``--synops-convention`` (named in the table
+headers and on the front's x axis): a reused run counted in another convention is re-evaluated in this
+one (`spiketandem eval --synops-convention`), so that one axis never mixes conventions.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 from .errors import SpiketandemError
+from .report.tables import synops_convention
 from .rules import CATALOG, get_rule
 
 SWEEP_MODES = ("train", "eval", "none")
@@ -50,7 +54,13 @@ def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
     run = RunFolder(folder)
     if run.file("summary.json").is_file():
         log(f"reusing the finished run {folder}")
-        return run.read_json("summary.json")
+        summary = run.read_json("summary.json")
+        counted = synops_convention(summary)
+        if counted not in (None, cfg.synops_convention):
+            from .pipeline import eval_run
+            log(f"  its SynOps were counted {counted}; re-evaluating them {cfg.synops_convention}")
+            summary = eval_run(folder, device=cfg.device, log=log, synops_convention=cfg.synops_convention)
+        return summary
     return train_student(cfg.replace(out=str(folder), name=None), run, resume=resume and run.exists(), log=log)
 
 
@@ -76,6 +86,7 @@ def _row(rule: str, summary: dict, run_dir: Path) -> dict:
     return {"rule": rule, "T": summary.get("T"), "epochs": summary.get("epochs"),
             "student_acc": summary.get("student_acc"), "best_epoch_acc": max((r["test_acc"] for r in rows), default=None),
             "acc_by_T": summary.get("acc_by_T", {}), "synops_ratio": summary.get("synops_ratio"),
+            "synops_convention": synops_convention(summary),
             "train_seconds": summary.get("train_seconds"),
             "seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else None,
             "curve": [{"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in rows], "run_dir": str(run_dir)}
@@ -113,7 +124,7 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
     front_T = list(sweep_T) if sweep != "none" else [cfg.T]
     penalty_runs = _penalty_runs(cfg, out, penalties, front_T, teacher, resume, log)
     result = {"setup": {k: getattr(cfg, k) for k in ("dataset", "arch", "width", "n_train", "n_test", "neuron", "T",
-                                                      "epochs", "batch_size", "lr", "seed")},
+                                                      "epochs", "batch_size", "lr", "seed", "synops_convention")},
               "teacher": teacher, "teacher_acc": teacher_acc, "runs": runs,
               "sweep": {"mode": sweep, "T": list(sweep_T) if sweep != "none" else [], "accuracy": sweep_acc,
                         "synops_ratio": sweep_ratio},
@@ -139,7 +150,7 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teacher, runs: dict
                 folder = out / name
                 _train(_for_rule(cfg, name, teacher), folder, resume=resume, log=log)
             log(f"== {name}: evaluating at T = {' '.join(map(str, Ts))}")
-            summary = eval_run(folder, Ts, device=cfg.device, log=log)
+            summary = eval_run(folder, Ts, device=cfg.device, log=log, synops_convention=cfg.synops_convention)
             acc[name] = {str(T): summary["acc_by_T"][str(T)] for T in Ts}
             ratio[name] = {str(T): v for T, v in (summary.get("synops_ratio_by_T") or {}).items() if int(T) in Ts}
             continue
@@ -208,8 +219,8 @@ def markdown(result: dict) -> str:
              None if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
              None if r["seconds_per_epoch"] is None else f"{r['seconds_per_epoch']:.1f}"]
             for name, r in result["runs"].items()]
-    lines += [markdown_table(["rule", "T", "epochs", "test accuracy (final)", "best epoch", "SynOps / teacher MACs",
-                              "train s", "s / epoch"], rows), ""]
+    lines += [markdown_table(["rule", "T", "epochs", "test accuracy (final)", "best epoch",
+                              f"SynOps / teacher MACs ({s['synops_convention']})", "train s", "s / epoch"], rows), ""]
     curves = {n: r["curve"] for n, r in result["runs"].items() if r["curve"]}
     if curves:
         epochs = max(len(c) for c in curves.values())
@@ -240,12 +251,13 @@ def _write_outputs(result: dict, out: Path) -> dict:
     if sweep["accuracy"]:
         files["fig2a"] = str(out / "fig2a_accuracy_vs_T.png")
         plot_T_sweep(sweep["accuracy"], sweep["synops_ratio"], Path(files["fig2a"]), result["teacher_acc"],
-                     title=f"accuracy vs time window ({result['setup']['dataset']}, {result['setup']['arch']})")
+                     title=f"accuracy vs time window ({result['setup']['dataset']}, {result['setup']['arch']})",
+                     convention=result["setup"]["synops_convention"])
     if result["front"]:
         files["front"] = str(out / "front_accuracy_vs_synops.png")
         plot_front(result["front"], Path(files["front"]), result["teacher_acc"],
                    title=f"accuracy vs operations ({result['setup']['dataset']}, {result['setup']['arch']}), "
-                         "one point per run")
+                         "one point per run", convention=result["setup"]["synops_convention"])
     result = {**result, "files": files}
     atomic_text(markdown(result) + "\n", out / "compare.md")
     atomic_text(json.dumps(result, indent=2) + "\n", out / "compare.json")

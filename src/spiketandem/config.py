@@ -13,7 +13,7 @@ import yaml
 
 # torch-free, so that the command line can parse and help without importing torch
 from .choices import (AMP_MODES, BIN_MODES, ENCODINGS, INITS, LR_SCHEDULES, NEURON_BACKENDS, NEURON_KINDS, OPTIMIZERS,
-                      RESETS, SURROGATES)
+                      RESETS, SURROGATES, SYNOPS_CONVENTIONS)
 from .errors import SpiketandemError
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ CHOICES = {
     "lr_schedule": LR_SCHEDULES,
     "amp": AMP_MODES,
     "bins": BIN_MODES,
+    "synops_convention": SYNOPS_CONVENTIONS,
 }
 # numeric fields: integer or real, the allowed range (``above``/``below`` exclusive, ``minimum``/``maximum``
 # inclusive; reals must also be finite) and, where null is allowed, what null means
@@ -56,6 +57,7 @@ NUMBERS = {
     "lr": dict(above=0, null="the rule's default"),
     "weight_decay": dict(minimum=0, null="the rule's default"),
     "act_clip": dict(above=0, null="a plain ReLU"),
+    "act_levels": dict(integer=True, minimum=1, null="full precision"),
 }
 BOOLEANS = ("download", "progress", "detach_reset", "tensorboard", "channels_last")
 STRINGS = ("rule", "dataset", "device")
@@ -143,6 +145,7 @@ class RunConfig:
     arch: str | None = None
     width: float = 1.0
     act_clip: float | None = None  # teacher activation min(max(x, 0), act_clip) instead of ReLU (the authors' use 2)
+    act_levels: int | None = None  # teacher activation quantized to act_levels levels (QCFS, models/quantized.py)
     teacher: str | None = None
     teacher_epochs: int = 30
     # neuron
@@ -162,6 +165,7 @@ class RunConfig:
     init: str = "teacher"
     encoding: str = "analog"
     percentile: float = 99.9
+    synops_convention: str = "exact"  # how SynOps are counted (metrics/synops.py): exact events or standard
     # optimisation
     epochs: int = 5
     batch_size: int = 64

@@ -3,7 +3,7 @@ student from the file alone, and nothing that runs code when loaded (plain value
 with ``weights_only=True``).
 
     {"format": MODEL_FORMAT, "rule": name, "info": DataInfo fields, "config": the RunConfig that ran,
-     "teacher_arch": {"name", "width", "act_clip"} of the zoo teacher the student was built from (None for
+     "teacher_arch": {"name", "width", "act_clip", "act_levels"} of the zoo teacher the student was built from (None for
      a user's own teacher class), "state": Rule.state_dict()}
 
 The student's structure is the teacher's traced graph, so a student of a zoo teacher is rebuilt from the
@@ -24,7 +24,7 @@ from .runs import MODEL_FORMAT, atomic_save, safe_load
 
 def zoo_architecture(cfg) -> dict:
     """The ``teacher_arch`` entry of a student built from the zoo architecture of ``cfg``."""
-    return {"name": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip}
+    return {"name": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip, "act_levels": cfg.act_levels}
 
 
 def model_record(rule, teacher_arch: dict | None) -> dict:
@@ -117,7 +117,7 @@ def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: st
             raise SpiketandemError("this student was built from a teacher class of your own: pass an instance of it "
                                    "(any weights), e.g. load_student(path, teacher=MyNet())")
         teacher = build_model(arch["name"], info.num_classes, info.in_channels, info.image_size, arch["width"],
-                              arch.get("act_clip"))
+                              arch.get("act_clip"), arch.get("act_levels"))
     if teacher is not None:
         teacher = teacher.to(device).eval()
     rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, None)

@@ -16,13 +16,14 @@ from .errors import SpiketandemError
 from .metrics import EnergyModel
 from .metrics.evaluation import student_metrics
 from .model_file import check_info, load_weights, read_model, rebuild_rule, save_model, zoo_architecture
-from .models import build_model
+from .models import QCFS, build_model
 from .report import plot_learning_curve, write_T_sweep
 from .rules import configure, get_rule
 from .rules.base import DataInfo, Rule
 from .ownership import claim, latest_path, unique_path
 from .provenance import provenance
 from .runs import TEACHER_FORMAT, RunFolder, atomic_save, safe_load
+from .student import percentile_of
 from .train import evaluate, fit, peak_memory_bytes, resolve_device, seed_everything
 
 
@@ -144,7 +145,8 @@ def _on_main(run: RunFolder, work) -> dict:
 # ---- teachers ---------------------------------------------------------------------------------
 
 def save_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, accuracy: float, path: Path) -> None:
-    atomic_save({"format": TEACHER_FORMAT, "arch": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip, "dataset": cfg.dataset,
+    atomic_save({"format": TEACHER_FORMAT, "arch": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip,
+                 "act_levels": cfg.act_levels, "dataset": cfg.dataset,
                  "info": dataclasses.asdict(info), "state_dict": model.state_dict(), "accuracy": accuracy}, path)
 
 
@@ -164,7 +166,7 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
         raise SpiketandemError(f"teacher {path} was trained for {saved} but this dataset is {info}; train a teacher on "
                                "this dataset (`spiketandem teacher --dataset ...`)")
     model = build_model(obj["arch"], saved.num_classes, saved.in_channels, saved.image_size, obj["width"],
-                        obj.get("act_clip"))
+                        obj.get("act_clip"), obj.get("act_levels"))
     bad = [k for k, v in obj["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
            and not bool(torch.isfinite(v).all())]
     if bad:
@@ -200,6 +202,8 @@ def _train_teacher(cfg, run, resume, log) -> dict:
     seed_everything(cfg.seed)
     rule = rule_cls(cfg, info)
     rule.model.to(device)
+    if cfg.teacher:
+        start_from_teacher(rule.model, cfg, info, calibration_images(data, device), device, log)
     log(f"training teacher {cfg.arch} (width {cfg.width}) on {describe_data(data)}, {cfg.epochs} epochs, device "
         f"{device}, into {run.path}")
     seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, label="teacher").seconds
@@ -215,6 +219,48 @@ def _train_teacher(cfg, run, resume, log) -> dict:
     return _on_main(run, finish)
 
 
+def start_from_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, images, device, log) -> None:
+    """`spiketandem teacher --teacher FILE`: fine-tune from FILE's weights (same architecture and width).
+    Quantizing a full-precision teacher (``--act-levels L``): the QCFS clips start where the
+    fine-tuning starts from a working network (``calibrate_clips``)."""
+    source, meta = load_teacher(cfg.teacher, info, device)
+    if (meta["arch"], meta["width"]) != (cfg.arch, cfg.width):
+        raise SpiketandemError(f"--teacher {cfg.teacher} is a {meta['arch']} of width {meta['width']}, this teacher a "
+                               f"{cfg.arch} of width {cfg.width}: pass --arch {meta['arch']} --width {meta['width']}")
+    clips = {k: v for k, v in model.state_dict().items() if k.endswith(".clip") and k not in source.state_dict()}
+    load_weights(model, {**clips, **source.state_dict()}, f"teacher {cfg.teacher}")
+    if clips:
+        calibrate_clips(model, images, cfg.percentile, cfg.act_clip)
+    log(f"starting from the weights of {cfg.teacher} ({meta['arch']}, act_clip {meta.get('act_clip')}"
+        + (f"; QCFS clips at the p{cfg.percentile} of each layer's activation)" if clips else ")"))
+
+
+@torch.no_grad()
+def calibrate_clips(model: torch.nn.Module, images: torch.Tensor, percentile: float, ceiling: float) -> None:
+    """Each QCFS clip s_l, in forward order, set to the ``percentile`` of clamp(z_l, 0, ceiling) over ``images``,
+    z_l its input with the layers before it already quantized at their clips (threshold balancing, layer by layer)."""
+    order: list = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: order.append(m) if m not in order else None)
+             for m in model.modules() if isinstance(m, QCFS)]
+    was_training = model.training
+    model.eval()
+    try:
+        model(images[:1])
+        for h in hooks:
+            h.remove()
+        for module in order:
+            seen: list = []
+            hook = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].clamp(0, ceiling).flatten()))
+            for chunk in images.split(256):
+                model(chunk)
+            hook.remove()
+            module.clip.fill_(percentile_of(torch.cat(seen), percentile))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, resume: bool, log) -> tuple:
     """The teacher given by --teacher, or (when none is given) one trained now into RUN/teacher/."""
     if cfg.teacher:
@@ -224,6 +270,11 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
                                    f"but {cfg.teacher} was trained with act_clip={meta.get('act_clip')}; drop "
                                    "--act-clip (the student follows the teacher's own activation) or train a teacher "
                                    f"with `spiketandem teacher --act-clip {cfg.act_clip}`")
+        if cfg.act_levels is not None and meta.get("act_levels") != cfg.act_levels:
+            raise SpiketandemError(f"--act-levels {cfg.act_levels} asks for a teacher quantized to {cfg.act_levels} "
+                                   f"levels, but {cfg.teacher} has act_levels={meta.get('act_levels')}; quantize it with "
+                                   f"`spiketandem teacher --teacher {cfg.teacher} --act-levels {cfg.act_levels} "
+                                   f"--act-clip {meta.get('act_clip') or 2}`")
         if distributed.is_main():
             shutil.copyfile(Path(cfg.teacher) / "teacher.pt" if Path(cfg.teacher).is_dir() else cfg.teacher,
                         run.file("teacher.pt"))
@@ -253,7 +304,8 @@ def teacher_architecture(cfg: RunConfig, meta: dict) -> RunConfig:
     if cfg.arch is not None and cfg.arch != meta["arch"]:
         raise SpiketandemError(f"--arch {cfg.arch} contradicts the teacher {cfg.teacher}, which is a {meta['arch']}: "
                                "the student is built from the teacher's graph; drop --arch")
-    return cfg.replace(arch=meta["arch"], width=meta["width"], act_clip=meta.get("act_clip"))
+    return cfg.replace(arch=meta["arch"], width=meta["width"], act_clip=meta.get("act_clip"),
+                       act_levels=meta.get("act_levels"))
 
 
 def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, overwrite=False, log=print,
@@ -300,7 +352,8 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
 def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, T_list=None,
                          run: RunFolder | None = None, energy: EnergyModel | None = None) -> dict:
     """Accuracy at every T; for spiking rules also SynOps / MACs / energy against the teacher (at every
-    T), per-layer firing rates, and (given ``run``) the activity record ``activity.json``."""
+    T, SynOps in ``cfg.synops_convention``), per-layer firing rates, and (given ``run``) the activity
+    record ``activity.json``."""
     T_list = sorted(set(T_list or cfg.eval_T) | {cfg.T})
     if cfg.encoding == "frames" and rule.spiking and T_list != [cfg.T]:
         raise SpiketandemError(f"this student reads event frames binned into T={cfg.T} steps, so it is evaluated at "
@@ -310,7 +363,8 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
     ratio, extra = 1.0, {}
     if rule.spiking:  # against the teacher, or (rules without one) the same architecture as an ANN
         reference = teacher if teacher is not None else build_model(cfg.arch, *dataclasses.astuple(rule.info), cfg.width)
-        extra, activity = student_metrics(rule, reference.to(device).eval(), test, T_list, cfg.T, energy)
+        extra, activity = student_metrics(rule, reference.to(device).eval(), test, T_list, cfg.T, energy,
+                                          convention=cfg.synops_convention)
         ratio = extra.pop("synops_ratio")
         if run is not None and activity is not None:
             run.write_json("activity.json", activity)
@@ -334,9 +388,10 @@ def load_run(path: str | Path, device: str = "auto") -> tuple[RunConfig, Rule, D
 
 
 def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, energy: EnergyModel | None = None,
-             sweep: bool = False) -> dict:
+             sweep: bool = False, synops_convention: str | None = None) -> dict:
     """`spiketandem eval RUN_DIR`: re-evaluate a trained run at the given windows; updates summary.json
-    (and activity.json).  ``sweep`` also writes accuracy and SynOps ratio vs T (sweep_T.csv/.png)."""
+    (and activity.json).  ``sweep`` also writes accuracy and SynOps ratio vs T (sweep_T.csv/.png).
+    ``synops_convention`` counts SynOps in that convention (default: the run's own)."""
     from .config import check_windows
     if T_list:  # every window checked, and the summary to update read, before any work or write
         T_list = check_windows("eval windows (--eval-T / --sweep-T)", T_list)
@@ -344,6 +399,8 @@ def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, ene
     run.read_config()  # a clear error for a folder that is no run, or whose config.yaml is damaged
     old = run.read_json("summary.json") if run.file("summary.json").exists() else {}
     cfg, rule, info, dev = load_run(path, device)
+    if synops_convention is not None:
+        cfg = cfg.replace(synops_convention=synops_convention)  # checked before any evaluation or write
     cfg, data, _, _ = prepare(cfg)
     teacher_acc = None
     if rule.teacher is not None:

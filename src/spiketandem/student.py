@@ -23,6 +23,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .choices import ENCODINGS, INITS  # declared torch-free for the command line
 from .errors import SpiketandemError
+from .models.quantized import QCFS, quantize_activation
 from .neuron import NeuronConfig, RunContext, SpikingNeuron, TimeAware, TimeRepeat
 
 RELU_MODULES = (nn.ReLU, nn.ReLU6)
@@ -37,21 +38,39 @@ STATELESS_METHODS = ("view", "reshape", "flatten", "size", "add", "add_", "conti
 
 
 def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """ReLU, ReLU6 and clipped ReLUs (Hardtanh with a lower bound of 0) become spiking neurons."""
+    """ReLU, ReLU6, clipped ReLUs (Hardtanh with a lower bound of 0) and quantized ones (QCFS) become spiking
+    neurons."""
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
-        return isinstance(module, RELU_MODULES) or (isinstance(module, nn.Hardtanh) and module.min_val == 0)
+        return (isinstance(module, RELU_MODULES + (QCFS,))
+                or (isinstance(module, nn.Hardtanh) and module.min_val == 0))
     if node.op == "call_function":
         return node.target in RELU_FUNCTIONS
     return node.op == "call_method" and node.target in RELU_METHODS
 
 
 def _ceiling(gm: fx.GraphModule, node: fx.Node) -> float:
-    """The upper clip of a ReLU node: inf for ReLU, 6 for ReLU6, max_val for a clipped ReLU (Hardtanh(0, c))."""
+    """The upper clip of a ReLU node: inf for ReLU, 6 for ReLU6, max_val for a clipped ReLU (Hardtanh(0, c)),
+    the learned clip s of a QCFS activation."""
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
+        if isinstance(module, QCFS):
+            return max(float(module.clip.detach()), 1e-3)
         return 6.0 if isinstance(module, nn.ReLU6) else float(getattr(module, "max_val", math.inf))
     return 6.0 if node.target is F.relu6 else math.inf
+
+
+def _levels(gm: fx.GraphModule, node: fx.Node) -> tuple[int | None, float]:
+    """(L, phi) of a QCFS activation node; (None, 0) for a full-precision one."""
+    module = gm.get_submodule(node.target) if node.op == "call_module" else None
+    return (module.levels, module.shift) if isinstance(module, QCFS) else (None, 0.0)
+
+
+class _TeacherTracer(fx.Tracer):
+    """fx's tracer, with the QCFS activation kept as one call (it is a neuron layer, not its arithmetic)."""
+
+    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+        return isinstance(m, QCFS) or super().is_leaf_module(m, qualified_name)
 
 
 def _describe(node: fx.Node) -> str:
@@ -82,7 +101,7 @@ def _check_mappable(gm: fx.GraphModule) -> None:
 def trace_teacher(teacher: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
     """fx-trace a teacher and annotate shapes; clear errors for untraceable or unmappable teachers."""
     try:
-        gm = fx.symbolic_trace(teacher)
+        gm = fx.GraphModule(teacher, _TeacherTracer().trace(teacher), type(teacher).__name__)
     except Exception as e:  # fx raises many kinds for data-dependent control flow
         raise SpiketandemError(f"cannot trace the teacher with torch.fx ({type(e).__name__}: {e}); its forward must not "
                                "branch on tensor values") from None
@@ -120,6 +139,9 @@ class TeacherTaps(nn.Module):
         graph = gm.graph
         taps = {}
         for node in relu_nodes(gm):
+            if _levels(gm, node)[0] is not None:  # a QCFS activation is not in place: it is its own tap
+                taps[node.name] = node
+                continue
             # tap a non-inplace copy of the activation so later in-place ops cannot alter the recorded one
             with graph.inserting_after(node):
                 clean = graph.call_function(F.hardtanh, (node.args[0], 0.0, _ceiling(gm, node)))
@@ -238,10 +260,14 @@ class LayerInfo:
     name: str        # neuron module name (the fx node name of the teacher ReLU)
     path: str        # the teacher's module path of that ReLU
     modules: list    # targets of the stateless modules that feed this neuron layer
-    ceiling: float = math.inf  # the teacher activation's upper clip (inf: ReLU; 6: ReLU6; c: Hardtanh(0, c))
+    ceiling: float = math.inf  # the teacher activation's upper clip (inf: ReLU; 6: ReLU6; c: Hardtanh(0, c); QCFS: s)
+    levels: int | None = None  # a quantized (QCFS) teacher activation's L; None: full precision
+    shift: float = 0.0         # and its phi
 
     def ann_activation(self, z: torch.Tensor) -> torch.Tensor:
         """The teacher's activation of this layer, for rules that run some layers as the ANN."""
+        if self.levels is not None:
+            return quantize_activation(z, torch.tensor(self.ceiling, device=z.device), self.levels, self.shift)
         return F.hardtanh(z, 0.0, self.ceiling)
 
 
@@ -355,7 +381,8 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     init="teacher": the teacher's weights with BN folded.  init="random": the same graph with weights
     re-drawn (PyTorch's default initialisers, BN reset to the identity).  Either way every layer's
     threshold and spike amplitude are then set to the ``percentile`` of that layer's ANN activation on
-    ``calibration_images`` (threshold balancing; Rueckauer et al. 2017), so spikes start in a useful
+    ``calibration_images`` (threshold balancing; Rueckauer et al. 2017), or for a quantized (QCFS) teacher
+    activation to its clip s (its L steps of s / L are then what L time steps can emit), so spikes start in a useful
     range: a randomly initialised deep student with fixed thresholds is typically silent from its
     second layer on and receives no surrogate gradient at all.
     keep_batchnorm=True leaves BatchNorm layers unfolded: they then normalise over the folded
@@ -379,13 +406,13 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     graph = gm.graph
     layers, seen = [], {}
     for node in relu_nodes(gm):
-        name, path, ceiling = node.name, _relu_path(node, seen), _ceiling(gm, node)
+        name, path, ceiling, (levels, shift) = node.name, _relu_path(node, seen), _ceiling(gm, node), _levels(gm, node)
         gm.add_submodule(f"neurons.{name}", SpikingNeuron(neuron, name=name, path=path))
         with graph.inserting_after(node):
             new = graph.call_module(f"neurons.{name}", (node.args[0],))
         node.replace_all_uses_with(new)
         graph.erase_node(node)
-        layers.append(LayerInfo(name, path, [], ceiling))
+        layers.append(LayerInfo(name, path, [], ceiling, levels, shift))
     if not layers:
         raise SpiketandemError("the teacher has no ReLU: there is nothing to make spiking")
     for node in list(graph.nodes):  # dropout is the identity at inference and on spikes
@@ -409,6 +436,8 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
 
     images = calibration_images if calibration_images is not None else example_input
     scales = activation_scales(TeacherTaps(scales_source, example_input), images, percentile)
+    # a quantized teacher layer's clip s is the threshold and amplitude at which L steps reproduce it (QCFS)
+    scales.update({info.name: info.ceiling for info in layers if info.levels is not None})
     for name, neuron_layer in student.neurons.items():
         neuron_layer.threshold.fill_(scales[name])
         neuron_layer.amplitude.fill_(scales[name])

@@ -3,7 +3,7 @@ the forward equal to the digits CNN written out with the quantizer, and learning
 import pytest
 import torch
 
-from spiketandem.rules.qat import quantize_activation
+from spiketandem.models.quantized import quantize_activation
 
 
 @pytest.mark.parametrize("levels", [1, 4, 8])

@@ -6,7 +6,7 @@ import torch
 from spiketandem.errors import SpiketandemError
 from spiketandem.neuron import RunContext
 from spiketandem.rules.hybrid import membrane_start
-from spiketandem.rules.qat import quantize_activation as qcfs_activation  # h(z) of Bu et al.
+from spiketandem.models.quantized import quantize_activation as qcfs_activation  # h(z) of Bu et al.
 
 # lambda = 2, L = 4, phi = 0.5:  h(z) = 2 * clamp(floor(2 z + 0.5) / 4, 0, 1)
 Z = [-1.0, -0.1, 0.2, 0.24, 0.26, 1.0, 1.9, 2.1, 5.0]

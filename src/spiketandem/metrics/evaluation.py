@@ -20,19 +20,21 @@ def counted_module(model: nn.Module) -> nn.Module:
 
 def student_metrics(rule, reference: nn.Module, test_batches, T_list, T: int, energy: EnergyModel | None = None,
                     count_samples: int = COUNT_SAMPLES,
-                    activity_samples: int = ACTIVITY_SAMPLES) -> tuple[dict, dict | None]:
+                    activity_samples: int = ACTIVITY_SAMPLES, convention: str = "exact") -> tuple[dict, dict | None]:
     """Summary keys of a spiking rule at window ``T`` (and SynOps/energy ratios at every ``T_list``
-    window), and its activity record (firing statistics, histograms, a raster; None when the
-    rule's model is not a student that records spikes).
+    window, SynOps counted in ``convention``), and its activity record (firing statistics, histograms,
+    a raster; None when the rule's model is not a student that records spikes).
 
-    Summary keys: synops_ratio, synops_per_sample, student_macs_per_sample, teacher_macs_per_sample,
-    energy, synops_ratio_by_T, energy_ratio_by_T, ops_by_layer, layer_rates."""
+    Summary keys: synops_convention, synops_ratio, synops_ratio_by_convention, synops_per_sample,
+    student_macs_per_sample, teacher_macs_per_sample, energy, synops_ratio_by_T, energy_ratio_by_T,
+    ops_by_layer, layer_rates."""
     images = next(iter(test_batches))[0][:count_samples]
     was_training = rule.model.training
     rule.train(False)
     try:
         extra = efficiency_by_T(lambda x, t: rule.predict(x, t), counted_module(rule.model), reference, images, T_list,
-                                T, energy, event_frames=getattr(rule.model, "encoding", None) == "frames")
+                                T, energy, event_frames=getattr(rule.model, "encoding", None) == "frames",
+                                convention=convention)
         activity = None
         if hasattr(rule.model, "run") and hasattr(rule.model, "neurons"):
             activity = record_activity(rule.model, test_batches, T, activity_samples)

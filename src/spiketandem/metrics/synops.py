@@ -34,7 +34,20 @@ spikes inside the forward, where they are recognised as events.  ``analog_inputs
 
 Event-camera frames (counts of events per pixel and time bin, ``count_ops(..., event_inputs=True)``)
 are event tensors whose shadow is the count itself, ``E = x``: the first layer of a frames student
-is event-driven, costing SynOps = sum_i x_i * fanout_i (each event one AC per synapse), not MACs.
+is event-driven, costing SynOps = sum_i x_i * fanout_i (exact convention: each event one AC per
+synapse), not MACs.
+
+Two conventions count the SynOps of an event input (``SYNOPS_CONVENTIONS``, both counted in one pass):
+
+- **exact** (the default):        SynOps = sum_i  E_i * fanout_i            (the event shadow above);
+- **standard** (the field's):     SynOps = sum_i  1[x_i != 0] * fanout_i    (x: the layer's actual input),
+
+i.e. the standard count charges each non-zero input value of a conv/linear layer once per synapse,
+whatever number of events it carries.  They differ only where one input value carries several events:
+an average-pooled spike map (a pooled value holding 3 spikes counts 3 exact, 1 standard), a residual
+sum of coincident spikes (2 vs 1), an event-camera frame pixel holding n events (n vs 1).  On spikes
+fed straight into a layer (a strided conv, a linear layer after a neuron) they are equal.  Analog inputs
+are MACs in both.  docs/metrics.md says which published numbers use which.
 
 A layer that sees the constant analog input runs once per inference in spiketandem's students (its
 current is held for all T steps), and is counted once.  Bias additions, BatchNorm, pooling and the
@@ -52,6 +65,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
+
+from ..choices import SYNOPS_CONVENTIONS
 
 aten = torch.ops.aten
 
@@ -118,6 +133,11 @@ def _matmul_synops(ex, ew, x_shape, w_shape) -> int | None:
     return None
 
 
+def _nonzero(x: torch.Tensor) -> torch.Tensor:
+    """1[x != 0]: the standard convention's count of an input entry (one, whatever events it carries)."""
+    return (x.detach() != 0).to(torch.float32)
+
+
 # ---- event propagation --------------------------------------------------------------------------
 
 # ops whose output entries are copies of entries of their first argument (shapes and indices only)
@@ -154,33 +174,47 @@ def _adaptive_window_sizes(in_size: int, out_size: int, device) -> torch.Tensor:
 class OpCounts:
     """Operations of one counted call, per layer (conv/linear module path) and in total.
 
-    ``macs`` are dense multiply-accumulates (analog inputs), ``synops`` accumulates triggered by
-    events; both are totals over the ``samples`` inputs of the call (use the ``*_per_sample``
-    methods for one inference)."""
+    ``macs`` are dense multiply-accumulates (analog inputs); ``synops`` the accumulates triggered by
+    events in the exact convention, ``standard`` the same layers' SynOps in the standard one (see the
+    module docstring); all are totals over the ``samples`` inputs of the call (use the ``*_per_sample``
+    methods for one inference, and ``convention=`` to choose the SynOps count)."""
 
-    macs: dict = field(default_factory=lambda: defaultdict(int))    # layer -> dense MACs
-    synops: dict = field(default_factory=lambda: defaultdict(int))  # layer -> ACs triggered by events
+    macs: dict = field(default_factory=lambda: defaultdict(int))      # layer -> dense MACs
+    synops: dict = field(default_factory=lambda: defaultdict(int))    # layer -> sum_i E_i fanout_i (exact)
+    standard: dict = field(default_factory=lambda: defaultdict(int))  # layer -> sum_i 1[x_i != 0] fanout_i
     samples: int = 1
+
+    def synops_of(self, convention: str = "exact") -> dict:
+        """layer -> SynOps (total over the samples) in ``convention`` ("exact" or "standard")."""
+        if convention not in SYNOPS_CONVENTIONS:
+            from ..errors import SpiketandemError
+            raise SpiketandemError(f"unknown SynOps convention {convention!r}; choose one of "
+                                   f"{', '.join(SYNOPS_CONVENTIONS)} (docs/metrics.md: Conventions)")
+        return self.synops if convention == "exact" else self.standard
 
     def total_macs(self) -> int:
         return sum(self.macs.values())
 
-    def total_synops(self) -> int:
-        return sum(self.synops.values())
+    def total_synops(self, convention: str = "exact") -> int:
+        return sum(self.synops_of(convention).values())
 
     def macs_per_sample(self) -> float:
         return self.total_macs() / self.samples
 
-    def synops_per_sample(self) -> float:
-        return self.total_synops() / self.samples
+    def synops_per_sample(self, convention: str = "exact") -> float:
+        return self.total_synops(convention) / self.samples
 
     def layers(self) -> list[str]:
         """Layer names in the order they first ran."""
         return list(dict.fromkeys([*self.macs, *self.synops]))
 
-    def per_layer(self) -> dict[str, dict]:
-        """layer -> {"macs": per sample, "synops": per sample}."""
-        return {name: {"macs": self.macs.get(name, 0) / self.samples, "synops": self.synops.get(name, 0) / self.samples}
+    def per_layer(self, convention: str = "exact") -> dict[str, dict]:
+        """layer -> {"macs", "synops" (in ``convention``), "synops_by_convention": {convention: SynOps}},
+        all per sample."""
+        chosen = self.synops_of(convention)
+        by = {c: self.synops_of(c) for c in SYNOPS_CONVENTIONS}
+        return {name: {"macs": self.macs.get(name, 0) / self.samples, "synops": chosen.get(name, 0) / self.samples,
+                       "synops_by_convention": {c: d.get(name, 0) / self.samples for c, d in by.items()}}
                 for name in self.layers()}
 
 
@@ -200,7 +234,7 @@ class _Counter(TorchDispatchMode):
             return None
         if x in self.events:
             return self.events[x]
-        e = (x != 0).to(torch.float32) if is_spike_tensor(x) else None
+        e = _nonzero(x) if is_spike_tensor(x) else None
         self.events[x] = e
         return e
 
@@ -224,12 +258,14 @@ class _Counter(TorchDispatchMode):
         e, factor = (ea, b) if ea is not None else (eb, a)
         return e * (factor != 0) if isinstance(factor, torch.Tensor) and factor.dim() > 0 else e
 
-    def _count(self, macs: int, synops: int | None) -> None:
+    def _count(self, macs: int, synops: int | None, standard: int | None) -> None:
+        """Add a layer call: MACs when its input is analog (``synops`` None), else SynOps in both conventions."""
         layer = self.layers[-1]
         if synops is None:
             self.counts.macs[layer] += macs
         else:
             self.counts.synops[layer] += synops
+            self.counts.standard[layer] += standard
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -238,14 +274,19 @@ class _Counter(TorchDispatchMode):
             x, w = args[0], args[1]
             stride, padding, dilation, transposed, output_padding, groups = args[3:9]
             e = None if self.dense else self.event_of(x)
-            syn = None if e is None else conv_synapses(e, w.shape, stride, padding, dilation, groups, transposed,
-                                                       output_padding)
-            self._count(_conv_macs(x, w, out, transposed), syn)
+            syn = std = None
+            if e is not None:
+                geometry = (w.shape, stride, padding, dilation, groups, transposed, output_padding)
+                syn, std = conv_synapses(e, *geometry), conv_synapses(_nonzero(x), *geometry)
+            self._count(_conv_macs(x, w, out, transposed), syn, std)
             self._set(out, None)
         elif func in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default):
             x, w = args[-2:] if func in (aten.mm.default, aten.bmm.default) else args[1:3]
-            syn = None if self.dense else _matmul_synops(self.event_of(x), self.event_of(w), x.shape, w.shape)
-            self._count(math.prod(x.shape) * w.shape[-1], syn)
+            ex, ew = (None, None) if self.dense else (self.event_of(x), self.event_of(w))
+            syn = _matmul_synops(ex, ew, x.shape, w.shape)
+            std = _matmul_synops(None if ex is None else _nonzero(x), None if ew is None else _nonzero(w), x.shape,
+                                 w.shape)
+            self._count(math.prod(x.shape) * w.shape[-1], syn, std)
             self._set(out, None)
         elif not self.dense:
             self._propagate(func, args, kwargs, out)

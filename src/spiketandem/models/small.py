@@ -8,7 +8,9 @@ from torch import nn
 class DigitsCNN(nn.Module):
     """conv3x3(32)-BN-ReLU - conv3x3(64)-BN-ReLU - avgpool2 - FC(128)-ReLU - FC(classes).
 
-    Uses a functional ``F.relu`` in ``forward`` on purpose: students must catch those too.
+    Uses a functional ``F.relu`` in ``forward`` on purpose: students must catch those too.  A clipped or
+    quantized teacher (``build_model(..., act_clip=...)``) gets one activation module per layer instead
+    (``set_activations``).
     """
 
     def __init__(self, num_classes=10, in_channels=1, image_size=8, width=1.0):
@@ -21,11 +23,16 @@ class DigitsCNN(nn.Module):
         self.pool = nn.AvgPool2d(2)
         self.fc1 = nn.Linear(c2 * (image_size // 2) ** 2, h)
         self.fc2 = nn.Linear(h, num_classes)
+        self.act = (F.relu, F.relu, F.relu)
+
+    def set_activations(self, make) -> None:
+        """Each layer's activation a module ``make()`` of its own (Hardtanh, QCFS) instead of F.relu."""
+        self.act = nn.ModuleList(make() for _ in range(3))
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.pool(F.relu(self.bn2(self.conv2(x))))
-        x = F.relu(self.fc1(x.flatten(1)))
+        x = self.act[0](self.bn1(self.conv1(x)))
+        x = self.pool(self.act[1](self.bn2(self.conv2(x))))
+        x = self.act[2](self.fc1(x.flatten(1)))
         return self.fc2(x)
 
 

@@ -15,7 +15,7 @@ from ..errors import SpiketandemError
 from ..runs import RunFolder
 from . import plots
 from .document import Document, code, literal
-from .tables import num, pct, si
+from .tables import num, pct, si, synops_column, synops_convention
 
 
 @dataclass
@@ -118,7 +118,7 @@ def _describe(r: RunData) -> str:
 # ---- settings: the config values that ran -------------------------------------------------------
 
 # the settings a reader asks for first, in this order; every other config value follows in file order
-SETTINGS_FIRST = ("rule", "dataset", "arch", "width", "act_clip", "teacher", "teacher_epochs", "neuron", "T", "eval_T",
+SETTINGS_FIRST = ("rule", "dataset", "arch", "width", "act_clip", "act_levels", "teacher", "teacher_epochs", "neuron", "T", "eval_T",
                   "threshold", "tau_m", "dt", "leak", "reset", "surrogate", "surrogate_param", "detach_reset",
                   "encoding", "init", "percentile", "ynorm", "schedule", "bptt", "kd", "kd_temperature", "epochs",
                   "batch_size", "optimizer", "lr", "weight_decay", "lr_schedule", "milestones", "seed", "n_train",
@@ -182,7 +182,8 @@ def _settings_section(doc: Document, runs: list[RunData]) -> None:
 def _comparison(doc: Document, runs: list[RunData], out: Path) -> None:
     doc.heading("Comparison of runs")
     rows = []
-    for r in runs:
+    ratio_header, ratios = synops_column([r.summary for r in runs])
+    for r, ratio in zip(runs, ratios):
         s = r.summary
         gap = None
         if s.get("teacher_acc") is not None and r.spiking:
@@ -190,13 +191,14 @@ def _comparison(doc: Document, runs: list[RunData], out: Path) -> None:
         energy = (s.get("energy") or {}).get("ratio")
         rows.append([r.label, s.get("rule"), s.get("dataset"), s.get("arch"), (s.get("neuron") or "–").upper(),
                      s.get("T"), s.get("epochs"), pct(s.get("teacher_acc")), pct(s.get("student_acc")), gap,
-                     num(s.get("synops_ratio")) if r.spiking else None, num(energy), num(s.get("train_seconds"), ".0f"),
-                     s.get("device")])
+                     ratio if r.spiking else None, num(energy), num(s.get("train_seconds"), ".0f"), s.get("device")])
     doc.table(["run", "rule", "dataset", "arch", "neuron", "T", "epochs", "teacher acc", "accuracy", "Δ (pp)",
-               "SynOps ratio", "energy ratio", "train s", "device"], rows, "lllllrrrrrrrrl")
+               ratio_header, "energy ratio", "train s", "device"], rows, "lllllrrrrrrrrl")
     doc.text("Accuracy is the test accuracy at the training window T; Δ is student minus teacher in percentage "
              "points. "
-             "SynOps ratio = (student SynOps + student MACs) / teacher MACs per inference; energy ratio weighs "
+             "SynOps ratio = (student SynOps + student MACs) / teacher MACs per inference, SynOps counted in the "
+             "convention named (exact: every event times its fan-out; standard: each non-zero input value times "
+             "its fan-out; docs/metrics.md); energy ratio weighs "
              "MACs at 4.6 pJ and ACs at 0.9 pJ (45 nm) unless the run was evaluated with other values.")
     if len(runs) < 2:
         return
@@ -217,10 +219,15 @@ def _comparison(doc: Document, runs: list[RunData], out: Path) -> None:
         doc.figure(out / "compare_learning_curves.png", "Test accuracy per epoch of every run.")
     spiking = [r for r in runs if r.spiking]
     if len(spiking) > 1:
+        convention = _common([synops_convention(r.summary) for r in spiking])
+        # runs counted in different conventions: each ratio curve says its own
+        ratio_label = {r.label: r.label if convention else f"{r.label} ({synops_convention(r.summary)})"
+                       for r in spiking}
         plots.plot_T_sweep({r.label: r.summary["acc_by_T"] for r in spiking},
-                           {r.label: r.summary.get("synops_ratio_by_T") or {} for r in spiking},
-                           out / "compare_T.png", teacher_acc=teacher, colors=colors, chance=chance,
-                           test_size=test_size)
+                           {ratio_label[r.label]: r.summary.get("synops_ratio_by_T") or {} for r in spiking},
+                           out / "compare_T.png", teacher_acc=teacher,
+                           colors={**colors, **{ratio_label[r.label]: r.color for r in spiking}}, chance=chance,
+                           test_size=test_size, convention=convention)
         doc.figure(out / "compare_T.png", "Accuracy and SynOps ratio vs time window T of every spiking run.")
 
 
@@ -235,16 +242,17 @@ def _accuracy_section(doc: Document, r: RunData, out: Path, stem: str) -> None:
         acc = s["acc_by_T"][T]
         gap = None if s.get("teacher_acc") is None else f"{100 * (acc - s['teacher_acc']):+.2f}"
         rows.append([T, pct(acc), gap, num(ratio.get(T)), num(energy.get(T))])
+    convention = synops_convention(s)
     doc.heading("Accuracy, SynOps and energy per time window", 3)
     if s.get("teacher_acc") is not None:
         doc.text(f"Teacher (ANN) accuracy: **{pct(s['teacher_acc'])}**.")
-    doc.table(["T", "accuracy", "Δ teacher (pp)", "SynOps ratio", "energy ratio"], rows)
+    doc.table(["T", "accuracy", "Δ teacher (pp)", f"SynOps ratio ({convention})", "energy ratio"], rows)
     if len(rows) < 2:
         return  # one window: the table says it all
     label = f"{s.get('rule')} ({str(s.get('neuron') or '').upper()}, trained at T={s.get('T')})"
     plots.plot_T_sweep({label: s["acc_by_T"]}, {label: ratio}, out / f"{stem}-T.png", teacher_acc=s.get("teacher_acc"),
                        energy={label: energy}, title=f"{r.label}: {s.get('arch')} on {s.get('dataset')}",
-                       colors={label: r.color}, chance=r.chance, test_size=r.test_size)
+                       colors={label: r.color}, chance=r.chance, test_size=r.test_size, convention=convention)
     doc.figure(out / f"{stem}-T.png", "(a) Test accuracy vs evaluation window T; (b) student operations (solid) and "
                "energy (dashed) relative to the teacher's MACs — below 1 the SNN needs less.")
 
@@ -254,18 +262,23 @@ def _operations_section(doc: Document, r: RunData, out: Path, stem: str) -> None
     if s.get("teacher_macs_per_sample") is None:
         return
     e = s.get("energy") or {}
+    convention = synops_convention(s)
     doc.heading(f"Operations and energy per inference (T = {s.get('T')})", 3)
     doc.table(["", "student (SNN)", "teacher (ANN)", "student / teacher"], [
-        ["SynOps (accumulates)", si(s["synops_per_sample"]), "0", None],
+        [f"SynOps (accumulates, {convention})", si(s["synops_per_sample"]), "0", None],
         ["MACs (multiply-accumulates)", si(s["student_macs_per_sample"]), si(s["teacher_macs_per_sample"]), None],
         ["operations", si(s["synops_per_sample"] + s["student_macs_per_sample"]), si(s["teacher_macs_per_sample"]),
          num(s.get("synops_ratio"))],
         [f"energy (MAC {e.get('mac_pj')} pJ, AC {e.get('ac_pj')} pJ)", f"{num(e.get('student_uj'))} µJ",
          f"{num(e.get('teacher_uj'))} µJ", num(e.get("ratio"))],
     ], "lrrr")
+    by_convention = s.get("synops_ratio_by_convention") or {}
+    if by_convention:
+        shown = ", ".join(f"{c} {num(v)}" for c, v in by_convention.items())
+        doc.text(f"SynOps ratio at T = {s.get('T')} in each convention (docs/metrics.md): {shown}.")
     ops = s.get("ops_by_layer") or {}
     if ops:
-        plots.plot_ops_by_layer(ops, out / f"{stem}-ops.png", s.get("T"), color=r.color)
+        plots.plot_ops_by_layer(ops, out / f"{stem}-ops.png", s.get("T"), color=r.color, convention=convention)
         doc.figure(out / f"{stem}-ops.png", "Operations per conv/linear layer: the student's event-driven accumulates "
                    "(and MACs where a layer sees the analog image) against the teacher's MACs.")
 

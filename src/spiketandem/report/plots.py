@@ -190,11 +190,12 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, teacher_acc:
 
 def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teacher_acc: float | None = None,
                  energy: dict[str, dict] | None = None, title: str = "", colors: dict[str, str] | None = None,
-                 chance: float | None = None, test_size: int | None = None) -> None:
+                 chance: float | None = None, test_size: int | None = None, convention: str | None = None) -> None:
     """Two panels (the LTL paper's Fig. 2): (a) accuracy vs T, (b) SynOps ratio vs T.
 
     ``acc`` and ``ratio`` map a series label to {T: value}; ``energy`` (optional) to {T: energy ratio},
-    drawn dashed in panel (b); ``colors`` a series to its colour (default ``run_colors``)."""
+    drawn dashed in panel (b); ``colors`` a series to its colour (default ``run_colors``); ``convention``
+    the SynOps convention every ratio uses, named in panel (b)'s title (None: the series labels say it)."""
     colors = _colors_for(list(acc) + list(ratio), colors)
     fig, (ax_a, ax_r) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     Ts = set()
@@ -226,7 +227,8 @@ def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teach
             ax_r.plot([t for t, _ in e], [v for _, v in e], "s--", color=color, alpha=0.6,
                       label=_plain(f"{label}: energy"))
     ax_r.axhline(1.0, color="k", ls=":", label="ANN teacher (MACs = 1)")
-    ax_r.set(ylabel="student / teacher", title="(b) SynOps ratio vs time window")
+    named = f" ({convention})" if convention else ""
+    ax_r.set(ylabel="student / teacher", title=f"(b) SynOps ratio{named} vs time window")
     ax_r.set_ylim(0, ax_r.get_ylim()[1] * 1.12)  # room for the value labels
     ax_r.grid(alpha=0.3)
     ax_r.legend(fontsize=8)
@@ -330,9 +332,10 @@ def plot_raster(raster: dict[str, dict], path: Path, title: str = "", color: str
 
 
 def plot_ops_by_layer(ops: dict[str, dict], path: Path, T: int | None = None, title: str = "",
-                      color: str | None = None) -> None:
-    """Per conv/linear layer (by module path): student SynOps and MACs vs teacher MACs, per inference
-    (log scale); the student's bars in the run's colour (MACs hatched), the teacher's grey."""
+                      color: str | None = None, convention: str | None = None) -> None:
+    """Per conv/linear layer (by module path): student SynOps (counted in ``convention``, named in the
+    legend) and MACs vs teacher MACs, per inference (log scale); the student's bars in the run's colour
+    (MACs hatched), the teacher's grey."""
     color = color or COLORS[0]
     names = list(ops)
     if not names:
@@ -341,7 +344,7 @@ def plot_ops_by_layer(ops: dict[str, dict], path: Path, T: int | None = None, ti
     h = 0.27
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.6), layout="constrained")
     series = (("teacher_macs", "teacher MACs", dict(color="0.55")),
-              ("synops", "student SynOps (AC)", dict(color=color)),
+              ("synops", "student SynOps (AC" + (f", {convention})" if convention else ")"), dict(color=color)),
               ("macs", "student MACs (analog input)", dict(color=color, alpha=0.45, hatch="//", edgecolor=color)))
     for k, (key, label, style) in enumerate(series):
         vals = [max(ops[n].get(key) or 0, 0) for n in names]
@@ -395,10 +398,12 @@ def plot_bars(values: dict[str, float], path: Path, xlabel: str, title: str, ref
 
 
 def plot_front(points: list[dict], path: Path, teacher_acc: float | None = None, title: str = "",
-               colors: dict[str, str] | None = None, chance: float | None = None, test_size: int | None = None) -> None:
+               colors: dict[str, str] | None = None, chance: float | None = None, test_size: int | None = None,
+               convention: str | None = None) -> None:
     """The accuracy-vs-operations front: one point per run (``points``: dicts with ``method``, ``acc``,
     ``synops_ratio`` and a short ``label`` such as "T=4" or "T=4, p=0.5"), one colour per method, each
-    method's points joined in order of operations; the teacher at (1, its accuracy) and as a dotted line."""
+    method's points joined in order of operations; the teacher at (1, its accuracy) and as a dotted line.
+    ``convention``: the SynOps convention of every point's ratio, named on the x axis."""
     methods = list(dict.fromkeys(p["method"] for p in points))
     colors = _colors_for(methods, colors)
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
@@ -416,7 +421,8 @@ def plot_front(points: list[dict], path: Path, teacher_acc: float | None = None,
         ax.axhline(100 * teacher_acc, color="k", ls=":", label=f"ANN teacher {100 * teacher_acc:.2f}%")
         ax.plot([1.0], [100 * teacher_acc], "k*", markersize=10)
     ax.set_xlim(left=0)
-    ax.set(xlabel="SynOps / teacher MACs (per sample)", ylabel="test accuracy (%)",
+    ax.set(xlabel="SynOps / teacher MACs (per sample" + (f", {convention})" if convention else ")"),
+           ylabel="test accuracy (%)",
            title=_plain(title or "accuracy vs operations"))
     _accuracy_axis(ax, chance, test_size)
     ax.grid(alpha=0.3)

@@ -50,3 +50,24 @@ def si(value) -> str | None:
         if abs(value) >= factor:
             return f"{value / factor:.3g} {suffix}"
     return f"{value:.3g}"
+
+
+def synops_convention(summary: dict) -> str | None:
+    """The SynOps convention of a run summary's ratios ("exact" or "standard", metrics/synops.py); None for
+    a run without SynOps (an ANN).  Summaries written before the choice existed counted exact."""
+    if not summary.get("acc_by_T"):
+        return None
+    return summary.get("synops_convention") or "exact"
+
+
+def synops_column(summaries: list[dict], header: str = "SynOps ratio", fmt: str = ".3g") -> tuple[str, list]:
+    """A table column of the summaries' ``synops_ratio`` that names its convention: in the header where
+    every run with SynOps shares one ("SynOps ratio (exact)"), else beside each value ("0.25 (standard)");
+    a run without SynOps (an ANN: MACs against MACs) shows its ratio plainly."""
+    conventions = [synops_convention(s) for s in summaries]
+    shared = {c for c in conventions if c is not None}
+    one = shared.pop() if len(shared) == 1 else None
+    cells = [None if s.get("synops_ratio") is None
+             else num(s["synops_ratio"], fmt) + ("" if one or c is None else f" ({c})")
+             for s, c in zip(summaries, conventions)]
+    return (f"{header} ({one})" if one else header), cells

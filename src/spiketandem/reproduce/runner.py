@@ -140,7 +140,7 @@ def _collect(exp: Experiment, out: Path, teacher_fields, students, seconds: floa
         s = json.loads(path.read_text())
         teacher_acc = teacher_acc if teacher_acc is not None else s.get("teacher_acc")
         measured[name] = {k: s.get(k) for k in ("rule", "neuron", "T", "epochs", "student_acc", "teacher_acc",
-                                                 "acc_by_T", "synops_ratio", "synops_ratio_by_T", "energy",
+                                                 "acc_by_T", "synops_ratio", "synops_ratio_by_T", "synops_convention", "energy",
                                                  "train_seconds", "device")}
         # the window the run was trained with (non-spiking rules such as qat use it as levels; their T is None)
         measured[name]["T_trained"] = make_config(fields).T

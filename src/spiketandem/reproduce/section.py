@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from ..report.tables import synops_column, synops_convention
 from .experiment import Experiment
 
 
@@ -32,11 +33,11 @@ def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), 
     if paper.get("teacher_acc") is not None or result.get("teacher_acc") is not None:
         rows.append(["ANN teacher", "–", _fmt_pct(paper.get("teacher_acc")), _pct(result.get("teacher_acc")), None])
     results = paper.get("results") or {}
-    for name in exp.run_names():
-        got = result["measured"].get(name, {})
-        rows.append([name, got.get("T"), _fmt_pct(results.get(name)), _pct(got.get("student_acc")),
-                     None if got.get("synops_ratio") is None else f"{got['synops_ratio']:.3f}"])
-    doc.table(["model", "T", "paper accuracy", "measured accuracy", "measured SynOps ratio"], rows, "lrrrr")
+    measured = [result["measured"].get(name, {}) for name in exp.run_names()]
+    ratio_header, ratios = synops_column(measured, "measured SynOps ratio", ".3f")
+    for name, got, ratio in zip(exp.run_names(), measured, ratios):
+        rows.append([name, got.get("T"), _fmt_pct(results.get(name)), _pct(got.get("student_acc")), ratio])
+    doc.table(["model", "T", "paper accuracy", "measured accuracy", ratio_header], rows, "lrrrr")
     if exp.scale != "full":
         doc.text(f"The paper's numbers are for its full setting; at scale {exp.scale} they show the target, not a "
                  "like-for-like comparison.")
@@ -55,17 +56,20 @@ def _by_rule_figure(doc, result: dict, report_dir: Path | None) -> None:
     """Where one rule was trained at several T (Fig. 2): accuracy and SynOps ratio at the training T,
     one line per rule (non-spiking rules, e.g. a quantized ANN, in panel (a) only)."""
     acc, ratio = {}, {}
+    conventions = {synops_convention(got) for got in result["measured"].values() if got.get("synops_ratio_by_T")}
+    convention = conventions.pop() if len(conventions) == 1 else None  # several: each ratio series names its own
     for got in result["measured"].values():
         label = got["rule"] + (f" ({got['neuron'].upper()})" if got.get("neuron") else "")
         acc.setdefault(label, {})[got["T_trained"]] = got["student_acc"]
         if got.get("synops_ratio_by_T"):
-            ratio.setdefault(label, {})[got["T_trained"]] = got["synops_ratio"]
+            named = label if convention else f"{label} ({synops_convention(got)})"
+            ratio.setdefault(named, {})[got["T_trained"]] = got["synops_ratio"]
     if report_dir is None or not any(len(v) > 1 for v in acc.values()):
         return
     from ..report.plots import plot_T_sweep
     path = report_dir / "by_rule_T.png"
     plot_T_sweep(acc, ratio, path, teacher_acc=result.get("teacher_acc"),
-                 title="each rule trained and tested at each time window T")
+                 title="each rule trained and tested at each time window T", convention=convention)
     doc.figure(path, "(a) Test accuracy of each rule trained at T (for the quantized ANN: T activation levels); "
                "(b) SynOps ratio of the spiking rules at their training T — the paper's Fig. 2.")
 

@@ -18,7 +18,8 @@ class ANNRule(Rule):
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, None)
-        self.model = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip)
+        self.model = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
+                                 cfg.act_levels)
 
     def loss(self, x, y, epoch):
         logits = self.model(x)

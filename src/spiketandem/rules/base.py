@@ -161,7 +161,8 @@ def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: to
     that train from scratch) the student of an untrained ``cfg.arch`` is built, randomly initialised."""
     device = calibration.device if calibration is not None else "cpu"
     if teacher is None:
-        teacher = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip).to(device)
+        teacher = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
+                              cfg.act_levels).to(device)
         init = "random"
     else:
         init = cfg.init

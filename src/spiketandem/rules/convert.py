@@ -13,7 +13,7 @@ activation with a learnable scale lambda per layer,
 
     h(z) = lambda * clamp(floor(z * L / lambda + phi) / L, 0, 1),
 
-the network is fine-tuned from the teacher's weights for ``--epochs`` (h is ``qat.quantize_activation``
+the network is fine-tuned from the teacher's weights for ``--epochs`` (h is ``models.quantized.quantize_activation``
 with a learnable scale; straight-through, dh/dz = 1 and dh/dlambda = (h - z)/lambda inside the clip
 range, dh/dlambda = 1 above it), and then converted: threshold = amplitude = lambda, membranes start
 at phi * lambda.  With constant input and T = L the IF rates then equal h exactly.  The paper trains
@@ -30,7 +30,7 @@ from ..errors import SpiketandemError
 from .base import Rule, make_student
 from .catalog import CATALOG
 from .hybrid import require_if_neurons, run_hybrid, run_snn
-from .qat import quantize_activation
+from ..models.quantized import MIN_CLIP, quantize_activation
 
 
 def _require_teacher_init(cfg, teacher, rule: str) -> None:
@@ -68,7 +68,6 @@ class QCFS(Rule):
     default_lr = 0.01
     default_weight_decay = 5e-4
     options = CATALOG[name].options  # declared in catalog.py (torch-free)
-    MIN_SCALE = 1e-3  # lambda stays positive (it divides z)
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
@@ -88,7 +87,7 @@ class QCFS(Rule):
     def _sync_neurons(self) -> None:
         with torch.no_grad():
             for name, neuron in self.model.neurons.items():
-                scale = self.scales[name].clamp_(min=self.MIN_SCALE)
+                scale = self.scales[name].clamp_(min=MIN_CLIP)
                 neuron.threshold.copy_(scale)
                 neuron.amplitude.copy_(scale)
 

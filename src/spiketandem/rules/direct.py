@@ -74,7 +74,8 @@ def rate_init(student: Student, images: torch.Tensor, T: int, target: float) -> 
 def build_direct_student(cfg, info, device, keep_batchnorm: bool = False) -> Student:
     """The spiking student of an untrained, randomly initialised ``cfg.arch``, with the papers' neuron:
     every layer fires binary spikes (amplitude 1) at the fixed threshold V_th = ``cfg.threshold``."""
-    arch = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip).to(device)
+    arch = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
+                       cfg.act_levels).to(device)
     student = build_student(arch, cfg.neuron_config(), info.example_input(device=device), init="random",
                             encoding=cfg.encoding, keep_batchnorm=keep_batchnorm)
     for neuron in student.neurons.values():  # not threshold balancing: V_th is part of these rules

@@ -40,7 +40,8 @@ class LTLOffline(Rule):
         self.model = make_student(cfg, info, teacher, calibration)
         device = next(teacher.parameters()).device
         self.taps = TeacherTaps(teacher, info.example_input(device=device))
-        self.targets = LocalTargets(self.option("ynorm"), cfg.percentile)
+        self.targets = LocalTargets(self.option("ynorm"), cfg.percentile,
+                                    clips={i.name: i.ceiling for i in self.model.layers if i.levels is not None})
         self.active = [info.name for info in self.model.layers]
 
     def setup(self, data, device):

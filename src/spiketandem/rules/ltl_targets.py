@@ -15,12 +15,16 @@ class LocalTargets:
       - "batch":   recomputed on every batch over the whole activation tensor (the authors' code);
       - "running": an exponential moving average of the per-batch percentile (momentum 0.1);
       - "fixed":   the percentile measured once at initialisation on calibration images.
+    A layer whose teacher activation is quantized (QCFS, ``clips``: name -> its clip s) has y_norm = s in
+    every mode, so its targets are exactly its levels k / L.
     """
 
-    def __init__(self, mode: str, percentile: float, initial: dict[str, float] | None = None, momentum: float = 0.1):
+    def __init__(self, mode: str, percentile: float, initial: dict[str, float] | None = None, momentum: float = 0.1,
+                 clips: dict[str, float] | None = None):
         if mode not in YNORM_MODES:
             raise SpiketandemError(f"ynorm {mode!r} is not one of {YNORM_MODES}")
         self.mode, self.percentile, self.momentum = mode, percentile, momentum
+        self.clips = dict(clips or {})
         self.scales: dict[str, float] = dict(initial or {})
         self._seen: set[str] = set()
         # multi-process training sets this to an all-gather, so the percentile is the global batch's
@@ -31,6 +35,8 @@ class LocalTargets:
         self.scales = dict(scales)
 
     def scale(self, name: str, activation: torch.Tensor, update: bool = True) -> float:
+        if name in self.clips:
+            return self.clips[name]
         if self.mode == "fixed":
             if name not in self.scales:
                 raise SpiketandemError(f"ynorm 'fixed' has no scale for layer {name!r}: the rule was not set up "

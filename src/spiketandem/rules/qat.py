@@ -16,18 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpiketandemError
+from ..models.quantized import quantize_activation
 from .base import Rule, make_student
 from .hybrid import run_hybrid
-
-
-def quantize_activation(z: torch.Tensor, scale: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
-    """q(z) = s * floor(clamp(z / s, 0, 1) * L + phi) / L: L + 1 levels 0, s/L, ..., s (phi = 1/2 rounds).
-
-    For 0 <= phi < 1 this equals the QCFS activation s * clamp(floor(z L / s + phi) / L, 0, 1) of Bu et al.
-    The gradient is that of s * clamp(z / s, 0, 1) (straight-through): dq/dz = 1 for 0 < z < s and 0
-    outside; dq/ds = (q - z) / s inside, 1 above, 0 below."""
-    clipped = (z / scale).clamp(0, 1)
-    return scale * (clipped + (torch.floor(clipped * levels + shift) / levels - clipped).detach())
 
 
 class QAT(Rule):
