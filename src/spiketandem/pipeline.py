@@ -245,9 +245,7 @@ def calibrate_clips(model: torch.nn.Module, images: torch.Tensor, percentile: fl
     was_training = model.training
     model.eval()
     try:
-        model(images[:1])
-        for h in hooks:
-            h.remove()
+        model(images[:1])  # finds the forward order
         for module in order:
             seen: list = []
             hook = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].clamp(0, ceiling).flatten()))

@@ -267,7 +267,7 @@ class LayerInfo:
     def ann_activation(self, z: torch.Tensor) -> torch.Tensor:
         """The teacher's activation of this layer, for rules that run some layers as the ANN."""
         if self.levels is not None:
-            return quantize_activation(z, torch.tensor(self.ceiling, device=z.device), self.levels, self.shift)
+            return quantize_activation(z, self.ceiling, self.levels, self.shift)
         return F.hardtanh(z, 0.0, self.ceiling)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 MIN_CLIP = 1e-3  # s stays positive: it divides z
 
 
-def quantize_activation(z: torch.Tensor, scale: torch.Tensor, levels: int, shift: float = 0.5) -> torch.Tensor:
+def quantize_activation(z: torch.Tensor, scale: torch.Tensor | float, levels: int, shift: float = 0.5) -> torch.Tensor:
     """q(z) = s * floor(clamp(z / s, 0, 1) * L + phi) / L: L + 1 levels 0, s/L, ..., s (phi = 1/2 rounds).
 
     For 0 <= phi < 1 this equals the QCFS activation s * clamp(floor(z L / s + phi) / L, 0, 1) of Bu et al.
