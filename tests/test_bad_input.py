@@ -148,3 +148,16 @@ def test_read_functions_name_the_file_and_the_line(tmp_path):
     (tmp_path / "config.yaml").write_text("")
     with pytest.raises(SpiketandemError, match=r"config.yaml is empty"):
         run.read_config()
+
+
+def test_a_teacher_of_another_dataset_names_its_dataset(tmp_path):
+    """`spiketandem teacher --teacher FILE` (or train) without --dataset means digits: the error says which
+    dataset the teacher was trained on and the flag to pass."""
+    from spiketandem.config import make_config
+    from spiketandem.models import build_model
+    from spiketandem.pipeline import load_teacher, save_teacher
+    from spiketandem.rules.base import DataInfo
+    cfg = make_config({"dataset": "cifar10", "arch": "digits-mlp", "width": 0.25})
+    save_teacher(build_model("digits-mlp", 10, 3, 32, 0.25), cfg, DataInfo(10, 3, 32), 0.5, tmp_path / "teacher.pt")
+    with pytest.raises(SpiketandemError, match="cifar10: pass --dataset cifar10"):
+        load_teacher(tmp_path / "teacher.pt", DataInfo(10, 1, 8))

@@ -86,3 +86,35 @@ def test_the_front_holds_one_point_per_run_and_penalised_ltl(tmp_path, capsys, d
     assert front[("ltl-offline + rate penalty", 2)]["synops_ratio"] == penalised.read_json("summary.json")["synops_ratio"]
     assert "recipe" not in RunFolder(out / "stbp").read_config()["options"]
     assert (out / "front_accuracy_vs_synops.png").is_file()
+
+
+def test_the_frontier_table_with_conversion_qcfs_and_quantized_teachers(tmp_path, capsys, digits_teacher):
+    """The latency-energy frontier (`--quantized-teacher-epochs`): conversion runs with IF neurons and no
+    epochs, qcfs's levels follow each window, offline LTL at each T learns from the teacher quantized to T
+    levels, and the table gives every run's gap to the full-precision teacher, its SynOps ratio in both
+    conventions and its energy ratio."""
+    from spiketandem.pipeline import load_teacher
+    out = tmp_path / "cmp"
+    rules = ["ltl-offline", "convert", "qcfs"]
+    result = compare(capsys, "--rules", *rules, "--sweep-rules", *rules, "--T", "2", "--eval-T", "2", "--sweep-T",
+                     "1", "2", "--recipe", "low-latency", "--quantized-teacher-epochs", "1", "--teacher", digits_teacher,
+                     "--out", str(out))
+    converted = RunFolder(out / "convert").read_config()
+    assert (converted["neuron"], converted["epochs"], converted["teacher"]) == ("if", 0, digits_teacher)
+    assert RunFolder(out / "sweep" / "qcfs-T1").read_config()["options"]["qcfs_levels"] == 1
+    assert RunFolder(out / "qcfs").read_config()["options"]["qcfs_levels"] == 2
+    for T, folder in ((1, out / "sweep" / "ltl-offline-T1"), (2, out / "ltl-offline")):
+        used = RunFolder(folder).read_config()["teacher"]
+        assert used == str(out / f"teacher-L{T}" / "teacher.pt") == result["quantized_teachers"][str(T)]["path"]
+        assert load_teacher(used)[1]["act_levels"] == T
+    table = {(r["method"], r["T"]): r for r in result["table"]}
+    assert set(table) == {(m, T) for m in rules for T in (1, 2)}
+    for row in table.values():
+        summary = RunFolder(row["run_dir"]).read_json("summary.json")
+        assert row["gap"] == pytest.approx(100 * (result["teacher_acc"] - summary["student_acc"]))
+        assert (row["synops_exact"], row["synops_standard"]) == (summary["synops_ratio_by_convention"]["exact"],
+                                                                 summary["synops_ratio_by_convention"]["standard"])
+        assert row["energy_ratio"] == summary["energy"]["ratio"] and row["epochs"] == summary["epochs"]
+    assert table[("convert", 2)]["epochs"] == 0
+    md = (out / "compare.md").read_text()
+    assert "SynOps ratio (standard)" in md and "Δ teacher (pp)" in md and "quantized to 2 levels" in md

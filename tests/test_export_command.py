@@ -121,3 +121,40 @@ def test_export_help_imports_no_torch():
             "p.parse_args(['export', 'R', 'O', '--retarget', 'zero-reset', '--verify'])\nprint('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.fixture(scope="module")
+def low_latency_run(tmp_path_factory):
+    """A digits run of a zero-reset student whose membranes start at theta / 2 (--recipe low-latency)."""
+    import torch
+    torch.manual_seed(0)
+    run = RunFolder(tmp_path_factory.mktemp("runs") / "low-latency")
+    cfg = make_config({"dataset": "digits", "arch": "digits-mlp", "width": 0.25, "T": 2, "n_train": 300,
+                       "n_test": 60, "batch_size": 64, "out": str(run.path), "progress": False, "reset": "zero",
+                       "options": {"recipe": "low-latency"}})
+    info = DataInfo(10, 1, 8)
+    teacher = build_model("digits-mlp", 10, 1, 8, 0.25).eval()
+    run.write_config(cfg)
+    save_teacher(teacher, cfg, info, 0.0, run.file("teacher.pt"))
+    rule = get_rule("ltl-offline")(cfg, info, teacher, torch.randn(64, 1, 8, 8))
+    assert rule.membrane_init() == 0.5
+    save_model(rule, run.file("student.pt"), zoo_architecture(cfg))
+    return run.path
+
+
+def test_a_membrane_start_nir_cannot_hold_is_refused_or_retargeted(low_latency_run, tmp_path, capsys):
+    """NIR neurons start at v = 0: a student starting at theta / 2 is refused as is (even with zero reset),
+    and --retarget zero-reset moves the start to 0 and records it; the file then agrees with the
+    retargeted student in the reference simulator."""
+    assert main(["export", str(low_latency_run), str(tmp_path / "s.nir")]) == 2
+    err = capsys.readouterr().err
+    assert "starts every membrane at 0.5 x its threshold" in err and "--retarget zero-reset" in err
+    assert not (tmp_path / "s.nir").exists()
+    out = tmp_path / "student.nir"
+    assert main(["export", str(low_latency_run), str(out), "--retarget", "zero-reset", "--calibrate-epochs", "0",
+                 "--verify", "--verify-n", "12", "--verify-with", "reference", "--json", "--quiet"]) == 0
+    report = _json(capsys)
+    r = report["retarget"]
+    assert (r["from_membrane_init"], r["to_membrane_init"], r["from_reset"]) == (0.5, 0.0, "zero")
+    assert float(nir.read(str(out)).metadata["retarget"]["from_membrane_init"]) == 0.5
+    assert report["verify"]["importers"]["reference"]["spike_counts_identical"]

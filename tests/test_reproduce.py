@@ -115,3 +115,41 @@ def test_an_event_dataset_experiment_passes_the_requirement_check(tmp_path):
     path.write_text("title: bad\ndefaults: {dataset: mnist-9000}\nruns:\n  - {name: a}\n")
     with pytest.raises(SpiketandemError, match="dataset 'mnist-9000' is not known.*nmnist"):
         check_requirements(load_experiment(str(path)))
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_further_step_of_every_experiment_parses(path):
+    """Each command of each scale, placeholders and {defaults} filled in, is a valid command line."""
+    from spiketandem.cli import build_parser
+    from spiketandem.reproduce.runner import _substitute
+    exp = load_experiment(str(path))
+    for scale in ["full", *exp.scales]:
+        scaled = apply_scale(exp, scale, {"data_dir": "/data"})
+        for cmd in scaled.commands:
+            argv = [a for token in cmd for a in _substitute(token, Path("/tmp/out"), scaled.defaults)]
+            build_parser().parse_args(argv)  # exits (SystemExit) on an unknown flag or a bad value
+
+
+def test_defaults_become_flags_of_a_step():
+    from spiketandem.reproduce.runner import defaults_as_flags
+    assert defaults_as_flags({"dataset": "digits", "n_train": 200, "eval_T": [2, 4], "channels_last": True,
+                              "amp": None, "tensorboard": False}) == [
+        "--dataset", "digits", "--n-train", "200", "--eval-T", "2", "4", "--channels-last"]
+
+
+def test_a_compare_step_takes_the_defaults_and_lands_in_the_report(tmp_path, digits_teacher):
+    """A command-only experiment (the latency-energy frontier's form): `compare` with {defaults}; its
+    table is in the reproduction's report and its runs' training time in the total."""
+    path = write_experiment(
+        tmp_path, title="front", defaults={"dataset": "digits", "n_train": 300, "n_test": 100, "epochs": 1},
+        commands=[["compare", "{defaults}", "--arch", "digits-cnn", "--teacher", digits_teacher, "--rules",
+                   "ltl-offline", "convert", "--sweep", "none", "--T", "2", "--eval-T", "2", "--out", "{out}/cnn"]])
+    out = tmp_path / "out"
+    assert main(["reproduce", str(path), "--out", str(out), "--quiet"]) == 0
+    config = json.loads(json.dumps(yaml.safe_load((out / "cnn" / "ltl-offline" / "config.yaml").read_text())))
+    assert config["n_train"] == 300 and config["epochs"] == 1  # from the experiment's defaults
+    report = (out / "report" / "report.md").read_text()
+    assert "### cnn: Comparison on digits / digits-cnn" in report and "| convert | 2 |" in report
+    assert "architecture and width as each step names them" in report
+    seconds = json.loads((out / "cnn" / "ltl-offline" / "summary.json").read_text())["train_seconds"]
+    assert json.loads((out / "reproduction.json").read_text())["train_seconds_total"] == pytest.approx(seconds)

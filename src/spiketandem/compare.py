@@ -5,13 +5,18 @@ teacher share one teacher (trained once, into OUT/teacher, unless ``--teacher`` 
 is an ordinary run folder (OUT/<rule>; sweep runs OUT/sweep/<rule>-T<T>), so ``eval``, ``report`` and
 ``noise`` work on them.  Written to OUT:
 
-- ``compare.md`` / ``compare.json``: one row per rule (accuracy, SynOps ratio, time), and the sweep;
+- ``compare.md`` / ``compare.json``: one row per rule (accuracy, SynOps ratio, time), the sweep, and one
+  line per trained run (accuracy, gap to the teacher, SynOps ratio in both conventions, energy ratio,
+  epochs, seconds);
 - ``fig2a_accuracy_vs_T.png``: accuracy vs time window (the LTL paper's Fig. 2a: offline LTL, STBP and
   the quantized ANN by default), either one training per window (``--sweep train``, the paper's
   protocol) or each main run evaluated at every window (``--sweep eval``, cheaper);
 - ``fig3_learning_curves.png``: test accuracy per epoch of the main runs (the paper's Fig. 3);
 - ``front_accuracy_vs_synops.png``: the accuracy-vs-operations front, one point per spiking run (every
   rule and window, and offline LTL at each ``--rate-penalties`` value), the teacher as reference.
+Rules that only run one way get their fixed settings (``RuleEntry.fixed``: conversion with IF neurons
+and no epochs); with ``--quantized-teacher-epochs N`` offline LTL at each window T learns from the
+teacher quantized to T levels (``Teachers``).
 A finished run folder (one with summary.json) is reused, so an interrupted comparison continues.
 Every SynOps ratio of a comparison is counted in its one ``--synops-convention`` (named in the table
 headers and on the front's x axis): a reused run counted in another convention is re-evaluated in this
@@ -38,13 +43,24 @@ def registered(names) -> list[str]:
     return [n for n in names if n in CATALOG]
 
 
-def _for_rule(cfg, name: str, teacher: str | None, options: dict | None = None, **changes):
-    """The setup for one rule: the shared teacher only where the rule uses one, and of the given rule
-    options those the rule declares (plus ``options``)."""
+def _for_rule(cfg, name: str, teachers: "Teachers | None", options: dict | None = None, **changes):
+    """The setup for one rule: its teacher (``teachers.path_for``) only where the rule uses one, of the given
+    rule options those the rule declares (plus ``options``), and the settings the rule only runs with
+    (``RuleEntry.fixed``: conversion takes IF neurons and no epochs)."""
     from .config import make_config
-    own = {k: v for k, v in {**cfg.options, **(options or {})}.items() if CATALOG[name].option_named(k) is not None}
-    return make_config({**cfg.to_dict(), **changes, "rule": name, "options": own,
-                        "teacher": teacher if get_rule(name).needs_teacher else None})
+    entry = CATALOG[name]
+    own = {k: v for k, v in {**cfg.options, **(options or {})}.items() if entry.option_named(k) is not None}
+    fields = {**cfg.to_dict(), **changes, **dict(entry.fixed), "rule": name, "options": own}
+    T = fields.get("T", cfg.T)
+    fields["teacher"] = teachers.path_for(name, T) if teachers is not None and get_rule(name).needs_teacher else None
+    return make_config(fields)
+
+
+def _windowed(cfg, name: str, T: int) -> dict:
+    """Options of rule ``name`` at window T: its quantization levels follow T (``RuleEntry.levels_option``)
+    unless the command line set them."""
+    levels = CATALOG[name].levels_option
+    return {levels: T} if levels and levels not in cfg.options else {}
 
 
 def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
@@ -64,22 +80,61 @@ def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
     return train_student(cfg.replace(out=str(folder), name=None), run, resume=resume and run.exists(), log=log)
 
 
-def _teacher(cfg, out: Path, *, resume: bool, log) -> tuple[str, float]:
-    """Path and accuracy of the one teacher every teacher-based rule uses."""
-    from .pipeline import load_teacher, obtain_teacher, prepare
-    from .runs import RunFolder
-    if cfg.teacher:
-        _, meta = load_teacher(cfg.teacher)
-        return cfg.teacher, meta["accuracy"]
-    path = out / "teacher" / "teacher.pt"
-    if path.is_file():
-        return str(path), load_teacher(path)[1]["accuracy"]
-    cfg, _, info, device = prepare(cfg)
-    _, accuracy = obtain_teacher(cfg, info, device, RunFolder(out), resume=resume, log=log)
-    return str(path), accuracy
+class Teachers:
+    """The teachers of a comparison: one full-precision teacher shared by every teacher-based rule (given,
+    or trained once into OUT/teacher), and with ``quantize_epochs`` > 0, for offline LTL at each window T a
+    copy quantized to T levels (QCFS, ``--act-levels T``) fine-tuned that many epochs from it into
+    OUT/teacher-L<T> (`spiketandem teacher --teacher FP --act-levels T`; docs/ltl_offline.md)."""
+
+    QUANTIZED_RULES = ("ltl-offline",)
+    QUANTIZE_LR = 0.01  # SGD, a fifth of a teacher's default: it fine-tunes a trained network
+
+    def __init__(self, cfg, out: Path, *, quantize_epochs: int = 0, resume: bool = False, log=print):
+        self.cfg, self.out, self.quantize_epochs, self.resume, self.log = cfg, out, quantize_epochs, resume, log
+        self.path, self.accuracy = self._full_precision()
+        self.quantized: dict[int, dict] = {}  # T -> {"path", "accuracy", "epochs"}
+
+    def _full_precision(self) -> tuple[str, float]:
+        from .pipeline import load_teacher, obtain_teacher, prepare
+        from .runs import RunFolder
+        cfg, out = self.cfg, self.out
+        if cfg.teacher:
+            _, meta = load_teacher(cfg.teacher)
+            return cfg.teacher, meta["accuracy"]
+        path = out / "teacher" / "teacher.pt"
+        if path.is_file():
+            return str(path), load_teacher(path)[1]["accuracy"]
+        cfg, _, info, device = prepare(cfg)
+        _, meta = obtain_teacher(cfg, info, device, RunFolder(out), resume=self.resume, log=self.log)
+        return str(path), meta["accuracy"]
+
+    def path_for(self, rule: str, T: int) -> str:
+        """The teacher file rule ``rule`` learns from at window T."""
+        if self.quantize_epochs <= 0 or rule not in self.QUANTIZED_RULES:
+            return self.path
+        if T not in self.quantized:
+            self.quantized[T] = self._quantize(T)
+        return self.quantized[T]["path"]
+
+    def _quantize(self, levels: int) -> dict:
+        from .pipeline import load_teacher, train_teacher
+        from .runs import RunFolder
+        folder = RunFolder(self.out / f"teacher-L{levels}")
+        if not folder.file("teacher.pt").is_file():
+            _, meta = load_teacher(self.path)
+            self.log(f"== teacher quantized to {levels} levels (QCFS), {self.quantize_epochs} epochs from {self.path}")
+            cfg = self.cfg.replace(rule="ann", arch=meta["arch"], width=meta["width"],
+                                   act_clip=meta.get("act_clip") or 2.0, act_levels=levels, teacher=self.path,
+                                   epochs=self.quantize_epochs, lr=self.QUANTIZE_LR, optimizer=None,
+                                   weight_decay=None, lr_schedule="cosine", options={}, out=str(folder.path),
+                                   name=None, pipeline_stages=1)
+            train_teacher(cfg, folder, resume=self.resume and folder.exists(), log=self.log)
+        return {"path": str(folder.file("teacher.pt")), "epochs": self.quantize_epochs,
+                "accuracy": load_teacher(folder.file("teacher.pt"))[1]["accuracy"]}
 
 
 def _row(rule: str, summary: dict, run_dir: Path) -> dict:
+    """One run of the comparison: its accuracy, operations (in both SynOps conventions), energy and time."""
     from .runs import RunFolder
     rows = RunFolder(run_dir).read_metrics()
     per_epoch = [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]
@@ -87,19 +142,24 @@ def _row(rule: str, summary: dict, run_dir: Path) -> dict:
             "student_acc": summary.get("student_acc"), "best_epoch_acc": max((r["test_acc"] for r in rows), default=None),
             "acc_by_T": summary.get("acc_by_T", {}), "synops_ratio": summary.get("synops_ratio"),
             "synops_convention": synops_convention(summary),
+            "synops_ratio_by_convention": summary.get("synops_ratio_by_convention") or {},
+            "energy_ratio": (summary.get("energy") or {}).get("ratio"),
+            "teacher_acc": summary.get("teacher_acc"),
             "train_seconds": summary.get("train_seconds"),
             "seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else None,
             "curve": [{"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in rows], "run_dir": str(run_dir)}
 
 
 def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFAULT_SWEEP_T, sweep: str = "train",
-                resume: bool = False, log=print, penalties=()) -> dict:
+                resume: bool = False, log=print, penalties=(), quantize_epochs: int = 0) -> dict:
     """Train ``rules`` (and the T sweep) on the setup ``cfg``; write the table and figures into ``out``.
     ``penalties``: also train offline LTL with each ``--rate-penalty`` at each window of the front (the
-    sweep's windows, else ``cfg.T``) into OUT/front/, for the accuracy-vs-operations front."""
+    sweep's windows, else ``cfg.T``) into OUT/front/, for the accuracy-vs-operations front.
+    ``quantize_epochs`` > 0: offline LTL at each window T learns from the teacher quantized to T levels
+    (``Teachers``)."""
     if sweep not in SWEEP_MODES:
         raise SpiketandemError(f"--sweep {sweep!r} is not one of {', '.join(SWEEP_MODES)}")
-    rules = list(rules) if rules else registered(DEFAULT_RULES)
+    rules = list(rules) if rules is not None else registered(DEFAULT_RULES)
     sweep_rules = list(sweep_rules) if sweep_rules else registered(DEFAULT_SWEEP_RULES)
     for name in rules + (sweep_rules if sweep != "none" else []):
         if name == "ann":
@@ -107,48 +167,58 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
         get_rule(name)  # unknown names fail here, before any training
     if len(set(rules)) != len(rules):
         raise SpiketandemError(f"--rules names a rule twice: {' '.join(rules)}")
+    if not rules and sweep == "none":
+        raise SpiketandemError("nothing to compare: --rules names no rule and --sweep is none")
     if sweep != "none" and (not sweep_T or any(T <= 0 for T in sweep_T)):
         raise SpiketandemError(f"--sweep-T needs positive time windows, got {sweep_T}")
+    if quantize_epochs < 0:
+        raise SpiketandemError(f"--quantized-teacher-epochs must be >= 0, got {quantize_epochs}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    teacher, teacher_acc = None, None
+    teachers = None
     if any(get_rule(r).needs_teacher for r in rules + (sweep_rules if sweep != "none" else [])):
-        teacher, teacher_acc = _teacher(cfg, out, resume=resume, log=log)
+        teachers = Teachers(cfg, out, quantize_epochs=quantize_epochs, resume=resume, log=log)
     runs = {}
     for name in rules:
-        run_cfg = _for_rule(cfg, name, teacher)
+        run_cfg = _for_rule(cfg, name, teachers, _windowed(cfg, name, cfg.T))
         log(f"== {name}")
         runs[name] = _row(name, _train(run_cfg, out / name, resume=resume, log=log), out / name)
-    sweep_acc, sweep_ratio = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), teacher, runs, resume, log)
+    sweep_acc, sweep_ratio, sweep_rows = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), teachers, runs, resume,
+                                                log)
     front_T = list(sweep_T) if sweep != "none" else [cfg.T]
-    penalty_runs = _penalty_runs(cfg, out, penalties, front_T, teacher, resume, log)
+    penalty_runs = _penalty_runs(cfg, out, penalties, front_T, teachers, resume, log)
+    teacher_acc = teachers.accuracy if teachers else None
     result = {"setup": {k: getattr(cfg, k) for k in ("dataset", "arch", "width", "n_train", "n_test", "neuron", "T",
                                                       "epochs", "batch_size", "lr", "seed", "synops_convention")},
-              "teacher": teacher, "teacher_acc": teacher_acc, "runs": runs,
+              "teacher": teachers.path if teachers else None, "teacher_acc": teacher_acc,
+              "quantized_teachers": {str(T): q for T, q in sorted(teachers.quantized.items())} if teachers else {},
+              "runs": runs,
               "sweep": {"mode": sweep, "T": list(sweep_T) if sweep != "none" else [], "accuracy": sweep_acc,
                         "synops_ratio": sweep_ratio},
               "front": _front(runs, sweep_acc, sweep_ratio, penalty_runs),
+              "table": _table(runs, sweep_rows, penalty_runs, teacher_acc),
               "wall_seconds": time.perf_counter() - t0}
     result["files"] = _write_outputs(result, out)
     return result
 
 
-def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teacher, runs: dict, resume: bool, log):
+def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teachers, runs: dict, resume: bool, log):
     """Accuracy (and SynOps ratio) vs T per rule: one run per T (``train``) or the main run evaluated
-    at every T (``eval``; non-spiking rules such as qat, whose levels are T, are trained per T anyway)."""
-    acc, ratio = {}, {}
+    at every T (``eval``; non-spiking rules such as qat, whose levels are T, are trained per T anyway).
+    Also returns, for ``train``, every sweep run's row (``_row``): rule -> {T: row}."""
+    acc, ratio, rows = {}, {}, {}
     if mode == "none":
-        return acc, ratio
+        return acc, ratio, rows
     from .pipeline import eval_run
     for name in rules:
         rule_cls = get_rule(name)
-        acc[name], ratio[name] = {}, {}
+        acc[name], ratio[name], rows[name] = {}, {}, {}
         if mode == "eval" and rule_cls.spiking:
             folder = Path(runs[name]["run_dir"]) if name in runs else None
             if folder is None:
                 folder = out / name
-                _train(_for_rule(cfg, name, teacher), folder, resume=resume, log=log)
+                _train(_for_rule(cfg, name, teachers, _windowed(cfg, name, cfg.T)), folder, resume=resume, log=log)
             log(f"== {name}: evaluating at T = {' '.join(map(str, Ts))}")
             summary = eval_run(folder, Ts, device=cfg.device, log=log, synops_convention=cfg.synops_convention)
             acc[name] = {str(T): summary["acc_by_T"][str(T)] for T in Ts}
@@ -156,30 +226,31 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teacher, runs: dict
             continue
         for T in Ts:
             if T == cfg.T and name in runs:  # the main run already trained this rule at this window
-                acc[name][str(T)] = runs[name]["student_acc"]
-                if rule_cls.spiking:
-                    ratio[name][str(T)] = runs[name]["synops_ratio"]
-                continue
-            log(f"== {name}, T = {T}")
-            run_cfg = _for_rule(cfg, name, teacher, T=T, eval_T=[T])
-            summary = _train(run_cfg, out / "sweep" / f"{name}-T{T}", resume=resume, log=log)
-            acc[name][str(T)] = summary["student_acc"]
+                row = runs[name]
+            else:
+                log(f"== {name}, T = {T}")
+                folder = out / "sweep" / f"{name}-T{T}"
+                run_cfg = _for_rule(cfg, name, teachers, _windowed(cfg, name, T), T=T, eval_T=[T])
+                row = _row(name, _train(run_cfg, folder, resume=resume, log=log), folder)
+            rows[name][T] = row
+            acc[name][str(T)] = row["student_acc"]
             if rule_cls.spiking:
-                ratio[name][str(T)] = summary.get("synops_ratio")
-    return acc, ratio
+                ratio[name][str(T)] = row["synops_ratio"]
+    return acc, ratio, rows
 
 
-def _penalty_runs(cfg, out: Path, penalties, Ts: list, teacher, resume: bool, log) -> list[dict]:
+def _penalty_runs(cfg, out: Path, penalties, Ts: list, teachers, resume: bool, log) -> list[dict]:
     """Offline LTL at every window and firing-rate penalty (energy-aware LTL), one run each."""
     found = []
     for T in Ts if penalties else []:
         for penalty in penalties:
             log(f"== ltl-offline, T = {T}, rate penalty {penalty:g}")
-            run_cfg = _for_rule(cfg, "ltl-offline", teacher, {"rate_penalty": float(penalty)}, T=T, eval_T=[T])
-            summary = _train(run_cfg, out / "front" / f"ltl-offline-T{T}-p{penalty:g}", resume=resume, log=log)
+            run_cfg = _for_rule(cfg, "ltl-offline", teachers, {"rate_penalty": float(penalty)}, T=T, eval_T=[T])
+            folder = out / "front" / f"ltl-offline-T{T}-p{penalty:g}"
+            row = _row("ltl-offline", _train(run_cfg, folder, resume=resume, log=log), folder)
             found.append({"method": "ltl-offline + rate penalty", "T": T, "penalty": float(penalty),
-                          "acc": summary["student_acc"], "synops_ratio": summary.get("synops_ratio"),
-                          "label": f"T={T}, p={penalty:g}"})
+                          "acc": row["student_acc"], "synops_ratio": row["synops_ratio"],
+                          "label": f"T={T}, p={penalty:g}", "row": row})
     return found
 
 
@@ -196,7 +267,33 @@ def _front(runs: dict, sweep_acc: dict, sweep_ratio: dict, penalty_runs: list[di
         if r["synops_ratio"] is not None and r["T"] is not None and (name, r["T"]) not in seen:
             points.append({"method": name, "T": r["T"], "acc": r["student_acc"], "synops_ratio": r["synops_ratio"],
                            "label": f"T={r['T']}"})
-    return points + penalty_runs
+    return points + [{k: v for k, v in p.items() if k != "row"} for p in penalty_runs]
+
+
+def _table(runs: dict, sweep_rows: dict, penalty_runs: list[dict], teacher_acc: float | None) -> list[dict]:
+    """One line per trained run (main runs, the sweep, the rate penalties), each once: method, T, accuracy,
+    its gap to the full-precision teacher in points, the SynOps ratio in both conventions, the energy
+    ratio, training epochs and seconds."""
+    lines, seen = [], set()
+    found = [(r["rule"], r) for rows in sweep_rows.values() for r in rows.values()]
+    found += [(name, r) for name, r in runs.items()]
+    found += [(f"ltl-offline, rate penalty {p['penalty']:g}", p["row"]) for p in penalty_runs]
+    for method, r in found:
+        if r["run_dir"] in seen:
+            continue
+        seen.add(r["run_dir"])
+        acc = r["student_acc"]
+        lines.append({"method": method, "T": r["T"], "acc": acc,
+                      "gap": None if acc is None or teacher_acc is None else 100 * (teacher_acc - acc),
+                      "synops_exact": r["synops_ratio_by_convention"].get("exact"),
+                      "synops_standard": r["synops_ratio_by_convention"].get("standard"),
+                      "energy_ratio": r["energy_ratio"], "epochs": r["epochs"],
+                      "train_seconds": r["train_seconds"], "teacher_acc": r["teacher_acc"], "run_dir": r["run_dir"]})
+    return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _fmt(value, pct: bool = True) -> str:
@@ -215,6 +312,9 @@ def markdown(result: dict) -> str:
              f"seed {s['seed']}.", ""]
     if result["teacher_acc"] is not None:
         lines += [f"ANN teacher: {_fmt(result['teacher_acc'])} ({result['teacher']}).", ""]
+    for T, q in result.get("quantized_teachers", {}).items():
+        lines += [f"Offline LTL at T = {T} learns from the teacher quantized to {_plural(int(T), 'level')} (QCFS, "
+                  f"fine-tuned {_plural(q['epochs'], 'epoch')} from it): {_fmt(q['accuracy'])} ({q['path']}).", ""]
     rows = [[name, r["T"], r["epochs"], _fmt(r["student_acc"]), _fmt(r["best_epoch_acc"]), _fmt(r["synops_ratio"], False),
              None if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
              None if r["seconds_per_epoch"] is None else f"{r['seconds_per_epoch']:.1f}"]
@@ -228,6 +328,18 @@ def markdown(result: dict) -> str:
                   markdown_table(["epoch"] + list(curves),
                                  [[e + 1] + [_fmt(c[e]["test_acc"]) if e < len(c) else None for c in curves.values()]
                                   for e in range(epochs)]), ""]
+    if result.get("table"):
+        lines += [f"Every run: accuracy, its gap to the {'full-precision ' if result.get('quantized_teachers') else ''}"
+                  "teacher, operations and energy per inference relative to the teacher's MACs (SynOps in both "
+                  "conventions, docs/metrics.md; energy in the run's convention), training epochs and time "
+                  "(conversion trains no epoch; qcfs and qat train an ANN):", "",
+                  markdown_table(["method", "T", "accuracy", "Δ teacher (pp)", "SynOps ratio (exact)",
+                                  "SynOps ratio (standard)", "energy ratio", "epochs", "train s"],
+                                 [[r["method"], r["T"], _fmt(r["acc"]), None if r["gap"] is None else f"{r['gap']:.2f}",
+                                   _fmt(r["synops_exact"], False), _fmt(r["synops_standard"], False),
+                                   _fmt(r["energy_ratio"], False), r["epochs"],
+                                   None if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"]
+                                  for r in sorted(result["table"], key=lambda r: (r["T"] or 0, r["method"]))]), ""]
     sweep = result["sweep"]
     if sweep["accuracy"]:
         how = "one training per T" if sweep["mode"] == "train" else "each main run evaluated at every T"
@@ -287,6 +399,10 @@ def register(p) -> None:
     g.add_argument("--rate-penalties", type=float, nargs="+", default=(), metavar="P",
                    help="also train offline LTL with each --rate-penalty P at each sweep window: more points of the "
                         "accuracy-vs-SynOps front (front_accuracy_vs_synops.png)")
+    g.add_argument("--quantized-teacher-epochs", type=int, default=0, metavar="N",
+                   help="offline LTL at each window T learns from the teacher quantized to T levels (QCFS, "
+                        "--act-levels T), fine-tuned N epochs from the full-precision teacher into OUT/teacher-L<T>; "
+                        "the table's gaps stay to the full-precision teacher (default 0: off)")
     p.set_defaults(func=cmd_compare)
 
 
@@ -302,7 +418,8 @@ def cmd_compare(args) -> None:
     if any(p < 0 for p in args.rate_penalties):
         raise SpiketandemError(f"--rate-penalties must be >= 0, got {args.rate_penalties}")
     result = run_compare(cfg, out, args.rules, args.sweep_rules, args.sweep_T, args.sweep, resume=args.resume,
-                         log=_logger(args), penalties=args.rate_penalties)
+                         log=_logger(args), penalties=args.rate_penalties,
+                         quantize_epochs=args.quantized_teacher_epochs)
     if args.json:
         print(json.dumps({**result, "out": str(out)}))
         return

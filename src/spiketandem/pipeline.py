@@ -163,8 +163,9 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
                                "train the teacher again (`spiketandem teacher`)")
     saved = DataInfo(**obj["info"])
     if info is not None and saved != info:
-        raise SpiketandemError(f"teacher {path} was trained for {saved} but this dataset is {info}; train a teacher on "
-                               "this dataset (`spiketandem teacher --dataset ...`)")
+        trained_on = f" ({obj['dataset']}: pass --dataset {obj['dataset']} and its --data-dir)" if obj.get("dataset") else ""
+        raise SpiketandemError(f"teacher {path} was trained for {saved}{trained_on} but this dataset is {info}; use "
+                               "the teacher's dataset, or train a teacher on this one (`spiketandem teacher --dataset ...`)")
     model = build_model(obj["arch"], saved.num_classes, saved.in_channels, saved.image_size, obj["width"],
                         obj.get("act_clip"), obj.get("act_levels"))
     bad = [k for k, v in obj["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()

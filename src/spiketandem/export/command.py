@@ -45,6 +45,12 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     if not isinstance(getattr(rule, "model", None), Student):
         raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
                                "rule (e.g. `spiketandem train --rule ltl-offline`)")
+    start = rule.membrane_init()
+    if start and retarget != "zero-reset":
+        raise SpiketandemError(f"{run_dir}: its student starts every membrane at {start:g} x its threshold "
+                               "(--membrane-init, --recipe low-latency or qcfs's shift), but NIR neurons start at v = 0, "
+                               "so the file would compute another network; pass --retarget zero-reset (it also moves "
+                               "the start to 0 and recovers the accuracy by LTL) or train with --membrane-init 0")
     meta = {"producer": "spiketandem", "rule": cfg.rule, "dataset": cfg.dataset, "arch": cfg.arch, "T": int(cfg.T),
             "num_classes": info.num_classes}
     report: dict = {"format": fmt, "dt": dt, "flavour": flavour}
@@ -57,9 +63,10 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
         meta.update(_normalisation(cfg))
     student, run_lr = rule.model, cfg.lr
     if retarget == "zero-reset":
-        if all(n.config.reset == "zero" for n in student.neurons.values()):
-            report["retarget"] = {"to_reset": "zero", "note": "the student already resets to zero; nothing to do"}
-            log("retarget zero-reset: the student already resets to zero; nothing to do")
+        if all(n.config.reset == "zero" for n in student.neurons.values()) and not start:
+            report["retarget"] = {"to_reset": "zero", "note": "the student already resets to zero from v = 0; "
+                                                              "nothing to do"}
+            log("retarget zero-reset: the student already resets to zero from v = 0; nothing to do")
         else:
             from .retarget import retarget_zero_reset
             if rule.teacher is None and RunFolder(run_dir).file("teacher.pt").is_file():

@@ -1,7 +1,8 @@
 """Make a trained student deployable before export: reset to zero, low-precision weights.
 
-``retarget_zero_reset``: NIR 1.0's IF/LIF nodes reset the membrane to ``v_reset``; the paper's (and our
-default) reset subtracts the threshold.  The same weights with reset to zero lose the residual charge
+``retarget_zero_reset``: NIR 1.0's IF/LIF nodes reset the membrane to ``v_reset`` and start it at 0; the
+paper's (and our default) reset subtracts the threshold, and a low-latency student starts its membranes at
+a fraction of the threshold (``--membrane-init``), which the retargeted student gives up as well.  The same weights with reset to zero lose the residual charge
 above threshold at every spike, so the student fires less and loses accuracy.  It is recovered in two
 steps: the zero-reset copy's thresholds are re-balanced layer by layer so that each layer fires as many
 spikes as the subtract-reset student on calibration images (``balance_thresholds``), then the copy is
@@ -45,17 +46,19 @@ def _accuracy(rule, data, cfg, device) -> float:
 
 
 @torch.no_grad()
-def balance_thresholds(student, reference, images, T: int, steps: int = 8) -> dict[str, float]:
+def balance_thresholds(student, reference, images, T: int, steps: int = 8,
+                       reference_start: dict | None = None) -> dict[str, float]:
     """Scale each layer's threshold of ``student`` (reset to zero), from the input on, so that the layer fires
     as many spikes on ``images`` as ``reference`` (the same weights, reset by subtraction) does: a zero reset
     drops the charge above threshold at every spike, so the same threshold fires less.  Bisection of the
     factor in [0.2, 1] (the spike count falls as the threshold rises); the amplitudes are kept, so
-    rate x amplitude still approximates the teacher's activation.  Returns layer -> factor."""
-    def spikes(model, names=None) -> dict[str, float]:
-        ctx = RunContext(T=T, batch=images.shape[0], records={}, record_names=names)
+    rate x amplitude still approximates the teacher's activation.  ``reference_start``: the reference's initial
+    neuron states (its membrane start), the student's start at 0.  Returns layer -> factor."""
+    def spikes(model, names=None, start=None) -> dict[str, float]:
+        ctx = RunContext(T=T, batch=images.shape[0], records={}, record_names=names, state_in=start)
         model.run(images, ctx)
         return {k: float(v.sum()) for k, v in ctx.records.items()}
-    target = spikes(reference)
+    target = spikes(reference, start=reference_start)
     factors = {}
     for layer in student.layers:
         neuron, name = student.neurons[layer.name], layer.name
@@ -116,6 +119,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     ``rule.teacher``.  Returns (the new ltl-offline rule, its config, the report)."""
     from ..data.feeding import calibration_images
     from ..rules import get_rule
+    from ..rules.hybrid import membrane_start
     student = rule.model
     if not isinstance(student, Student):
         raise SpiketandemError(f"--retarget needs a spiking student; this run's rule {cfg.rule!r} has none")
@@ -126,8 +130,10 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     if epochs < 0:
         raise SpiketandemError(f"--calibrate-epochs must be >= 0, got {epochs}")
     resets = "/".join(sorted({n.config.reset for n in student.neurons.values()}))
+    start = rule.membrane_init()
     ltl = get_rule("ltl-offline")
-    options = {k: v for k, v in cfg.options.items() if ltl.option_named(k) is not None}
+    # NIR's neurons start at v = 0: the retargeted student does too, whatever the run's recipe
+    options = {**{k: v for k, v in cfg.options.items() if ltl.option_named(k) is not None}, "membrane_init": 0.0}
     zcfg = cfg.replace(rule="ltl-offline", reset="zero", options=options, epochs=max(epochs, 1),
                        lr=lr if lr is not None else RETARGET_LR, lr_schedule="constant", progress=False,
                        tensorboard=False)
@@ -144,12 +150,14 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     if targets is not None:
         new.load_extra_state({"targets": targets})
     uncalibrated = _accuracy(new, data, zcfg, device)
-    log(f"retarget zero-reset: test accuracy {100 * before:.2f}% with reset {resets}, {100 * uncalibrated:.2f}% with "
-        f"reset to zero, same thresholds")
+    log(f"retarget zero-reset: test accuracy {100 * before:.2f}% with reset {resets}"
+        + (f" from U[0] = {start:g} theta" if start else "") + f", {100 * uncalibrated:.2f}% with reset to zero from "
+        "U[0] = 0, same thresholds")
     from ..data.feeding import hold_out
     validation = hold_out(data, VALIDATION_FRACTION, cfg.seed, "the held-out fraction")[1]
     plain_state, plain_val = copy.deepcopy(new.state_dict()), _accuracy(new, validation, zcfg, device)
-    factors = balance_thresholds(new.model, student, calibration_images(data, device, BALANCE_IMAGES), cfg.T)
+    factors = balance_thresholds(new.model, student, calibration_images(data, device, BALANCE_IMAGES), cfg.T,
+                                 reference_start=membrane_start(student, start))
     balanced, balanced_val = _accuracy(new, data, zcfg, device), _accuracy(new, validation, zcfg, device)
     keep_balanced = balanced_val > plain_val  # the held-out tenth decides, as for the epochs below: a change
     if not keep_balanced:                     # must do strictly better there
@@ -159,7 +167,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
         f"{'kept' if keep_balanced else 'not kept'}); {epochs} epoch(s) of offline LTL against the teacher")
     selection = _fit_and_select(new, zcfg, data, device, epochs, "retarget zero-reset", log)
     after = _accuracy(new, data, zcfg, device)
-    report = {"from_reset": resets, "to_reset": "zero",
+    report = {"from_reset": resets, "to_reset": "zero", "from_membrane_init": start, "to_membrane_init": 0.0,
               "method": "offline LTL (rule ltl-offline through train.fit) against the run's teacher, starting from "
                         "the run's weights, thresholds and amplitudes",
               "T": int(cfg.T), "test_images": int(len(data.test_y)),

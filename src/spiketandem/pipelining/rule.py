@@ -290,15 +290,21 @@ class Pipelined(Rule):
         self.tcut.segments[self.stage].run(tvalues)
         return {name: tvalues[self.tcut.taps[name]] for name in self.my_layers}
 
+    def _begin_step(self, x):
+        """Every step's start, offline and online: the previous stage's message (values, teacher values, raw),
+        the teacher's activations at this stage's layers, the layers that learn; with the times before and
+        after receiving."""
+        t_start = time.perf_counter()
+        received = self._receive(x)
+        t_recv = time.perf_counter()
+        acts = self._teacher(x, received[1])
+        return t_start, received, t_recv, acts, [n for n in self.inner.active if n in acts]
+
     def train_step(self, x, y, optimizer, epoch: int) -> dict:
         if self.online:
             return self._online_step(x, y, optimizer, epoch)
-        t_start = time.perf_counter()
+        t_start, (values, tvalues, raw), t_recv, acts, active = self._begin_step(x)
         inner, S, T, B = self.inner, self.stages, self.cfg.T, x.shape[0]
-        values, tvalues, raw = self._receive(x)
-        t_recv = time.perf_counter()
-        acts = self._teacher(x, tvalues)
-        active = [n for n in inner.active if n in acts]
         segment = self.scut.segments[self.stage]
         if self.sx in segment.inputs:
             values[self.sx] = inner.model.encode(x, T)
@@ -339,12 +345,8 @@ class Pipelined(Rule):
         stage.  Exact as offline: a stage's spikes at step t depend only on earlier stages and its own weights,
         which it updated at steps before t, as in one process."""
         from ..neuron import NeuronState
-        t_start = time.perf_counter()
+        t_start, (values_in, tvalues, raw), t_recv, acts, active = self._begin_step(x)
         inner, S, T, B = self.inner, self.stages, self.cfg.T, x.shape[0]
-        values_in, tvalues, raw = self._receive(x)
-        t_recv = time.perf_counter()
-        acts = self._teacher(x, tvalues)
-        active = [n for n in inner.active if n in acts]
         with torch.no_grad():
             targets = {name: inner.targets.target(name, acts[name]) for name in active}
         teacher_logits = tvalues.get(self.tcut.logits)

@@ -14,13 +14,15 @@ An experiment file holds the paper's settings and what the paper reports::
       - {name: offline-lif-T16, rule: ltl-offline, neuron: lif, T: 16, epochs: 100, lr: 1.0e-4}
     evaluate: {sweep_T: [4, 8, 16, 32]}     # optional: accuracy + SynOps ratio of every spiking run vs T
     commands:                               # optional further steps, other spiketandem commands;
-      - [noise, "{run:offline-lif-T16}", ...]   # {run:NAME} {teacher} {out} are replaced by folders
+      - [noise, "{run:offline-lif-T16}", ...]   # {run:NAME} {teacher} {out} are replaced by folders;
+      - [compare, "{defaults}", --arch, vgg11]  # the token {defaults}: the defaults as flags (--dataset ...)
     scales:                                 # --scale NAME: overrides of defaults/teacher/runs
       cpu: {note: "...", defaults: {width: 0.25}, teacher: {epochs: 10}, runs: {epochs: 2}}
 
 Every run is an ordinary run folder under OUT (OUT/teacher, OUT/<run name>); a finished one is reused,
 so an interrupted reproduction continues where it stopped.  At the end OUT/report/ holds the report
-(paper vs measured first) and OUT/reproduction.json the measured figures with the machine and scale.
+(paper vs measured first, then the tables a further step wrote: every OUT/**/compare.md) and
+OUT/reproduction.json the measured figures with the machine and scale.
 """
 from .experiment import (Experiment, apply_scale, check_requirements, find_experiment, list_experiments,
                          load_experiment, select)

@@ -16,6 +16,7 @@ from ..errors import SpiketandemError
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # shipped inside the package (configs/ links here)
 SECTIONS = {"title", "paper", "defaults", "teacher", "runs", "evaluate", "commands", "scales", "description"}
 PLACEHOLDER = re.compile(r"\{(run:[^}]+|teacher|out)\}")
+DEFAULTS_TOKEN = "{defaults}"  # a whole command token: the experiment's defaults as flags
 
 
 # ---- experiment files -----------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def check_requirements(exp: Experiment) -> None:
         problems.append(f"dataset {d!r} is not known (known: {', '.join(DATASETS)})")
     parser, missing_commands = build_parser(), {}
     for cmd in exp.commands:
-        words = [t for t in cmd if not t.startswith("-") and not PLACEHOLDER.search(t)][:2]
+        words = [t for t in cmd if not t.startswith("-") and not PLACEHOLDER.search(t) and t != DEFAULTS_TOKEN][:2]
         missing = _command_tokens(parser, words)
         if missing:
             missing_commands[missing] = missing_commands.get(missing, 0) + 1

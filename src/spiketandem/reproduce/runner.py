@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from ..errors import SpiketandemError
-from .experiment import PLACEHOLDER, Experiment, check_requirements, select
-from .section import paper_section, step_figures
+from .experiment import DEFAULTS_TOKEN, PLACEHOLDER, Experiment, check_requirements, select
+from .section import paper_section, step_outputs
 
 
 def run_configs(exp: Experiment, out: Path) -> tuple[dict | None, list[tuple[str, dict]]]:
@@ -33,7 +33,12 @@ def _finished(folder: Path, model: str) -> bool:
     return (folder / "summary.json").is_file() and (folder / model).is_file()
 
 
-def _substitute(token: str, out: Path) -> str:
+def _substitute(token: str, out: Path, defaults: dict) -> list[str]:
+    """A command's token with its placeholders replaced: {out}, {teacher}, {run:NAME} by folders; the whole
+    token {defaults} by the experiment's defaults (after its scale and the command line) as flags."""
+    if token == DEFAULTS_TOKEN:
+        return defaults_as_flags(defaults)
+
     def repl(m):
         key = m.group(1)
         if key == "out":
@@ -41,7 +46,24 @@ def _substitute(token: str, out: Path) -> str:
         if key == "teacher":
             return str(out / "teacher")
         return str(out / key[len("run:"):])
-    return PLACEHOLDER.sub(repl, token)
+    return [PLACEHOLDER.sub(repl, token)]
+
+
+def defaults_as_flags(defaults: dict) -> list[str]:
+    """RunConfig fields as command-line flags: {"n_train": 5000, "eval_T": [4, 8]} -> --n-train 5000 --eval-T 4 8
+    (True: the bare flag; False and None: left out)."""
+    flags = []
+    for key, value in defaults.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            flags.append(flag)
+        elif isinstance(value, (list, tuple)):
+            flags += [flag] + [str(v) for v in value]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def machine() -> dict:
@@ -73,9 +95,9 @@ def reproduce(exp: Experiment, out: Path, *, only: list[str] | None = None, step
     RunFolder(out).write_json("reproduction.json", result)
     folders = ([teacher_fields["out"]] if teacher_fields else []) + [f["out"] for _, f in students]
     from ..report import build_report
-    figures = step_figures(out, folders)
+    figures, tables = step_outputs(out, folders)
     md, _ = build_report(folders, out / "report", title=f"Reproduction: {exp.title} (scale: {exp.scale})",
-                         preface=lambda doc, report_dir: paper_section(doc, exp, result, figures, report_dir))
+                         preface=lambda doc, report_dir: paper_section(doc, exp, result, figures, report_dir, tables))
     result["report"] = str(md)
     log(f"[{exp.name}] done in {result['wall_seconds']:.0f}s; report: {out / 'report' / 'report.md'}")
     return result
@@ -120,7 +142,7 @@ def _run_all(exp: Experiment, out: Path, teacher_fields, students, resume: bool,
                 eval_run(fields["out"], list(sweep or SWEEP_T), device=exp.defaults.get("device", "auto"), log=log,
                          sweep=True)
     for cmd in exp.commands:
-        argv = [_substitute(t, out) for t in cmd]
+        argv = [a for t in cmd for a in _substitute(t, out, exp.defaults)]
         log(f"[{exp.name}] spiketandem {' '.join(argv)}")
         code = cli_main(argv)
         if code != 0:
@@ -144,9 +166,8 @@ def _collect(exp: Experiment, out: Path, teacher_fields, students, seconds: floa
                                                  "train_seconds", "device")}
         # the window the run was trained with (non-spiking rules such as qat use it as levels; their T is None)
         measured[name]["T_trained"] = make_config(fields).T
-    seconds_total = sum(m["train_seconds"] or 0 for m in measured.values())
-    if teacher_fields is not None and (Path(teacher_fields["out"]) / "summary.json").is_file():
-        seconds_total += json.loads((Path(teacher_fields["out"]) / "summary.json").read_text())["train_seconds"] or 0
+    # every run folder under OUT: the teacher, the students and those the further steps made (e.g. compare's)
+    seconds_total = sum(json.loads(p.read_text()).get("train_seconds") or 0 for p in out.rglob("summary.json"))
     return {"experiment": exp.name, "title": exp.title, "scale": exp.scale, "scale_note": exp.scale_note,
             "train_seconds_total": seconds_total,
             "overrides": exp.overrides, "defaults": exp.defaults, "paper": exp.paper, "teacher_acc": teacher_acc,

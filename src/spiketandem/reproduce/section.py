@@ -8,22 +8,31 @@ from ..report.tables import synops_column, synops_convention
 from .experiment import Experiment
 
 
-def step_figures(out: Path, run_folders: list[str]) -> list[Path]:
-    """PNGs the further steps (commands) wrote under OUT, outside the run folders and the report."""
+def step_outputs(out: Path, run_folders: list[str]) -> tuple[list[Path], list[Path]]:
+    """The figures (PNGs) and comparison tables (compare.md) the further steps (commands) wrote under OUT,
+    outside the experiment's run folders, the report, and every run folder a step made (one holding a
+    summary.json)."""
     skip = [Path(f).resolve() for f in run_folders] + [(out / "report").resolve()]
-    return sorted(p for p in out.rglob("*.png") if not any(p.resolve().is_relative_to(s) for s in skip))
+    skip += [s.parent.resolve() for s in out.rglob("summary.json")]
+
+    def found(pattern: str) -> list[Path]:
+        return sorted(p for p in out.rglob(pattern) if not any(p.resolve().is_relative_to(s) for s in skip))
+    return found("*.png"), found("compare.md")
 
 
-def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), report_dir: Path | None = None) -> None:
-    """The report's first section: the paper's figures next to the measured ones."""
+def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), report_dir: Path | None = None,
+                  tables: list[Path] = ()) -> None:
+    """The report's first section: the paper's figures next to the measured ones, then the comparison
+    tables (``tables``: compare.md files) and figures the further steps wrote."""
     doc.heading("Paper vs this reproduction")
     m = result["machine"]
     data = exp.defaults.get("dataset", "digits")
     images = ", ".join(f"{exp.defaults[k]} {k[2:]}" for k in ("n_train", "n_test") if k in exp.defaults)
     doc.text(f"Experiment `{exp.name}` ({exp.path.name}), scale **{exp.scale}**"
              + (f": {exp.scale_note}" if exp.scale_note else "") + "\n\n"
-             + f"- data: {data} ({images + ' images' if images else 'all images'}), architecture "
-             + f"{exp.defaults.get('arch')} at width {exp.defaults.get('width', 1.0)}\n"
+             + f"- data: {data} ({images + ' images' if images else 'all images'}), "
+             + (f"architecture {exp.defaults['arch']} at width {exp.defaults.get('width', 1.0)}\n" if exp.defaults.get("arch")
+                else "architecture and width as each step names them\n")
              + f"- machine: {m['platform']}, {m['cpus']} CPUs, torch {m['torch']}, GPU {m['cuda'] or 'none'}\n"
              + f"- training time (sum over the runs): {result['train_seconds_total']:.0f} s; wall time of the last "
              + f"`reproduce` call: {result['wall_seconds']:.0f} s (finished runs are reused)"
@@ -46,6 +55,9 @@ def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), 
     if paper.get("source"):
         doc.text(f"Source of the paper's figures: {paper['source']}.")
     _by_rule_figure(doc, result, report_dir)
+    for table in tables:
+        doc.heading(f"{table.parent.relative_to(result['out'])}: {table.read_text().splitlines()[0].lstrip('# ')}", 3)
+        doc.text("\n".join(table.read_text().splitlines()[1:]).strip())
     for fig in figures:  # copied next to the report so that its relative links work
         target = (report_dir or fig.parent) / f"step-{fig.parent.name}-{fig.name}"
         shutil.copyfile(fig, target)

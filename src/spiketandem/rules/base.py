@@ -150,6 +150,11 @@ class Rule:
         optimizer.step()
         return {"loss": float(loss.detach()), "correct": int((logits.argmax(1) == y).sum()), **logs}
 
+    def membrane_init(self) -> float:
+        """The fraction f of its threshold every membrane starts at in inference, U[0] = f * theta (0 unless
+        the rule sets it: --membrane-init, --recipe low-latency, qcfs's shift); export needs it."""
+        return 0.0
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
         """Class scores [B, classes] at time window T (ignored by non-spiking models)."""

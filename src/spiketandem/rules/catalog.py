@@ -79,12 +79,18 @@ class Option:
 class RuleEntry:
     """One registered rule: its name (``--rule NAME``), its class (``"module:Class"`` inside
     ``spiketandem.rules``), its options, and why it cannot train as pipelined layer stages
-    (``--pipeline-stages``, ``pipelining/``; None for a rule that can)."""
+    (``--pipeline-stages``, ``pipelining/``; None for a rule that can).
+
+    ``fixed``: config fields the rule only runs with (e.g. conversion: IF neurons, no epochs); a
+    comparison (``spiketandem compare``) sets them for it.  ``levels_option``: the option that is the
+    rule's quantization levels, which a comparison's sweep over T sets to each window T."""
 
     name: str
     implementation: str
     options: tuple[Option, ...] = ()
     no_pipeline: str | None = None
+    fixed: tuple[tuple[str, Any], ...] = ()
+    levels_option: str | None = None
 
     def option_named(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
@@ -275,8 +281,10 @@ CATALOG: dict[str, RuleEntry] = {entry.name: entry for entry in (
     # tandem learning, conversion, quantized ANN
     RuleEntry("tandem", "tandem:Tandem", no_pipeline=END_TO_END),
     RuleEntry("ptl", "ptl:PTL", PTL_OPTIONS, NO_PIPELINE["ptl"]),
-    RuleEntry("convert", "convert:Convert", CONVERT_OPTIONS, NO_PIPELINE["convert"]),
-    RuleEntry("qcfs", "convert:QCFS", QCFS_OPTIONS, NO_PIPELINE["qcfs"]),
+    RuleEntry("convert", "convert:Convert", CONVERT_OPTIONS, NO_PIPELINE["convert"],
+              fixed=(("neuron", "if"), ("epochs", 0))),
+    RuleEntry("qcfs", "convert:QCFS", QCFS_OPTIONS, NO_PIPELINE["qcfs"], fixed=(("neuron", "if"),),
+              levels_option="qcfs_levels"),
     RuleEntry("qat", "qat:QAT", no_pipeline=NO_PIPELINE["qat"]),
 )}
 

@@ -56,7 +56,10 @@ class Convert(Rule):
 
     @torch.no_grad()
     def predict(self, x, T=None):
-        return run_snn(self.model, x, T or self.cfg.T, self.option("membrane_init"))
+        return run_snn(self.model, x, T or self.cfg.T, self.membrane_init())
+
+    def membrane_init(self) -> float:
+        return float(self.option("membrane_init"))
 
 
 class QCFS(Rule):
@@ -106,4 +109,7 @@ class QCFS(Rule):
     @torch.no_grad()
     def predict(self, x, T=None):
         """The converted SNN's scores at time window T."""
-        return run_snn(self.model, x, T or self.cfg.T, self.option("qcfs_shift"))
+        return run_snn(self.model, x, T or self.cfg.T, self.membrane_init())
+
+    def membrane_init(self) -> float:
+        return float(self.option("qcfs_shift"))

@@ -100,9 +100,12 @@ class LTLOffline(Rule):
                 losses[name] = losses[name] + penalty * rate.mean()
         return losses
 
+    def membrane_init(self) -> float:
+        return float(self.part("membrane_init"))
+
     def initial_state(self) -> dict | None:
         """``--membrane-init f``: every layer's membrane starts at f * threshold."""
-        return membrane_start(self.model, self.part("membrane_init"))
+        return membrane_start(self.model, self.membrane_init())
 
     @torch.no_grad()
     def predict(self, x, T=None):
