@@ -129,7 +129,8 @@ class Teachers:
                                    weight_decay=None, lr_schedule="cosine", options={}, out=str(folder.path),
                                    name=None, pipeline_stages=1)
             train_teacher(cfg, folder, resume=self.resume and folder.exists(), log=self.log)
-        return {"path": str(folder.file("teacher.pt")), "epochs": self.quantize_epochs,
+        # what that folder's teacher was trained with (a reused one may differ from this call's epochs)
+        return {"path": str(folder.file("teacher.pt")), "epochs": folder.read_json("summary.json")["epochs"],
                 "accuracy": load_teacher(folder.file("teacher.pt"))[1]["accuracy"]}
 
 

@@ -16,14 +16,14 @@ from .errors import SpiketandemError
 from .metrics import EnergyModel
 from .metrics.evaluation import student_metrics
 from .model_file import check_info, load_weights, read_model, rebuild_rule, save_model, zoo_architecture
-from .models import QCFS, build_model
+from .models import build_model
+from .models.quantized import calibrate_clips
 from .report import plot_learning_curve, write_T_sweep
 from .rules import configure, get_rule
 from .rules.base import DataInfo, Rule
 from .ownership import claim, latest_path, unique_path
 from .provenance import provenance
 from .runs import TEACHER_FORMAT, RunFolder, atomic_save, safe_load
-from .student import percentile_of
 from .train import evaluate, fit, peak_memory_bytes, resolve_device, seed_everything
 
 
@@ -234,30 +234,6 @@ def start_from_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, i
         calibrate_clips(model, images, cfg.percentile, cfg.act_clip)
     log(f"starting from the weights of {cfg.teacher} ({meta['arch']}, act_clip {meta.get('act_clip')}"
         + (f"; QCFS clips at the p{cfg.percentile} of each layer's activation)" if clips else ")"))
-
-
-@torch.no_grad()
-def calibrate_clips(model: torch.nn.Module, images: torch.Tensor, percentile: float, ceiling: float) -> None:
-    """Each QCFS clip s_l, in forward order, set to the ``percentile`` of clamp(z_l, 0, ceiling) over ``images``,
-    z_l its input with the layers before it already quantized at their clips (threshold balancing, layer by layer)."""
-    order: list = []
-    hooks = [m.register_forward_pre_hook(lambda m, args: order.append(m) if m not in order else None)
-             for m in model.modules() if isinstance(m, QCFS)]
-    was_training = model.training
-    model.eval()
-    try:
-        model(images[:1])  # finds the forward order
-        for module in order:
-            seen: list = []
-            hook = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].clamp(0, ceiling).flatten()))
-            for chunk in images.split(256):
-                model(chunk)
-            hook.remove()
-            module.clip.fill_(percentile_of(torch.cat(seen), percentile))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
 
 
 def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, resume: bool, log) -> tuple:

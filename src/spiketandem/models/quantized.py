@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..percentile import percentile_of
+
 MIN_CLIP = 1e-3  # s stays positive: it divides z
 
 
@@ -42,3 +44,27 @@ class QCFS(nn.Module):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, clip={float(self.clip.detach()):.4g}, shift={self.shift}"
+
+
+@torch.no_grad()
+def calibrate_clips(model: torch.nn.Module, images: torch.Tensor, percentile: float, ceiling: float) -> None:
+    """Each QCFS clip s_l, in forward order, set to the ``percentile`` of clamp(z_l, 0, ceiling) over ``images``,
+    z_l its input with the layers before it already quantized at their clips (threshold balancing, layer by layer)."""
+    order: list = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: order.append(m) if m not in order else None)
+             for m in model.modules() if isinstance(m, QCFS)]
+    was_training = model.training
+    model.eval()
+    try:
+        model(images[:1])  # finds the forward order
+        for module in order:
+            seen: list = []
+            hook = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].clamp(0, ceiling).flatten()))
+            for chunk in images.split(256):
+                model(chunk)
+            hook.remove()
+            module.clip.fill_(percentile_of(torch.cat(seen), percentile))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
