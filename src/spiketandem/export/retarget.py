@@ -1,9 +1,10 @@
 """Make a trained student deployable before export: reset to zero, low-precision weights.
 
 ``retarget_zero_reset``: NIR 1.0's IF/LIF nodes reset the membrane to ``v_reset`` and start it at 0; the
-paper's (and our default) reset subtracts the threshold, and a low-latency student starts its membranes at
-a fraction of the threshold (``--membrane-init``), which the retargeted student gives up as well.  The same weights with reset to zero lose the residual charge
-above threshold at every spike, so the student fires less and loses accuracy.  It is recovered in two
+paper's (and our default) reset subtracts the threshold, and a low-latency student starts its membranes
+at a fraction of the threshold (``--membrane-init``), which the retargeted student gives up as well.
+The same weights with reset to zero lose the residual charge above threshold at every spike, so the
+student fires less and loses accuracy.  It is recovered in two
 steps: the zero-reset copy's thresholds are re-balanced layer by layer so that each layer fires as many
 spikes as the subtract-reset student on calibration images (``balance_thresholds``), then the copy is
 trained for a few epochs by offline LTL (``ltl-offline``) against the run's own teacher through the one
