@@ -56,8 +56,9 @@ def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), 
         doc.text(f"Source of the paper's figures: {paper['source']}.")
     _by_rule_figure(doc, result, report_dir)
     for table in tables:
-        doc.heading(f"{table.parent.relative_to(result['out'])}: {table.read_text().splitlines()[0].lstrip('# ')}", 3)
-        doc.text("\n".join(table.read_text().splitlines()[1:]).strip())
+        title, *body = table.read_text().splitlines()
+        doc.heading(f"{table.parent.relative_to(result['out'])}: {title.lstrip('# ')}", 3)
+        doc.text("\n".join(body).strip())
     for fig in figures:  # copied next to the report so that its relative links work
         target = (report_dir or fig.parent) / f"step-{fig.parent.name}-{fig.name}"
         shutil.copyfile(fig, target)
