@@ -66,19 +66,35 @@ def test_teacher_rules_share_the_given_teacher_and_eval_sweep(tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("args,message", [(["--rule", "stbp"], "--rules"), (["--rules", "nope"], "unknown rule"),
-                                          (["--rules", "stbp", "stbp"], "twice")])
+                                          (["--rules", "stbp", "stbp"], "twice"),
+                                          (["--rules", "stbp", "--rule-lr", "tet=1e-3"], "does not train"),
+                                          (["--rules", "stbp", "--rule-lr", "stbp=0"], "must be > 0")])
 def test_bad_requests_are_clear_errors(tmp_path, capsys, args, message):
     assert main(["compare", *FAST, "--out", str(tmp_path / "x"), "--sweep", "none", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x" / "stbp").exists()
 
 
+def test_a_malformed_rule_lr_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["compare", *FAST, "--out", str(tmp_path / "x"), "--rules", "stbp", "--rule-lr", "stbp:1e-3"])
+    assert stop.value.code == 2 and "'stbp:1e-3' is not RULE=LR" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_the_front_holds_one_point_per_run_and_penalised_ltl(tmp_path, capsys, digits_teacher):
     """`--rate-penalties`: offline LTL at every window and penalty, each run one point of the accuracy-vs-SynOps
-    front; rule options reach only the rules that declare them (--recipe is offline LTL's, stbp ignores it)."""
+    front; rule options reach only the rules that declare them (--recipe is offline LTL's, stbp ignores it);
+    `--rule-lr` sets one rule's learning rate (every offline LTL run's, the penalised ones too) over --lr."""
     out = tmp_path / "cmp"
     result = compare(capsys, "--rules", "ltl-offline", "stbp", "--sweep", "none", "--T", "2", "--eval-T", "2",
-                     "--recipe", "low-latency", "--rate-penalties", "0.5", "--teacher", digits_teacher, "--out", str(out))
+                     "--recipe", "low-latency", "--rate-penalties", "0.5", "--teacher", digits_teacher, "--out", str(out),
+                     "--lr", "2e-3", "--rule-lr", "ltl-offline=5e-4")
+    for folder, lr in ((out / "ltl-offline", 5e-4), (out / "front" / "ltl-offline-T2-p0.5", 5e-4), (out / "stbp", 2e-3)):
+        assert RunFolder(folder).read_config()["lr"] == lr
+    assert {r["method"]: r["lr"] for r in result["table"]} == {"ltl-offline": 5e-4, "stbp": 2e-3,
+                                                               "ltl-offline, rate penalty 0.5": 5e-4}
+    assert result["rule_lr"] == {"ltl-offline": 5e-4} and "ltl-offline 0.0005" in (out / "compare.md").read_text()
     front = {(p["method"], p["T"]): p for p in result["front"]}
     assert set(front) == {("ltl-offline", 2), ("stbp", 2), ("ltl-offline + rate penalty", 2)}
     penalised = RunFolder(out / "front" / "ltl-offline-T2-p0.5")

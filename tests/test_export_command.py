@@ -58,12 +58,12 @@ def test_retarget_verify_records_and_leaves_the_run_alone(run_dir, tmp_path, cap
     before = _fingerprint(run_dir)
     out = tmp_path / "student.nir"
     assert main(["export", str(run_dir), str(out), "--retarget", "zero-reset", "--calibrate-epochs", "1",
-                 "--verify", "--verify-n", "12", "--json", "--quiet"]) == 0
+                 "--calibrate-batch-size", "16", "--verify", "--verify-n", "12", "--json", "--quiet"]) == 0
     report = _json(capsys)
     assert _fingerprint(run_dir) == before, "export wrote into the run folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.nir"]  # no temporary left behind
     r = report["retarget"]
-    assert r["from_reset"] == "subtract" and r["to_reset"] == "zero" and r["epochs"] == 1
+    assert r["from_reset"] == "subtract" and r["to_reset"] == "zero" and r["epochs"] == 1 and r["batch_size"] == 16
     assert len(r["history"]) == 1 and r["chosen_epoch"] in (0, 1)
     for key in ("accuracy_subtract_reset", "accuracy_zero_reset_uncalibrated", "accuracy_after"):
         assert 0 <= r[key] <= 1
@@ -114,6 +114,9 @@ def test_flavour_and_flag_checks(run_dir, tmp_path, capsys):
     assert "drop --dt" in capsys.readouterr().err
     assert main(["export", str(run_dir), str(tmp_path / "b.nir"), "--weight-bits", "1", "--allow-subtract-reset"]) == 2
     assert "2..16" in capsys.readouterr().err
+    assert main(["export", str(run_dir), str(tmp_path / "c.nir"), "--retarget", "zero-reset",
+                 "--calibrate-batch-size", "0"]) == 2
+    assert "--calibrate-batch-size must be >= 1" in capsys.readouterr().err
 
 
 def test_export_help_imports_no_torch():

@@ -14,6 +14,7 @@ import difflib
 import importlib
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Iterable
 
@@ -54,6 +55,14 @@ class HelpFormatter(argparse.HelpFormatter):
     def __init__(self, prog, **kwargs):
         kwargs.setdefault("max_help_position", 30)
         super().__init__(prog, **kwargs)
+
+    def _split_lines(self, text, width):
+        # never inside a hyphenated name (ltl-offline, --membrane-init), which argparse's wrap would break
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)
 
 
 class Parser(argparse.ArgumentParser):

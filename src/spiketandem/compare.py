@@ -43,14 +43,17 @@ def registered(names) -> list[str]:
     return [n for n in names if n in CATALOG]
 
 
-def _for_rule(cfg, name: str, teachers: "Teachers | None", options: dict | None = None, **changes):
+def _for_rule(cfg, name: str, teachers: "Teachers | None", options: dict | None = None, rule_lr: dict | None = None,
+              **changes):
     """The setup for one rule: its teacher (``teachers.path_for``) only where the rule uses one, of the given
-    rule options those the rule declares (plus ``options``), and the settings the rule only runs with
+    rule options those the rule declares (plus ``options``), its own learning rate where ``rule_lr`` names
+    one (``--rule-lr RULE=LR``, over ``--lr``), and the settings the rule only runs with
     (``RuleEntry.fixed``: conversion takes IF neurons and no epochs)."""
     from .config import make_config
     entry = CATALOG[name]
     own = {k: v for k, v in {**cfg.options, **(options or {})}.items() if entry.option_named(k) is not None}
-    fields = {**cfg.to_dict(), **changes, **dict(entry.fixed), "rule": name, "options": own}
+    lr = {"lr": rule_lr[name]} if rule_lr and name in rule_lr else {}
+    fields = {**cfg.to_dict(), **changes, **lr, **dict(entry.fixed), "rule": name, "options": own}
     T = fields.get("T", cfg.T)
     fields["teacher"] = teachers.path_for(name, T) if teachers is not None and get_rule(name).needs_teacher else None
     return make_config(fields)
@@ -137,7 +140,8 @@ class Teachers:
 def _row(rule: str, summary: dict, run_dir: Path) -> dict:
     """One run of the comparison: its accuracy, operations (in both SynOps conventions), energy and time."""
     from .runs import RunFolder
-    rows = RunFolder(run_dir).read_metrics()
+    run = RunFolder(run_dir)
+    rows = run.read_metrics()
     per_epoch = [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]
     return {"rule": rule, "T": summary.get("T"), "epochs": summary.get("epochs"),
             "student_acc": summary.get("student_acc"), "best_epoch_acc": max((r["test_acc"] for r in rows), default=None),
@@ -145,19 +149,21 @@ def _row(rule: str, summary: dict, run_dir: Path) -> dict:
             "synops_convention": synops_convention(summary),
             "synops_ratio_by_convention": summary.get("synops_ratio_by_convention") or {},
             "energy_ratio": (summary.get("energy") or {}).get("ratio"),
-            "teacher_acc": summary.get("teacher_acc"),
+            "teacher_acc": summary.get("teacher_acc"), "lr": run.read_config().get("lr"),
             "train_seconds": summary.get("train_seconds"),
             "seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else None,
             "curve": [{"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in rows], "run_dir": str(run_dir)}
 
 
 def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFAULT_SWEEP_T, sweep: str = "train",
-                resume: bool = False, log=print, penalties=(), quantize_epochs: int = 0) -> dict:
+                resume: bool = False, log=print, penalties=(), quantize_epochs: int = 0,
+                rule_lr: dict | None = None) -> dict:
     """Train ``rules`` (and the T sweep) on the setup ``cfg``; write the table and figures into ``out``.
     ``penalties``: also train offline LTL with each ``--rate-penalty`` at each window of the front (the
     sweep's windows, else ``cfg.T``) into OUT/front/, for the accuracy-vs-operations front.
     ``quantize_epochs`` > 0: offline LTL at each window T learns from the teacher quantized to T levels
-    (``Teachers``)."""
+    (``Teachers``).  ``rule_lr``: rule -> its learning rate (over ``cfg.lr``; rules differ in optimizer and
+    default rate, so one ``--lr`` seldom suits them all)."""
     if sweep not in SWEEP_MODES:
         raise SpiketandemError(f"--sweep {sweep!r} is not one of {', '.join(SWEEP_MODES)}")
     rules = list(rules) if rules is not None else registered(DEFAULT_RULES)
@@ -174,24 +180,36 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
         raise SpiketandemError(f"--sweep-T needs positive time windows, got {sweep_T}")
     if quantize_epochs < 0:
         raise SpiketandemError(f"--quantized-teacher-epochs must be >= 0, got {quantize_epochs}")
+    rule_lr = dict(rule_lr or {})
+    compared = set(rules) | (set(sweep_rules) if sweep != "none" else set()) | ({"ltl-offline"} if penalties else set())
+    for name, lr in rule_lr.items():
+        if name not in compared:
+            raise SpiketandemError(f"--rule-lr names {name!r}, which this comparison does not train (it trains "
+                                   f"{' '.join(sorted(compared))}); name one of those")
+        if not lr > 0:
+            raise SpiketandemError(f"--rule-lr {name}={lr:g}: a learning rate must be > 0")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     teachers = None
     if any(get_rule(r).needs_teacher for r in rules + (sweep_rules if sweep != "none" else [])):
         teachers = Teachers(cfg, out, quantize_epochs=quantize_epochs, resume=resume, log=log)
+
+    def setup_for(name: str, options: dict | None = None, **changes):
+        return _for_rule(cfg, name, teachers, options, rule_lr, **changes)
     runs = {}
     for name in rules:
-        run_cfg = _for_rule(cfg, name, teachers, _windowed(cfg, name, cfg.T))
+        run_cfg = setup_for(name, _windowed(cfg, name, cfg.T))
         log(f"== {name}")
         runs[name] = _row(name, _train(run_cfg, out / name, resume=resume, log=log), out / name)
-    sweep_acc, sweep_ratio, sweep_rows = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), teachers, runs, resume,
+    sweep_acc, sweep_ratio, sweep_rows = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), setup_for, runs, resume,
                                                 log)
     front_T = list(sweep_T) if sweep != "none" else [cfg.T]
-    penalty_runs = _penalty_runs(cfg, out, penalties, front_T, teachers, resume, log)
+    penalty_runs = _penalty_runs(out, penalties, front_T, setup_for, resume, log)
     teacher_acc = teachers.accuracy if teachers else None
     result = {"setup": {k: getattr(cfg, k) for k in ("dataset", "arch", "width", "n_train", "n_test", "neuron", "T",
                                                       "epochs", "batch_size", "lr", "seed", "synops_convention")},
+              "rule_lr": rule_lr,
               "teacher": teachers.path if teachers else None, "teacher_acc": teacher_acc,
               "quantized_teachers": {str(T): q for T, q in sorted(teachers.quantized.items())} if teachers else {},
               "runs": runs,
@@ -204,9 +222,10 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
     return result
 
 
-def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teachers, runs: dict, resume: bool, log):
+def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, setup_for, runs: dict, resume: bool, log):
     """Accuracy (and SynOps ratio) vs T per rule: one run per T (``train``) or the main run evaluated
-    at every T (``eval``; non-spiking rules such as qat, whose levels are T, are trained per T anyway).
+    at every T (``eval``; non-spiking rules such as qat, whose levels are T, are trained per T anyway);
+    ``setup_for(rule, options, **changes)`` is each run's config.
     Also returns, for ``train``, every sweep run's row (``_row``): rule -> {T: row}."""
     acc, ratio, rows = {}, {}, {}
     if mode == "none":
@@ -219,7 +238,7 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teachers, runs: dic
             folder = Path(runs[name]["run_dir"]) if name in runs else None
             if folder is None:
                 folder = out / name
-                _train(_for_rule(cfg, name, teachers, _windowed(cfg, name, cfg.T)), folder, resume=resume, log=log)
+                _train(setup_for(name, _windowed(cfg, name, cfg.T)), folder, resume=resume, log=log)
             log(f"== {name}: evaluating at T = {' '.join(map(str, Ts))}")
             summary = eval_run(folder, Ts, device=cfg.device, log=log, synops_convention=cfg.synops_convention)
             acc[name] = {str(T): summary["acc_by_T"][str(T)] for T in Ts}
@@ -231,7 +250,7 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teachers, runs: dic
             else:
                 log(f"== {name}, T = {T}")
                 folder = out / "sweep" / f"{name}-T{T}"
-                run_cfg = _for_rule(cfg, name, teachers, _windowed(cfg, name, T), T=T, eval_T=[T])
+                run_cfg = setup_for(name, _windowed(cfg, name, T), T=T, eval_T=[T])
                 row = _row(name, _train(run_cfg, folder, resume=resume, log=log), folder)
             rows[name][T] = row
             acc[name][str(T)] = row["student_acc"]
@@ -240,13 +259,14 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, teachers, runs: dic
     return acc, ratio, rows
 
 
-def _penalty_runs(cfg, out: Path, penalties, Ts: list, teachers, resume: bool, log) -> list[dict]:
-    """Offline LTL at every window and firing-rate penalty (energy-aware LTL), one run each."""
+def _penalty_runs(out: Path, penalties, Ts: list, setup_for, resume: bool, log) -> list[dict]:
+    """Offline LTL at every window and firing-rate penalty (energy-aware LTL), one run each (``setup_for``:
+    as in ``_sweep``)."""
     found = []
     for T in Ts if penalties else []:
         for penalty in penalties:
             log(f"== ltl-offline, T = {T}, rate penalty {penalty:g}")
-            run_cfg = _for_rule(cfg, "ltl-offline", teachers, {"rate_penalty": float(penalty)}, T=T, eval_T=[T])
+            run_cfg = setup_for("ltl-offline", {"rate_penalty": float(penalty)}, T=T, eval_T=[T])
             folder = out / "front" / f"ltl-offline-T{T}-p{penalty:g}"
             row = _row("ltl-offline", _train(run_cfg, folder, resume=resume, log=log), folder)
             found.append({"method": "ltl-offline + rate penalty", "T": T, "penalty": float(penalty),
@@ -288,7 +308,7 @@ def _table(runs: dict, sweep_rows: dict, penalty_runs: list[dict], teacher_acc: 
                       "gap": None if acc is None or teacher_acc is None else 100 * (teacher_acc - acc),
                       "synops_exact": r["synops_ratio_by_convention"].get("exact"),
                       "synops_standard": r["synops_ratio_by_convention"].get("standard"),
-                      "energy_ratio": r["energy_ratio"], "epochs": r["epochs"],
+                      "energy_ratio": r["energy_ratio"], "epochs": r["epochs"], "lr": r.get("lr"),
                       "train_seconds": r["train_seconds"], "teacher_acc": r["teacher_acc"], "run_dir": r["run_dir"]})
     return lines
 
@@ -309,7 +329,8 @@ def markdown(result: dict) -> str:
     s = result["setup"]
     lines = [f"# Comparison on {s['dataset']} / {s['arch']} (width {s['width']})", "",
              f"Train images: {s['n_train'] or 'all'}; test images: {s['n_test'] or 'all'}; neuron {s['neuron']}; "
-             f"T = {s['T']}; {s['epochs']} epochs; batch {s['batch_size']}; lr {s['lr'] or 'each rule’s default'}; "
+             f"T = {s['T']}; {s['epochs']} epochs; batch {s['batch_size']}; lr {s['lr'] or 'each rule’s default'}"
+             + "".join(f", {n} {lr:g}" for n, lr in result.get("rule_lr", {}).items()) + "; "
              f"seed {s['seed']}.", ""]
     if result["teacher_acc"] is not None:
         lines += [f"ANN teacher: {_fmt(result['teacher_acc'])} ({result['teacher']}).", ""]
@@ -335,10 +356,11 @@ def markdown(result: dict) -> str:
                   "conventions, docs/metrics.md; energy in the run's convention), training epochs and time "
                   "(conversion trains no epoch; qcfs and qat train an ANN):", "",
                   markdown_table(["method", "T", "accuracy", "Δ teacher (pp)", "SynOps ratio (exact)",
-                                  "SynOps ratio (standard)", "energy ratio", "epochs", "train s"],
+                                  "SynOps ratio (standard)", "energy ratio", "epochs", "lr", "train s"],
                                  [[r["method"], r["T"], _fmt(r["acc"]), None if r["gap"] is None else f"{r['gap']:.2f}",
                                    _fmt(r["synops_exact"], False), _fmt(r["synops_standard"], False),
                                    _fmt(r["energy_ratio"], False), r["epochs"],
+                                   None if r.get("lr") is None or not r["epochs"] else f"{r['lr']:g}",
                                    None if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"]
                                   for r in sorted(result["table"], key=lambda r: (r["T"] or 0, r["method"]))]), ""]
     sweep = result["sweep"]
@@ -379,6 +401,18 @@ def _write_outputs(result: dict, out: Path) -> dict:
 
 # ---- command line ---------------------------------------------------------------------------------
 
+def _rule_lr(text: str) -> tuple[str, float]:
+    """``RULE=LR`` of ``--rule-lr``."""
+    import argparse
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RULE=LR (e.g. ltl-offline=3e-4)") from None
+
+
 def register(p) -> None:
     """The arguments of `spiketandem compare` (its parser, made by ``cli.build_parser``)."""
     from .cli import _add_run_flags
@@ -400,6 +434,9 @@ def register(p) -> None:
     g.add_argument("--rate-penalties", type=float, nargs="+", default=(), metavar="P",
                    help="also train offline LTL with each --rate-penalty P at each sweep window: more points of the "
                         "accuracy-vs-SynOps front (front_accuracy_vs_synops.png)")
+    g.add_argument("--rule-lr", nargs="+", default=(), metavar="RULE=LR", type=_rule_lr,
+                   help="a learning rate for one rule, over --lr (e.g. ltl-offline=3e-4 stbp=1e-3): rules differ in "
+                        "optimizer and default rate")
     g.add_argument("--quantized-teacher-epochs", type=int, default=0, metavar="N",
                    help="offline LTL at each window T learns from the teacher quantized to T levels (QCFS, "
                         "--act-levels T), fine-tuned N epochs from the full-precision teacher into OUT/teacher-L<T>; "
@@ -420,7 +457,7 @@ def cmd_compare(args) -> None:
         raise SpiketandemError(f"--rate-penalties must be >= 0, got {args.rate_penalties}")
     result = run_compare(cfg, out, args.rules, args.sweep_rules, args.sweep_T, args.sweep, resume=args.resume,
                          log=_logger(args), penalties=args.rate_penalties,
-                         quantize_epochs=args.quantized_teacher_epochs)
+                         quantize_epochs=args.quantized_teacher_epochs, rule_lr=dict(args.rule_lr))
     if args.json:
         print(json.dumps({**result, "out": str(out)}))
         return

@@ -12,7 +12,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import torch
 import yaml
 
 from .errors import SpiketandemError
@@ -42,6 +41,7 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
+    import torch
     _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
@@ -60,6 +60,7 @@ def safe_load(path: Path, what: str, map_location="cpu", *, expected_format: str
     run code the moment it is loaded; a file that needs anything else is therefore refused, before any
     of it is built.  The result must be a dict whose 'format' is ``expected_format`` (when given).
     """
+    import torch
     path = Path(path)
     if not path.is_file():
         raise SpiketandemError(f"{what} {path} does not exist")
@@ -97,6 +98,7 @@ def _code_it_would_run(path: Path, reason: str) -> list[str]:
     named = re.findall(r"Unsupported (?:global: GLOBAL|class) (\S+)", reason)  # torch >= 2.4 | older torch
     if not named:
         return []
+    import torch
     try:  # full names (zip files, torch >= 2.5); it reads the pickle's opcodes and runs nothing
         return torch.serialization.get_unsafe_globals_in_checkpoint(path) or named
     except Exception:

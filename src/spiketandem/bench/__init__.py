@@ -13,8 +13,6 @@ import platform
 import sys
 from pathlib import Path
 
-import torch
-
 from ..runs import atomic_text
 
 BENCHMARKS: tuple[str, ...] = (
@@ -28,8 +26,9 @@ BENCHMARKS: tuple[str, ...] = (
 DEFAULT_OUT = "benchmarks/results"
 
 
-def environment(device: torch.device) -> dict:
-    """What the numbers were measured on."""
+def environment(device) -> dict:
+    """What the numbers were measured on (``device``: a torch.device)."""
+    import torch
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
             "cpu_threads": torch.get_num_threads()}
     if device.type == "cuda":

@@ -1,8 +1,7 @@
 """Memory and time of one training step per learning rule, against the time window T (LTL Table 2, Sec. G).
 
 Rules measured (same student, same batch, same surrogate):
-  stbp                    end-to-end BPTT through every layer and step, cross-entropy only
-                          (the registered `stbp` rule if there is one, else a baseline in this file)
+  stbp                    end-to-end BPTT through every layer and step, cross-entropy only (`rules/stbp.py`)
   ltl-offline             offline LTL, all layers at once (BPTT inside each layer)
   ltl-offline-sequential  offline LTL, one layer per stage: every stage measured, the peak is the
                           largest stage's and the time the mean over stages
@@ -21,39 +20,13 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from ..config import make_config
 from ..errors import SpiketandemError
-from ..models import build_model
-from ..neuron import RunContext
-from ..rules import RULES
-from ..rules.base import DataInfo, Rule, make_student
-from ..train import make_optimizer, resolve_device
-from . import environment
-from .memory import peak_bytes
 
 NAME = "complexity"
 HELP = "peak memory and time per training step vs T: STBP, offline LTL (parallel, sequential), online LTL"
 DESCRIPTION = __doc__
 VARIANTS = ("stbp", "ltl-offline", "ltl-offline-sequential", "ltl-online", "inference")
-
-
-class STBPBaseline(Rule):
-    """STBP for this benchmark: the student with no detach at its neurons (gradients through every
-    layer and step) and the loss CE(mean_t O[t], y) alone."""
-
-    name = "stbp"
-    needs_teacher = False
-
-    def __init__(self, cfg, info, teacher=None, calibration=None):
-        super().__init__(cfg, info, teacher)
-        self.model = make_student(cfg, info, teacher, calibration)
-
-    def loss(self, x, y, epoch):
-        logits = self.model.run(x, RunContext(T=self.cfg.T, batch=x.shape[0], detach=False)).mean(0)
-        return F.cross_entropy(logits, y), logits, {}
 
 
 def add_arguments(p) -> None:
@@ -69,21 +42,21 @@ def add_arguments(p) -> None:
     p.add_argument("--no-plot", action="store_true", help="skip OUT/complexity.png")
 
 
-def build_rule(variant: str, arch: str, T: int, args, teacher, info: DataInfo, calibration) -> tuple[Rule, object, str]:
+def build_rule(variant: str, arch: str, T: int, args, teacher, info, calibration) -> tuple[object, object, str]:
     """The rule object for one measurement, its config, and which implementation it is."""
+    from ..rules import get_rule
     schedule = "sequential" if variant == "ltl-offline-sequential" else "parallel"
     rule_name = "ltl-offline" if variant in ("ltl-offline-sequential", "inference") else variant
     cfg = make_config({"rule": rule_name, "arch": arch, "width": args.width, "T": T, "batch_size": args.batch_size,
                        "schedule": schedule, "progress": False, "seed": args.seed})
     if variant == "stbp":
-        cls = RULES.get("stbp", STBPBaseline)
-        implementation = "rules.stbp" if cls is not STBPBaseline else "bench.complexity.STBPBaseline"
-        # no calibration images: the registered rule would otherwise search a firing-rate initialisation,
-        # which changes no tensor shape and so neither memory nor time
-        rule = cls(cfg, info, copy.deepcopy(teacher), calibration if cls is STBPBaseline else None)
+        implementation = "rules.stbp"
+        # no calibration images: the rule would otherwise search a firing-rate initialisation, which changes
+        # no tensor shape and so neither memory nor time
+        rule = get_rule("stbp")(cfg, info, None, None)
     else:
         implementation = "Student.forward (no_grad)" if variant == "inference" else f"rules.{rule_name}"
-        rule = RULES[rule_name](cfg, info, copy.deepcopy(teacher), calibration)
+        rule = get_rule(rule_name)(cfg, info, copy.deepcopy(teacher), calibration)
         if schedule == "sequential":  # one stage per epoch: stage k trains layer k
             rule.cfg = cfg = cfg.replace(epochs=len(rule.model.layers))
     # every student parameter trains (a copy of a frozen teacher would otherwise keep requires_grad=False)
@@ -93,6 +66,7 @@ def build_rule(variant: str, arch: str, T: int, args, teacher, info: DataInfo, c
 
 
 def _sync(device) -> None:
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -101,6 +75,7 @@ class Subject:
     """One rule under measurement: its optimizer and training step (per stage for the sequential schedule)."""
 
     def __init__(self, variant: str, arch: str, T: int, args, teacher, info, device, calibration, x, y):
+        from ..train import make_optimizer
         self.variant, self.x, self.y = variant, x, y
         self.rule, cfg, self.implementation = build_rule(variant, arch, T, args, teacher, info, calibration)
         self.rule.model.to(device)
@@ -113,6 +88,7 @@ class Subject:
 
     def step(self, stage) -> None:
         if self.variant == "inference":
+            import torch
             with torch.no_grad():
                 self.rule.model(self.x, self.rule.cfg.T)
             return
@@ -126,6 +102,8 @@ def measure(arch: str, T: int, args, teacher, info, device, log) -> list[dict]:
     every layer active (optimizer state for all parameters, lazy initialisation).  Time: the rules' steps interleaved round by round, so a change
     in the machine's load during the run falls on all of them alike; the median over ``repeats`` rounds
     (the sequential schedule: the mean of one step per stage)."""
+    import torch
+    from .memory import peak_bytes
     torch.manual_seed(args.seed)
     calibration = torch.randn(64, 3, args.image_size, args.image_size, device=device)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
@@ -214,6 +192,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def run(args, log) -> dict:
+    import torch
+    from ..models import build_model
+    from ..rules.base import DataInfo
+    from ..train import resolve_device
+    from . import environment
     device = resolve_device(args.device)
     if any(t <= 0 for t in args.T) or args.batch_size <= 0 or args.repeats <= 0 or (args.threads or 1) <= 0:
         raise SpiketandemError("--T, --batch-size, --repeats and --threads must be positive")

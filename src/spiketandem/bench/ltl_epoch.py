@@ -25,16 +25,9 @@ import math
 import statistics
 import time
 
-import torch
-
+from ..choices import AMP_MODES
 from ..config import FIELD_NAMES, make_config
-from ..data import DeviceBatches
 from ..errors import SpiketandemError
-from ..precision import AMP_MODES
-from ..rules import RULES
-from ..rules.base import DataInfo
-from ..train import make_optimizer, resolve_device, seed_everything
-from . import environment
 
 NAME = "ltl-epoch"
 HELP = "one epoch of offline LTL vs one epoch of teacher training, against the bound (2T+1)/3"
@@ -65,8 +58,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _images(args, n: int) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
+def _images(args, n: int) -> tuple:
     """uint8 images [n, 3, 32, 32], labels, mean and std."""
+    import torch
     if args.data == "cifar10":
         from ..data import load_dataset
         data = load_dataset("cifar10", args.data_dir, download=False)
@@ -91,6 +85,7 @@ def _config(args, rule: str):
 
 def _timed(step, batch) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one ``step(*batch)``."""
+    import torch
     if batch[0].is_cuda:
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
@@ -101,6 +96,12 @@ def _timed(step, batch) -> tuple[float, float]:
 
 
 def run(args, log) -> dict:
+    import torch
+    from ..data import DeviceBatches
+    from ..rules import get_rule
+    from ..rules.base import DataInfo
+    from ..train import make_optimizer, resolve_device, seed_everything
+    from . import environment
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -115,12 +116,12 @@ def run(args, log) -> dict:
     from ..train import training_context  # mixed precision and memory format, as `train` applies them
 
     teacher_cfg, ltl_cfg = _config(args, "ann"), _config(args, "ltl-offline")
-    ann = RULES["ann"](teacher_cfg, info)
+    ann = get_rule("ann")(teacher_cfg, info)
     ann.model.to(device)
     ann_opt = make_optimizer(ann, teacher_cfg)
     calibration = torch.cat([b[0] for b in data])[:256]
     teacher = copy.deepcopy(ann.model).eval()  # LTL freezes its teacher; the ANN rule keeps training its own
-    ltl = RULES["ltl-offline"](ltl_cfg, info, teacher, calibration)
+    ltl = get_rule("ltl-offline")(ltl_cfg, info, teacher, calibration)
     ltl.model.to(device)
     ltl_opt = make_optimizer(ltl, ltl_cfg)
     ann_ctx, ltl_ctx = training_context(ann, teacher_cfg, device), training_context(ltl, ltl_cfg, device)

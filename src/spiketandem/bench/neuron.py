@@ -34,16 +34,15 @@ import importlib.util
 import os
 import statistics
 import time
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import SpiketandemError
-from ..neuron import run_neuron
-from ..surrogate import Surrogate
-from ..train import resolve_device
-from . import environment
-from .memory import peak_bytes
+
+if TYPE_CHECKING:  # the annotations; torch itself is imported where the benchmark runs (`--help` stays torch-free)
+    import torch
+    from torch import nn
+
+    from ..surrogate import Surrogate
 
 NAME = "neuron"
 HELP = "LIF neuron alone and Linear+LIF, forward+backward, vs SpikingJelly, snnTorch and Norse"
@@ -80,6 +79,7 @@ class Impl:
 
 
 def _ours(backend: str, surrogate: Surrogate):
+    from ..neuron import run_neuron
     def fn(current):
         return run_neuron(current, current.shape[0], LEAK, THETA, "zero", surrogate, detach_reset=True,
                           backend=backend)[0]
@@ -87,6 +87,7 @@ def _ours(backend: str, surrogate: Surrogate):
 
 
 def our_impls() -> list[Impl]:
+    from ..surrogate import Surrogate
     atan = Surrogate("atan", ATAN_ALPHA)
     return [Impl(OURS, "spiketandem", "run_neuron(backend='fused'): C++/Triton multi-step kernel",
                  _ours("fused", atan)),
@@ -120,6 +121,7 @@ def _spikingjelly() -> list[Impl]:
 
 
 def _snntorch() -> list[Impl]:
+    import torch
     import snntorch
     from snntorch import surrogate
 
@@ -139,6 +141,7 @@ def _snntorch() -> list[Impl]:
 
 
 def _norse() -> list[Impl]:
+    import torch
     from norse.torch import LIFBoxCell
     from norse.torch.functional.lif_box import LIFBoxParameters
 
@@ -184,6 +187,8 @@ class Subject:
     its own copy of the same Linear layer."""
 
     def __init__(self, impl: Impl, x: torch.Tensor, grad: torch.Tensor, linear: nn.Linear | None):
+        import torch
+        from torch import nn
         self.impl = impl
         self.x = x.detach().clone().requires_grad_(True)
         self.grad = grad
@@ -215,12 +220,14 @@ class Subject:
 
 
 def _sync(device) -> None:
+    import torch
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def verify(subjects: list[Subject], reference: Subject) -> dict[str, dict]:
     """Spike agreement with ours and (same surrogate and reset gradient) the input-gradient error."""
+    import torch
     with torch.no_grad():
         ref_spikes = reference.forward()
     ref_grad = reference.input_gradient() if reference.linear is None else None
@@ -238,6 +245,9 @@ def verify(subjects: list[Subject], reference: Subject) -> dict[str, dict]:
 
 
 def measure(setup: str, T: int, n: int, impls: list[Impl], args, device, log) -> list[dict]:
+    import torch
+    from torch import nn
+    from .memory import peak_bytes
     g = torch.Generator().manual_seed(args.seed)
     B = args.batch_size
     if setup == "neuron":
@@ -309,6 +319,9 @@ def target(rows: list[dict], T: int = 100) -> dict:
 
 
 def run(args, log) -> dict:
+    import torch
+    from ..train import resolve_device
+    from . import environment
     device = resolve_device(args.device)
     sizes = [*args.T, *args.linear_T, args.batch_size, args.n, args.linear_n, args.repeats]
     if any(v <= 0 for v in sizes) or args.warmup < 0 or (args.threads or 1) <= 0:

@@ -22,10 +22,8 @@ from pathlib import Path
 
 from ..config import make_config
 from ..errors import SpiketandemError
-from ..precision import AMP_MODES
+from ..choices import AMP_MODES
 from ..runs import RunFolder
-from ..train import resolve_device
-from . import environment
 
 NAME = "time-to-accuracy"
 HELP = "wall time of teacher + offline-LTL student until the student reaches a target accuracy (GPU)"
@@ -76,6 +74,8 @@ def setting(args, cuda: bool) -> dict:
 
 
 def run(args, log) -> dict:
+    from ..train import resolve_device
+    from . import environment
     from ..pipeline import train_student, train_teacher
     device = resolve_device(args.device)
     cuda = device.type == "cuda"

@@ -17,7 +17,7 @@ from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETA
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float = DEFAULT_DT,
                allow_subtract_reset: bool = False, device: str = "cpu", *, flavour: str = "nir",
                retarget: str | None = None, calibrate_epochs: int = 1, calibrate_lr: float | None = None,
-               weight_bits: int | None = None, weight_quant: str = "symmetric", verify: bool = False,
+               calibrate_batch_size: int | None = None, weight_bits: int | None = None, weight_quant: str = "symmetric", verify: bool = False,
                verify_n: int | None = None, importers=IMPORTERS, overwrite: bool = False, log=None) -> dict:
     """Load RUN_DIR's trained student, optionally retarget it to reset-to-zero and/or k-bit weights
     (recovering accuracy by LTL against the run's teacher), write it to ``out`` and optionally verify the
@@ -34,6 +34,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
         raise SpiketandemError(f"--retarget {retarget!r} is not one of {', '.join(RETARGETS)}")
     if calibrate_epochs < 0:
         raise SpiketandemError(f"--calibrate-epochs must be >= 0, got {calibrate_epochs}")
+    if calibrate_batch_size is not None and calibrate_batch_size < 1:
+        raise SpiketandemError(f"--calibrate-batch-size must be >= 1, got {calibrate_batch_size}")
     if verify_n is not None and verify_n < 1:
         raise SpiketandemError(f"--verify-n must be >= 1, got {verify_n}")
     out = Path(out)
@@ -72,7 +74,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
             if rule.teacher is None and RunFolder(run_dir).file("teacher.pt").is_file():
                 rule.teacher = load_teacher(RunFolder(run_dir).file("teacher.pt"), info, dev)[0]
             rule, cfg, report["retarget"] = retarget_zero_reset(cfg, rule, info, data, dev, epochs=calibrate_epochs,
-                                                                lr=calibrate_lr, log=log)
+                                                                lr=calibrate_lr, batch_size=calibrate_batch_size,
+                                                                log=log)
             student = rule.model
             log(f"retarget zero-reset: test accuracy {100 * report['retarget']['accuracy_subtract_reset']:.2f}% "
                 f"(reset by subtraction) -> {100 * report['retarget']['accuracy_after']:.2f}% (reset to zero, "
@@ -81,7 +84,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
         from .retarget import quantize_weights
         student, report["weight_quantization"] = quantize_weights(cfg, rule, info, data, dev, bits=weight_bits,
                                                                   mode=weight_quant, epochs=calibrate_epochs,
-                                                                  lr=calibrate_lr or run_lr, log=log)
+                                                                  lr=calibrate_lr or run_lr,
+                                                                  batch_size=calibrate_batch_size, log=log)
         q = report["weight_quantization"]
         log(f"{weight_bits}-bit weights: test accuracy {100 * q['accuracy_float_weights']:.2f}% (float) -> "
             f"{100 * q['accuracy_quantized_uncalibrated']:.2f}% (quantized) -> {100 * q['accuracy_after']:.2f}% "
@@ -144,7 +148,8 @@ def cmd_export(args) -> None:
             print(*a, file=sys.stderr if quiet else sys.stdout, **k)
     report = export_run(args.run_dir, args.out, args.format, args.dt, args.allow_subtract_reset, args.device or "cpu",
                         flavour=args.flavour, retarget=args.retarget, calibrate_epochs=args.calibrate_epochs,
-                        calibrate_lr=args.calibrate_lr, weight_bits=args.weight_bits, weight_quant=args.weight_quant,
+                        calibrate_lr=args.calibrate_lr,
+                        calibrate_batch_size=args.calibrate_batch_size, weight_bits=args.weight_bits, weight_quant=args.weight_quant,
                         verify=args.verify, verify_n=args.verify_n, importers=args.verify_with,
                         overwrite=args.overwrite, log=log)
     if args.json:
@@ -193,6 +198,8 @@ def register(p) -> None:
     g.add_argument("--calibrate-lr", type=float, metavar="LR",
                    help="Adam learning rate of that LTL (default: 1e-4 for --retarget; the run's, else 1e-3, for "
                         "--weight-bits, as `spiketandem noise`)")
+    g.add_argument("--calibrate-batch-size", type=int, metavar="B",
+                   help="batch size of that LTL (default: the run's); a smaller batch takes more steps in an epoch")
     p.add_argument("--allow-subtract-reset", action="store_true",
                    help="export a reset-by-subtraction student as is, marking reset='subtract' in the metadata (NIR's "
                         "own IF/LIF reset to v_reset; see docs/nir.md); --retarget zero-reset is the deployable way")

@@ -108,16 +108,17 @@ def _fit_and_select(rule, cfg, data, device, epochs: int, label: str, log) -> di
     if epochs > 0:
         fit(rule, cfg, train_part, device, log=log, label=label, on_epoch_end=on_epoch_end)
     rule.load_state_dict(best["state"])
-    return {"epochs": int(epochs), "lr": float(cfg.lr), "validation_images": int(len(validation.test_y)),
+    return {"epochs": int(epochs), "lr": float(cfg.lr), "batch_size": int(cfg.batch_size), "validation_images": int(len(validation.test_y)),
             "validation_accuracy_start": start, "history": history, "chosen_epoch": best["epoch"],
             "selection": f"the epoch (0 = unchanged) with the best accuracy on a held-out "
                          f"{int(100 * VALIDATION_FRACTION)}% of the training images, which it does not train on"}
 
 
 def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: float | None = None,
-                        log=_quiet_log) -> tuple[object, object, dict]:
+                        batch_size: int | None = None, log=_quiet_log) -> tuple[object, object, dict]:
     """A zero-reset copy of ``rule``'s student, recovered by ``epochs`` epochs of offline LTL against
-    ``rule.teacher``.  Returns (the new ltl-offline rule, its config, the report)."""
+    ``rule.teacher`` (at ``batch_size``, default the run's).  Returns (the new ltl-offline rule, its config,
+    the report)."""
     from ..data.feeding import calibration_images
     from ..rules import get_rule
     from ..rules.hybrid import membrane_start
@@ -137,7 +138,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     options = {**{k: v for k, v in cfg.options.items() if ltl.option_named(k) is not None}, "membrane_init": 0.0}
     zcfg = cfg.replace(rule="ltl-offline", reset="zero", options=options, epochs=max(epochs, 1),
                        lr=lr if lr is not None else RETARGET_LR, lr_schedule="constant", progress=False,
-                       tensorboard=False)
+                       tensorboard=False, batch_size=batch_size or cfg.batch_size)
     before = _accuracy(rule, data, cfg, device)
     new = ltl(zcfg, info, rule.teacher, calibration_images(data, device))
     new.model.to(device)
@@ -179,7 +180,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
 
 
 def quantize_weights(cfg, rule, info, data, device, *, bits: int, mode: str = "symmetric", epochs: int = 1,
-                     lr: float | None = None, log=_quiet_log) -> tuple[Student, dict]:
+                     lr: float | None = None, batch_size: int | None = None, log=_quiet_log) -> tuple[Student, dict]:
     """``rule``'s student with k-bit weights (every conv/linear weight quantized per layer by
     ``hardware.noise.quantize``), calibrated for ``epochs`` epochs by the hardware package's on-chip
     online LTL.  Returns (a plain student holding the k-bit weights, the report)."""
@@ -196,7 +197,8 @@ def quantize_weights(cfg, rule, info, data, device, *, bits: int, mode: str = "s
     chip = Chip([spec], seed=cfg.seed)
     online = calibration_rule("ltl", rule, chip, cfg, info, calibration_images(data, device))
     online.cfg = online.cfg.replace(epochs=max(epochs, 1), lr=lr if lr is not None else (cfg.lr or 1e-3),
-                                    lr_schedule="constant", progress=False, tensorboard=False)
+                                    lr_schedule="constant", progress=False, tensorboard=False,
+                                    batch_size=batch_size or online.cfg.batch_size)
     on_chip = OnChip(online, chip)
     float_acc = _accuracy(rule, data, cfg, device)
     before = _accuracy(on_chip, data, online.cfg, device)

@@ -274,6 +274,7 @@ CATALOG: dict[str, RuleEntry] = {entry.name: entry for entry in (
     RuleEntry("ltl-online", "ltl_online:LTLOnline", LTL_ONLINE_OPTIONS),
     # direct training and DECOLLE
     RuleEntry("stbp", "stbp:STBP", DIRECT_OPTIONS, END_TO_END),
+    RuleEntry("convert-stbp", "stbp:ConvertSTBP", CONVERT_OPTIONS, END_TO_END),
     RuleEntry("tet", "tet:TET", TET_OPTIONS, END_TO_END),
     RuleEntry("dspike", "dspike:Dspike", DSPIKE_OPTIONS, END_TO_END),
     RuleEntry("shortcut", "shortcut:Shortcut", SHORTCUT_OPTIONS, END_TO_END),

@@ -5,12 +5,56 @@ all layers with the neuron's surrogate (rectangular / boxcar by default: ``1[|u 
 Options (declared in ``catalog.py``): ``--neunorm`` (NeuNorm, the 2019 paper), ``--tdbn`` (STBP-tdBN, Zheng et
 al. 2021), ``--voting M`` (voting output layer with the papers' MSE loss on output rates).
 The papers' own neuron (``u = tau * u * (1 - o) + W x``, hard reset) is ``--reset zero --leak TAU``.
+
+``convert-stbp``: hybrid training (Rathi et al., ICLR 2020): the same loss and BPTT, starting from the
+converted teacher instead of random weights.
 """
 from __future__ import annotations
 
+from ..errors import SpiketandemError
+from .base import Rule, make_student
+from .catalog import CATALOG
 from .direct import DirectRule
+from .hybrid import membrane_start
 
 
 class STBP(DirectRule):
     name = "stbp"
     paper_tdbn = False
+
+
+class ConvertSTBP(DirectRule):
+    """Hybrid training (Rathi et al., ICLR 2020): ANN-to-SNN conversion, then end-to-end fine-tuning.
+
+    The student starts as ``convert``'s: the teacher's weights with BN folded, every layer's threshold and
+    spike amplitude at the ``--percentile`` of its ANN activation, membranes at ``--membrane-init`` x
+    threshold; then it is trained like STBP: loss ``CE(mean_t O[t], y)``, BPTT through every layer and step
+    with the neuron's surrogate (Rathi et al.'s own surrogate is spike-time based, STDB).  Few epochs
+    suffice because the start already works at long windows; at short ones the fine-tuning repairs
+    what conversion loses.  Any neuron (a leak is trained around).
+    """
+
+    name = "convert-stbp"
+    needs_teacher = True
+    options = CATALOG[name].options  # declared in catalog.py (torch-free)
+
+    def __init__(self, cfg, info, teacher=None, calibration=None):
+        # not DirectRule.__init__: the student is the conversion, not a random network at V_th with the papers'
+        # tdBN / NeuNorm / voting options
+        Rule.__init__(self, cfg, info, teacher)
+        if teacher is None or cfg.init != "teacher":
+            raise SpiketandemError("rule convert-stbp fine-tunes the converted teacher: pass --teacher (or let `train` "
+                                   "train one) and keep --init teacher; for random weights use --rule stbp")
+        self.tdbn, self.voting, self.neunorm, self.init_factors = False, 0, {}, {}
+        self.neuron = cfg.neuron_config()
+        self.model = make_student(cfg, info, teacher, calibration)
+
+    def setup(self, data, device):
+        return data  # the conversion's thresholds already make every layer fire
+
+    def membrane_init(self) -> float:
+        return float(self.option("membrane_init"))
+
+    def run(self, x, T: int, **settings):
+        settings.setdefault("state_in", membrane_start(self.model, self.membrane_init()))
+        return super().run(x, T, **settings)
