@@ -217,7 +217,7 @@ class StepProcess:
         final = _read(self.spec_path.with_suffix(".result.json"))
         if final is not None and "seconds" in final:   # the step's own time (it may end before it is waited for)
             seconds = min(seconds, final["seconds"])
-        entry = {"seconds": round(seconds, 2), "exit_code": self.proc.returncode}
+        entry = {"seconds": round(seconds, 4), "exit_code": self.proc.returncode}  # a cached load takes ms
         partial = _read(self.spec_path.with_suffix(".partial.json"))
         if final is not None and not timed_out:
             entry["status"] = "ok" if final.get("ok") else "failed"
