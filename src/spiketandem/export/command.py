@@ -17,8 +17,9 @@ from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETA
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float = DEFAULT_DT,
                allow_subtract_reset: bool = False, device: str = "cpu", *, flavour: str = "nir",
                retarget: str | None = None, calibrate_epochs: int = 1, calibrate_lr: float | None = None,
-               calibrate_batch_size: int | None = None, weight_bits: int | None = None, weight_quant: str = "symmetric", verify: bool = False,
-               verify_n: int | None = None, importers=IMPORTERS, overwrite: bool = False, log=None) -> dict:
+               calibrate_batch_size: int | None = None, weight_bits: int | None = None,
+               weight_quant: str = "symmetric", verify: bool = False, verify_n: int | None = None,
+               importers=IMPORTERS, overwrite: bool = False, log=None) -> dict:
     """Load RUN_DIR's trained student, optionally retarget it to reset-to-zero and/or k-bit weights
     (recovering accuracy by LTL against the run's teacher), write it to ``out`` and optionally verify the
     file in other simulators.  Returns a report: {"path", "format", "dt", "flavour", "retarget",
