@@ -153,7 +153,7 @@ class Rule:
     def membrane_init(self) -> float:
         """The fraction f of its threshold every membrane starts at in inference, U[0] = f * theta (0 unless
         the rule sets it: --membrane-init, --recipe low-latency, qcfs's shift); export needs it."""
-        return 0.0
+        return float(self.option("membrane_init")) if self.option_named("membrane_init") else 0.0
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:

@@ -58,9 +58,6 @@ class Convert(Rule):
     def predict(self, x, T=None):
         return run_snn(self.model, x, T or self.cfg.T, self.membrane_init())
 
-    def membrane_init(self) -> float:
-        return float(self.option("membrane_init"))
-
 
 class QCFS(Rule):
     name = "qcfs"

@@ -125,26 +125,32 @@ class DirectRule(Rule):
     paper_tdbn = False
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
-        super().__init__(cfg, info, None)
+        super().__init__(cfg, info, teacher if self.needs_teacher else None)
         device = calibration.device if calibration is not None else torch.device("cpu")
+        self.tdbn, self.voting, self.neunorm, self.init_factors = False, 0, {}, {}
+        self.neuron = cfg.neuron_config()
+        self.model = self.build_student(teacher, calibration, device)
+
+    def build_student(self, teacher, calibration, device) -> Student:
+        """The trained network: a random student at V_th (the teacher is not used), with the papers' options
+        ``--tdbn``, ``--neunorm`` and ``--voting`` installed."""
+        cfg, info = self.cfg, self.info
         tdbn = self.option("tdbn")
         self.tdbn = self.paper_tdbn if tdbn is None else bool(tdbn)
         self.voting = int(self.option("voting"))
-        self.model = build_direct_student(cfg, info, device, keep_batchnorm=self.tdbn)
+        model = build_direct_student(cfg, info, device, keep_batchnorm=self.tdbn)
         if self.tdbn:
-            install_tdbn(self.model, cfg.threshold, self.option("tdbn_alpha"))
-        self.init_factors: dict[str, float] = {}
-        self.neunorm = {}
+            install_tdbn(model, cfg.threshold, self.option("tdbn_alpha"))
         if self.option("neunorm"):
-            self.neunorm = install_neunorm(self.model, record_shapes(self.model, info, device),
+            self.neunorm = install_neunorm(model, record_shapes(model, info, device),
                                            self.option("neunorm_k"), self.option("neunorm_v"))
-            self.model.to(device)
-        self.neuron = cfg.neuron_config()
+            model.to(device)
         if self.voting:
-            target = _final_linear(self.model)
-            old = self.model.graph_module.get_submodule(target)
+            target = _final_linear(model)
+            old = model.graph_module.get_submodule(target)
             self.voting_layer = nn.Linear(old.in_features, info.num_classes * self.voting).to(device)
-            self.model.graph_module.add_submodule(target, self.voting_layer)
+            model.graph_module.add_submodule(target, self.voting_layer)
+        return model
 
     def setup(self, data, device):
         """Without tdBN: rescale the random weights so that every layer (and the voting layer) fires at

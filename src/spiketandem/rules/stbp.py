@@ -12,7 +12,7 @@ converted teacher instead of random weights.
 from __future__ import annotations
 
 from ..errors import SpiketandemError
-from .base import Rule, make_student
+from .base import make_student
 from .catalog import CATALOG
 from .direct import DirectRule
 from .hybrid import membrane_start
@@ -38,22 +38,15 @@ class ConvertSTBP(DirectRule):
     needs_teacher = True
     options = CATALOG[name].options  # declared in catalog.py (torch-free)
 
-    def __init__(self, cfg, info, teacher=None, calibration=None):
-        # not DirectRule.__init__: the student is the conversion, not a random network at V_th with the papers'
-        # tdBN / NeuNorm / voting options
-        Rule.__init__(self, cfg, info, teacher)
-        if teacher is None or cfg.init != "teacher":
+    def build_student(self, teacher, calibration, device):
+        """The conversion's student (none of the papers' tdBN / NeuNorm / voting options apply)."""
+        if teacher is None or self.cfg.init != "teacher":
             raise SpiketandemError("rule convert-stbp fine-tunes the converted teacher: pass --teacher (or let `train` "
                                    "train one) and keep --init teacher; for random weights use --rule stbp")
-        self.tdbn, self.voting, self.neunorm, self.init_factors = False, 0, {}, {}
-        self.neuron = cfg.neuron_config()
-        self.model = make_student(cfg, info, teacher, calibration)
+        return make_student(self.cfg, self.info, teacher, calibration)
 
     def setup(self, data, device):
         return data  # the conversion's thresholds already make every layer fire
-
-    def membrane_init(self) -> float:
-        return float(self.option("membrane_init"))
 
     def run(self, x, T: int, **settings):
         settings.setdefault("state_in", membrane_start(self.model, self.membrane_init()))
