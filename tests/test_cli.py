@@ -205,6 +205,19 @@ def test_overwrite_is_passed_to_the_pipeline(command, monkeypatch, tmp_path):
     assert seen["overwrite"] is False and seen["resume"] is True
 
 
+def test_the_demo_starts_its_ltl_membranes_at_half_the_threshold_and_no_other_rules(monkeypatch, tmp_path):
+    import spiketandem.pipeline as pipeline
+    seen = []
+
+    def fake_train(cfg, run, **kwargs):
+        seen.append(cfg.options)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pipeline, "train_student", fake_train)
+    for rule in ([], ["--rule", "stbp"], ["--membrane-init", "0"]):
+        assert main(["demo", "--out", str(tmp_path / "run"), "--quiet", *rule]) == 130
+    assert seen == [{"membrane_init": 0.5}, {}, {"membrane_init": 0.0}]
+
+
 def test_demo_writes_the_run_folder_contract(tmp_path, capsys):
     run = tmp_path / "demo"
     assert main(["demo", "--out", str(run), "--quiet", "--epochs", "2", "--teacher-epochs", "12", "--json"]) == 0
@@ -218,6 +231,7 @@ def test_demo_writes_the_run_folder_contract(tmp_path, capsys):
     assert set(summary["acc_by_T"]) == {"2", "4", "8", "16", "32"}
     assert all(0 <= a <= 1 for a in summary["acc_by_T"].values())
     assert summary["teacher_acc"] > 0.9 and summary["student_acc"] > 0.9
+    assert summary["acc_by_T"]["2"] > 0.8  # membranes from theta/2: the shortest window works too
     assert 0 < summary["synops_ratio"] < 10
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]

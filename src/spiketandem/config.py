@@ -58,6 +58,7 @@ NUMBERS = {
     "weight_decay": dict(minimum=0, null="the rule's default"),
     "act_clip": dict(above=0, null="a plain ReLU"),
     "act_levels": dict(integer=True, minimum=1, null="full precision"),
+    "act_penalty": dict(minimum=0),
 }
 BOOLEANS = ("download", "progress", "detach_reset", "tensorboard", "channels_last")
 STRINGS = ("rule", "dataset", "device")
@@ -146,6 +147,7 @@ class RunConfig:
     width: float = 1.0
     act_clip: float | None = None  # teacher activation min(max(x, 0), act_clip) instead of ReLU (the authors' use 2)
     act_levels: int | None = None  # teacher activation quantized to act_levels levels (QCFS, models/quantized.py)
+    act_penalty: float = 0.0  # teachers: + act_penalty * the student's operations per step (models/activation_cost.py)
     teacher: str | None = None
     teacher_epochs: int = 30
     # neuron

@@ -22,6 +22,14 @@ MODELS = {
     "digits-mlp": DigitsMLP,
 }
 
+def activation_clip(name: str, act_clip: float | None) -> float | None:
+    """The bound c of the architecture's clipped ReLU min(max(x, 0), c): ``act_clip``, else 2 for the strided
+    VGGs (their authors' teacher), else None (a plain ReLU)."""
+    if act_clip is None and name in STRIDED_PLANS:
+        return STRIDED_ACT_CLIP  # the authors' clipped teacher is part of these architectures
+    return act_clip
+
+
 def build_model(name: str, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: float = 1.0,
                 act_clip: float | None = None, act_levels: int | None = None) -> nn.Module:
     """Build a zoo architecture by name (any number of classes, input channels and image size).
@@ -39,8 +47,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, image_si
         raise SpiketandemError(f"unknown architecture (--arch) {name!r}; choose one of {', '.join(MODELS)}")
     if not width > 0:
         raise SpiketandemError(f"width must be > 0, got {width}")
-    if act_clip is None and name in STRIDED_PLANS:
-        act_clip = STRIDED_ACT_CLIP  # the authors' clipped teacher is part of these architectures
+    act_clip = activation_clip(name, act_clip)
     if act_clip is not None and not act_clip > 0:
         raise SpiketandemError(f"act_clip must be > 0 (or unset for a plain ReLU), got {act_clip}")
     if act_levels is not None and (isinstance(act_levels, bool) or not isinstance(act_levels, int) or act_levels < 1):
@@ -70,4 +77,4 @@ def _replace_relus(module: nn.Module, make) -> None:
             _replace_relus(child, make)
 
 
-__all__ = ["MODELS", "build_model", "QCFS", "VGG", "ResNet20", "DigitsCNN", "DigitsMLP"]
+__all__ = ["MODELS", "activation_clip", "build_model", "QCFS", "VGG", "ResNet20", "DigitsCNN", "DigitsMLP"]

@@ -1,10 +1,17 @@
-"""Training the ANN teacher itself (cross-entropy, SGD with momentum): the `teacher` command."""
+"""Training the ANN teacher itself (cross-entropy, SGD with momentum): the `teacher` command.
+
+    loss = CE(logits, y) + P * cost
+
+with P = ``--act-penalty`` (0 by default) and cost the share of the teacher's MACs a rate-coded
+student spends per time step (``models/activation_cost.py``), logged as ``act_cost`` for every
+clipped teacher."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..models import build_model
+from ..models import activation_clip, build_model
+from ..models.activation_cost import ActivationCost
 from .base import Rule
 
 
@@ -20,10 +27,32 @@ class ANNRule(Rule):
         super().__init__(cfg, info, None)
         self.model = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
                                  cfg.act_levels)
+        self.clip = activation_clip(cfg.arch, cfg.act_clip)
+        self.last_cost: float | None = None
 
     def loss(self, x, y, epoch):
-        logits = self.model(x)
-        return F.cross_entropy(logits, y), logits, {}
+        if self.clip is None:
+            logits = self.model(x)
+            return F.cross_entropy(logits, y), logits, {}
+        with ActivationCost(self.model, self.clip) as cost:
+            logits = self.model(x)
+        ce = F.cross_entropy(logits, y)
+        loss = ce + self.cfg.act_penalty * cost.value if self.cfg.act_penalty else ce
+        return loss, logits, {"ce": float(ce.detach()), "act_cost": float(cost.value.detach())}
+
+    def on_epoch_end(self, epoch, row):
+        self.last_cost = row.get("act_cost", self.last_cost)
+        return False
+
+    def extra_state(self):
+        return {} if self.last_cost is None else {"last_cost": self.last_cost}
+
+    def load_extra_state(self, state):
+        self.last_cost = state.get("last_cost", self.last_cost)
+
+    def summary_extras(self):
+        """``act_cost``: the mean cost over the last training epoch (clipped teachers)."""
+        return {} if self.last_cost is None else {"act_cost": self.last_cost}
 
     @torch.no_grad()
     def predict(self, x, T=None):

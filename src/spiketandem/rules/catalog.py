@@ -244,9 +244,16 @@ def _check_shortcut(cfg, entry) -> None:
                                "stages, all, or comma-separated spiking layer names")
 
 
+def _check_ann(cfg, entry) -> None:
+    from ..models import activation_clip  # torch: configure runs once a command does work
+    if cfg.act_penalty and cfg.arch is not None and activation_clip(cfg.arch, cfg.act_clip) is None:
+        raise SpiketandemError(f"--act-penalty {cfg.act_penalty} measures each activation against its clip, and "
+                               f"{cfg.arch} has a plain ReLU here: add --act-clip 2 (the LTL authors' teacher)")
+
+
 # checks across an option and the config's other fields, run by ``rules.configure`` before any work (the
 # rule's constructor would find them only after the data is loaded and a teacher trained)
-CONFIG_CHECKS = {"ltl-online": _check_ltl_online, "decolle": _check_decolle, "shortcut": _check_shortcut}
+CONFIG_CHECKS = {"ann": _check_ann, "ltl-online": _check_ltl_online, "decolle": _check_decolle, "shortcut": _check_shortcut}
 
 # why a rule cannot train as pipelined layer stages (--pipeline-stages): only layer-local rules can, whose
 # layers learn from their own losses on detached inputs, so that no gradient travels back between stages
