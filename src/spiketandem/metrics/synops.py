@@ -116,7 +116,9 @@ def conv_synapses(events: torch.Tensor, weight_shape, stride, padding, dilation,
     return int(round(float(taps.sum()))) * out_per_group
 
 
-def _conv_macs(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: bool) -> int:
+def conv_macs(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, transposed: bool = False) -> int:
+    """Multiply-accumulates of a convolution (or a linear layer: weight [out, in]) that wrote ``out``:
+    every output element times its fan-in (transposed: every input element times its fan-out)."""
     if transposed:  # every input element meets every weight of its group once
         return x.numel() * w.shape[1] * math.prod(w.shape[2:])
     return out.numel() * w[0].numel()
@@ -278,7 +280,7 @@ class _Counter(TorchDispatchMode):
             if e is not None:
                 geometry = (w.shape, stride, padding, dilation, groups, transposed, output_padding)
                 syn, std = conv_synapses(e, *geometry), conv_synapses(_nonzero(x), *geometry)
-            self._count(_conv_macs(x, w, out, transposed), syn, std)
+            self._count(conv_macs(x, w, out, transposed), syn, std)
             self._set(out, None)
         elif func in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default):
             x, w = args[-2:] if func in (aten.mm.default, aten.bmm.default) else args[1:3]

@@ -22,11 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    """Multiply-accumulates per image of a convolution or linear layer: output elements x fan-in."""
-    fan_in = module.weight[0].numel() if isinstance(module, nn.Conv2d) else module.in_features
-    return output[0].numel() * fan_in
+from ..metrics.synops import conv_macs
 
 
 class ActivationCost:
@@ -49,7 +45,7 @@ class ActivationCost:
             self._spent, self._macs = [], 0
 
         def count(module, inputs, output):
-            macs = layer_macs(module, output)
+            macs = conv_macs(inputs[0], module.weight, output)  # of the batch: the cost is a ratio
             if self._macs:  # not the first weight layer: its input is the image
                 self._spent.append(macs * inputs[0].mean() / self.clip)
             self._macs += macs

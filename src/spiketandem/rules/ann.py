@@ -28,7 +28,6 @@ class ANNRule(Rule):
         self.model = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
                                  cfg.act_levels)
         self.clip = activation_clip(cfg.arch, cfg.act_clip)
-        self.last_cost: float | None = None
 
     def loss(self, x, y, epoch):
         if self.clip is None:
@@ -39,20 +38,6 @@ class ANNRule(Rule):
         ce = F.cross_entropy(logits, y)
         loss = ce + self.cfg.act_penalty * cost.value if self.cfg.act_penalty else ce
         return loss, logits, {"ce": float(ce.detach()), "act_cost": float(cost.value.detach())}
-
-    def on_epoch_end(self, epoch, row):
-        self.last_cost = row.get("act_cost", self.last_cost)
-        return False
-
-    def extra_state(self):
-        return {} if self.last_cost is None else {"last_cost": self.last_cost}
-
-    def load_extra_state(self, state):
-        self.last_cost = state.get("last_cost", self.last_cost)
-
-    def summary_extras(self):
-        """``act_cost``: the mean cost over the last training epoch (clipped teachers)."""
-        return {} if self.last_cost is None else {"act_cost": self.last_cost}
 
     @torch.no_grad()
     def predict(self, x, T=None):
