@@ -9,6 +9,7 @@ from torch import nn
 from spiketandem.cli import main
 from spiketandem.errors import SpiketandemError
 from spiketandem.models.activation_cost import ActivationCost
+from spiketandem.models.quantized import QCFS
 from spiketandem.rules import configure
 from spiketandem.config import make_config
 
@@ -29,6 +30,25 @@ def test_the_cost_of_a_small_net_by_hand():
     torch.testing.assert_close(cost.value, expected)
     # hooks are gone after the context: nothing is recorded any more
     assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_a_quantized_teacher_is_measured_against_each_layer_s_learned_clip():
+    """A QCFS layer's student fires at h / s (threshold s): the cost divides by each layer's own clip,
+    and its gradient widens the clips (a wider s lets fewer inputs reach a level) instead of narrowing them."""
+    torch.manual_seed(0)
+    conv1, conv2, linear = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.Linear(16, 3)
+    q1, q2 = QCFS(levels=4, clip=0.5), QCFS(levels=4, clip=1.5)
+    model = nn.Sequential(conv1, q1, conv2, q2, nn.Flatten(), linear)
+    x = torch.randn(5, 1, 4, 4)
+    with ActivationCost(model, clip=2.0) as cost:  # 2.0 is the initial clip; the layers' own are 0.5 and 1.5
+        model(x)
+    with torch.no_grad():
+        h1 = 0.5 * torch.floor((conv1(x) / 0.5).clamp(0, 1) * 4 + 0.5) / 4
+        h2 = 1.5 * torch.floor((conv2(h1) / 1.5).clamp(0, 1) * 4 + 0.5) / 4
+    expected = (288 * (h1 / 0.5).mean() + 48 * (h2 / 1.5).mean()) / (288 + 288 + 48)
+    torch.testing.assert_close(cost.value.detach(), expected)
+    cost.value.backward()
+    assert q1.clip.grad < 0 and q2.clip.grad < 0
 
 
 def test_the_cost_carries_the_gradient_of_the_activations():
