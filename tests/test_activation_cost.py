@@ -8,6 +8,8 @@ from torch import nn
 
 from spiketandem.cli import main
 from spiketandem.errors import SpiketandemError
+from spiketandem.metrics.synops import conv_macs
+from spiketandem.models import build_model
 from spiketandem.models.activation_cost import ActivationCost
 from spiketandem.models.quantized import QCFS
 from spiketandem.rules import configure
@@ -49,6 +51,31 @@ def test_a_quantized_teacher_is_measured_against_each_layer_s_learned_clip():
     torch.testing.assert_close(cost.value.detach(), expected)
     cost.value.backward()
     assert q1.clip.grad < 0 and q2.clip.grad < 0
+
+
+def test_resnet_layers_are_measured_against_the_activation_that_produced_their_input():
+    """ResNet-20 reuses one activation per block and runs its shortcut convolution before the block's first
+    activation: every convolution's input is still the output of the last activation run before it."""
+    torch.manual_seed(0)
+    model = build_model("resnet20", width=0.5, act_clip=2.0, act_levels=4).eval()
+    quantizers = [m for m in model.modules() if isinstance(m, QCFS)]
+    for i, q in enumerate(quantizers):
+        q.clip.data.fill_(0.5 + 0.1 * i)  # a distinct clip per activation module
+    produced, consumed = {}, []  # id of each activation output -> its clip; (MACs, input) of each weight layer
+    hooks = [q.register_forward_hook(lambda m, i, o: produced.__setitem__(id(o), m.clip.item())) for q in quantizers]
+    hooks += [m.register_forward_hook(lambda m, i, o: consumed.append((conv_macs(i[0], m.weight, o), i[0])))
+              for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad(), ActivationCost(model, clip=2.0) as cost:
+        model(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    spent = 0.0
+    for macs, inputs in consumed[1:-1]:  # every convolution after the image's: its input is an activation output
+        spent += macs * float((inputs / produced[id(inputs)]).mean())
+    fc_macs, fc_input = consumed[-1]  # after global average pooling of the last block's activation
+    spent += fc_macs * float((fc_input / quantizers[-1].clip.item()).mean())
+    expected = spent / sum(macs for macs, _ in consumed)
+    assert abs(float(cost.value) - expected) < 1e-6 * max(expected, 1.0)
 
 
 def test_the_cost_carries_the_gradient_of_the_activations():
