@@ -56,7 +56,7 @@ def _ceiling(gm: fx.GraphModule, node: fx.Node) -> float:
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
         if isinstance(module, QCFS):
-            return max(float(module.clip.detach()), 1e-3)
+            return float(module.scale.detach())
         return 6.0 if isinstance(module, nn.ReLU6) else float(getattr(module, "max_val", math.inf))
     return 6.0 if node.target is F.relu6 else math.inf
 

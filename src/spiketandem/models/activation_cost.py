@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..metrics.synops import conv_macs
-from .quantized import MIN_CLIP, QCFS
+from .quantized import QCFS
 
 
 class ActivationCost:
@@ -54,7 +54,7 @@ class ActivationCost:
             self._spent, self._macs, self._last_clip = [], 0, self.clip
 
         def activation(module, inputs, output):
-            self._last_clip = module.max_val if isinstance(module, nn.Hardtanh) else module.clip.clamp(min=MIN_CLIP)
+            self._last_clip = module.max_val if isinstance(module, nn.Hardtanh) else module.scale
 
         def count(module, inputs, output):
             macs = conv_macs(inputs[0], module.weight, output)  # of the batch: the cost is a ratio

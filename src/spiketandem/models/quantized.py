@@ -39,8 +39,13 @@ class QCFS(nn.Module):
         self.levels, self.shift = int(levels), float(shift)
         self.clip = nn.Parameter(torch.tensor(float(clip)))
 
+    @property
+    def scale(self) -> torch.Tensor:
+        """The clip s in use: the learned ``clip``, kept >= MIN_CLIP (a student's threshold and amplitude)."""
+        return self.clip.clamp(min=MIN_CLIP)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return quantize_activation(z, self.clip.clamp(min=MIN_CLIP), self.levels, self.shift)
+        return quantize_activation(z, self.scale, self.levels, self.shift)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, clip={float(self.clip.detach()):.4g}, shift={self.shift}"
