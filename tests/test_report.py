@@ -12,7 +12,7 @@ import yaml
 from spiketandem.cli import main
 from spiketandem.errors import SpiketandemError
 from spiketandem.report import accuracy_table, build_report, plot_learning_curve, plots, sweep_rows, write_T_sweep
-from spiketandem.report.build import load_run_data, run_settings
+from spiketandem.report.build import front_points, load_run_data, run_settings
 from spiketandem.report.document import Document, safe_href
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -85,7 +85,7 @@ def test_report_across_runs_compares_them(tmp_path):
     text = md.read_text()
     assert text.startswith("# my comparison")
     assert "| x/run |" in text and "| y/run |" in text  # same folder names get their parent
-    for name in ("compare_accuracy.png", "compare_learning_curves.png", "compare_T.png"):
+    for name in ("compare_accuracy.png", "compare_learning_curves.png", "compare_T.png", "compare_front.png"):
         assert f"]({name})" in text and (tmp_path / "out" / name).is_file()
     assert "spiketandem eval" in text  # the run without activity says how to get it
 
@@ -182,6 +182,26 @@ def test_links_only_to_http_or_to_files_of_the_report(tmp_path):
 
 # ---- figures: one colour per run, layers by teacher path, chance level, settings -------------------
 
+def test_the_front_of_several_runs_puts_every_point_in_one_convention(tmp_path):
+    a, b = fake_run(tmp_path / "a", acc=0.9, with_activity=False), fake_run(tmp_path / "b", acc=0.8, with_activity=False)
+    runs = [load_run_data(a, "a"), load_run_data(b, "b")]
+    points, convention = front_points(runs)   # one convention (exact, from before the choice): every evaluated T
+    assert convention == "exact"
+    assert sorted((p["method"], p["T"], round(p["acc"], 4), p["synops_ratio"]) for p in points) == [
+        ("a", 4, 0.8, 0.3), ("a", 8, 0.9, 0.6), ("a", 16, 0.91, 1.2),
+        ("b", 4, 0.7, 0.3), ("b", 8, 0.8, 0.6), ("b", 16, 0.81, 1.2)]
+    summary = json.loads((a / "summary.json").read_text())   # a counted standard: the two no longer share an axis
+    summary.update(synops_convention="standard", synops_ratio=0.5,
+                   synops_ratio_by_convention={"exact": 0.7, "standard": 0.5})
+    (a / "summary.json").write_text(json.dumps(summary))
+    points, convention = front_points([load_run_data(a, "a"), load_run_data(b, "b")])
+    assert convention == "standard" and points == [{"method": "a", "T": 8, "acc": 0.9, "synops_ratio": 0.5,
+                                                    "label": "T=8"}]   # b recorded no standard count
+    text = build_report([a, b], tmp_path / "out")[0].read_text()
+    assert "Accuracy vs SynOps ratio (standard convention)" in text and "Not drawn (no standard count recorded): b." in text
+    assert (tmp_path / "out" / "compare_front.png").read_bytes().startswith(PNG_MAGIC)
+
+
 def test_run_colors_are_stable_and_distinct():
     colors = plots.run_colors(["a", "b", "c"])
     assert colors == plots.run_colors(["a", "b", "c"]) and len(set(colors.values())) == 3
@@ -190,8 +210,8 @@ def test_run_colors_are_stable_and_distinct():
 
 def test_every_figure_of_a_report_draws_a_run_in_its_colour(tmp_path, monkeypatch):
     calls = []   # (figure function, output file, {series: colour})
-    for name in ("plot_bars", "plot_learning_curves", "plot_T_sweep", "plot_learning_curve", "plot_ops_by_layer",
-                 "plot_layer_rates", "plot_rate_histograms", "plot_raster"):
+    for name in ("plot_bars", "plot_learning_curves", "plot_T_sweep", "plot_front", "plot_learning_curve",
+                 "plot_ops_by_layer", "plot_layer_rates", "plot_rate_histograms", "plot_raster"):
         def record(*args, _name=name, _original=getattr(plots, name), **kwargs):
             out = next(a for a in args if isinstance(a, Path))
             calls.append((_name, out.name, kwargs.get("colors") or {None: kwargs.get("color")}))
@@ -201,7 +221,7 @@ def test_every_figure_of_a_report_draws_a_run_in_its_colour(tmp_path, monkeypatc
     build_report([a, b], tmp_path / "out")
     expected = plots.run_colors(["a", "b"])
     assert expected["a"] != expected["b"]
-    assert {name for name, _, _ in calls} == {"plot_bars", "plot_learning_curves", "plot_T_sweep",
+    assert {name for name, _, _ in calls} == {"plot_bars", "plot_learning_curves", "plot_T_sweep", "plot_front",
                                               "plot_learning_curve", "plot_ops_by_layer", "plot_layer_rates",
                                               "plot_rate_histograms", "plot_raster"}
     for name, file, colors in calls:

@@ -229,6 +229,38 @@ def _comparison(doc: Document, runs: list[RunData], out: Path) -> None:
                            colors={**colors, **{ratio_label[r.label]: r.color for r in spiking}}, chance=chance,
                            test_size=test_size, convention=convention)
         doc.figure(out / "compare_T.png", "Accuracy and SynOps ratio vs time window T of every spiking run.")
+        _front_figure(doc, spiking, out, teacher, colors, chance, test_size)
+
+
+def front_points(spiking: list[RunData]) -> tuple[list[dict], str]:
+    """The accuracy-vs-operations points of spiking runs, all in one SynOps convention: each run at every T
+    it was evaluated at when the runs share a convention, else at its training T in the standard one
+    (``synops_ratio_by_convention``; a run that lacks it, from before the choice, is left out)."""
+    shared = _common([synops_convention(r.summary) for r in spiking])
+    points = []
+    for r in spiking:
+        s = r.summary
+        if shared is not None:
+            ratios = s.get("synops_ratio_by_T") or ({str(s["T"]): s.get("synops_ratio")} if s.get("T") else {})
+            found = [(int(T), s["acc_by_T"].get(str(T)), ratio) for T, ratio in ratios.items()]
+        else:
+            found = [(s.get("T"), s.get("student_acc"), (s.get("synops_ratio_by_convention") or {}).get("standard"))]
+        points += [{"method": r.label, "T": T, "acc": acc, "synops_ratio": ratio, "label": f"T={T}"}
+                   for T, acc, ratio in found if acc is not None and ratio is not None]
+    return points, shared or "standard"
+
+
+def _front_figure(doc: Document, spiking: list[RunData], out: Path, teacher, colors, chance, test_size) -> None:
+    points, convention = front_points(spiking)
+    if not points:
+        return
+    plots.plot_front(points, out / "compare_front.png", teacher, colors=colors, chance=chance, test_size=test_size,
+                     convention=convention)
+    drawn = {p["method"] for p in points}
+    missing = [r.label for r in spiking if r.label not in drawn]
+    doc.figure(out / "compare_front.png", "Accuracy vs SynOps ratio (" + convention + " convention) of every spiking "
+               "run, one colour per run, its points joined in order of operations; the star and dotted line: the "
+               "teacher." + (f" Not drawn (no {convention} count recorded): {', '.join(missing)}." if missing else ""))
 
 
 def _accuracy_section(doc: Document, r: RunData, out: Path, stem: str) -> None:

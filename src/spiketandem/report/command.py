@@ -8,7 +8,8 @@ from pathlib import Path
 def register(p) -> None:
     """The arguments of `spiketandem report` (its parser, made by ``cli.build_parser``)."""
     p.description = ("Write report.md and report.html (figures as PNGs alongside; the HTML embeds them) from run "
-                     "folders: a comparison table across runs, learning curves, accuracy and SynOps ratio vs T, "
+                     "folders: a comparison table across runs, learning curves, accuracy and SynOps ratio vs T, the "
+                     "accuracy-vs-SynOps front of several runs, "
                      "operations per layer, firing rates, rate histograms and a spike raster. Reads only the run "
                      "files (no model is loaded); `spiketandem eval RUN_DIR` adds the activity record to older runs.")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run folders written by train, teacher or demo")
