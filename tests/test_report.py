@@ -183,7 +183,8 @@ def test_links_only_to_http_or_to_files_of_the_report(tmp_path):
 # ---- figures: one colour per run, layers by teacher path, chance level, settings -------------------
 
 def test_the_front_of_several_runs_puts_every_point_in_one_convention(tmp_path):
-    a, b = fake_run(tmp_path / "a", acc=0.9, with_activity=False), fake_run(tmp_path / "b", acc=0.8, with_activity=False)
+    a = fake_run(tmp_path / "a", acc=0.9, with_activity=False)
+    b = fake_run(tmp_path / "b", acc=0.8, with_activity=False)
     runs = [load_run_data(a, "a"), load_run_data(b, "b")]
     points, convention = front_points(runs)   # one convention (exact, from before the choice): every evaluated T
     assert convention == "exact"
@@ -198,7 +199,8 @@ def test_the_front_of_several_runs_puts_every_point_in_one_convention(tmp_path):
     assert convention == "standard" and points == [{"method": "a", "T": 8, "acc": 0.9, "synops_ratio": 0.5,
                                                     "label": "T=8"}]   # b recorded no standard count
     text = build_report([a, b], tmp_path / "out")[0].read_text()
-    assert "Accuracy vs SynOps ratio (standard convention)" in text and "Not drawn (no standard count recorded): b." in text
+    assert "Accuracy vs SynOps ratio (standard convention)" in text
+    assert "Not drawn (no standard count recorded): b." in text
     assert (tmp_path / "out" / "compare_front.png").read_bytes().startswith(PNG_MAGIC)
 
 

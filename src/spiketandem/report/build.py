@@ -258,9 +258,11 @@ def _front_figure(doc: Document, spiking: list[RunData], out: Path, teacher, col
                      convention=convention)
     drawn = {p["method"] for p in points}
     missing = [r.label for r in spiking if r.label not in drawn]
-    doc.figure(out / "compare_front.png", "Accuracy vs SynOps ratio (" + convention + " convention) of every spiking "
-               "run, one colour per run, its points joined in order of operations; the star and dotted line: the "
-               "teacher." + (f" Not drawn (no {convention} count recorded): {', '.join(missing)}." if missing else ""))
+    caption = (f"Accuracy vs SynOps ratio ({convention} convention) of every spiking run, one colour per run, its "
+               "points joined in order of operations; the star and dotted line: the first run's teacher.")
+    if missing:
+        caption += f" Not drawn (no {convention} count recorded): {', '.join(missing)}."
+    doc.figure(out / "compare_front.png", caption)
 
 
 def _accuracy_section(doc: Document, r: RunData, out: Path, stem: str) -> None:
