@@ -151,6 +151,8 @@ def main(argv=None) -> int:
     if command is None and not {"-h", "--help", "--version"} & set(argv) and argv:
         parser.error(parser._unrecognized(argv))  # e.g. `spiketandem --verison`: name it, not the missing COMMAND
     args = parser.parse_args(argv)
+    from .allocator import keep_freed_memory
+    keep_freed_memory()  # training steps recycle their pages instead of faulting them in again (allocator.py)
     try:
         args.func(args)
     except SpiketandemError as e:

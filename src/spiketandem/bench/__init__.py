@@ -22,6 +22,7 @@ BENCHMARKS: tuple[str, ...] = (
     "spiketandem.bench.time_to_accuracy",
     "spiketandem.bench.gpu_check",
     "spiketandem.bench.pipeline",
+    "spiketandem.bench.allocator",
 )
 DEFAULT_OUT = "benchmarks/results"
 
@@ -29,11 +30,21 @@ DEFAULT_OUT = "benchmarks/results"
 def environment(device) -> dict:
     """What the numbers were measured on (``device``: a torch.device)."""
     import torch
+    from ..allocator import in_effect
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "cpu_threads": torch.get_num_threads()}
+            "cpu_threads": torch.get_num_threads(), "allocator": in_effect()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def load_average() -> list | None:
+    """The machine's 1/5/15-minute load averages, recorded with every timing (others' work slows what is timed)."""
+    import os
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
 
 
 def _run(module, args) -> None:

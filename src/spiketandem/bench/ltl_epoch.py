@@ -101,7 +101,7 @@ def run(args, log) -> dict:
     from ..rules import get_rule
     from ..rules.base import DataInfo
     from ..train import make_optimizer, resolve_device, seed_everything
-    from . import environment
+    from . import environment, load_average
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -169,20 +169,11 @@ def run(args, log) -> dict:
               "neuron_backend": args.neuron_backend, "rows": rows,
               "ratio": ratio, "bound": bound, "ratio_over_bound": ratio / bound,
               "cpu_time_ratio": cpu_ratio, "cpu_time_ratio_over_bound": cpu_ratio / bound,
-              "load_average": _load(),
+              "load_average": load_average(),
               "environment": environment(device)}
     if profile is not None:
         result["profile"] = profile
     return result
-
-
-def _load():
-    """The machine's 1/5/15-minute load averages (others' work slows both rules, not the ratio's meaning)."""
-    import os
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
 
 
 def _profile(step, batch, top: int, log) -> list:

@@ -31,7 +31,6 @@ allocator's peak.
 from __future__ import annotations
 
 import importlib.util
-import os
 import statistics
 import time
 from typing import TYPE_CHECKING
@@ -347,7 +346,7 @@ def run(args, log) -> dict:
               "settings": {"T": sorted(args.T), "linear_T": sorted(args.linear_T), "batch_size": args.batch_size,
                            "n": args.n, "linear_n": args.linear_n, "repeats": args.repeats, "warmup": args.warmup,
                            "input_scale": args.input_scale},
-              "versions": _versions(), "allocator": _allocator(), "skipped": skipped, "rows": rows,
+              "versions": _versions(), "skipped": skipped, "rows": rows,
               "ratios": ratios(rows),
               "target": target(rows)}
     for key, peers_ in result["ratios"].items():
@@ -355,12 +354,6 @@ def run(args, log) -> dict:
             f"{name} {r['speedup']:.2f}x faster, {r['memory_ratio']:.2f}x the memory"
             for name, r in peers_.items() if r["memory_ratio"] is not None))
     return result
-
-
-def _allocator() -> str:
-    """glibc malloc tuning in effect: large fresh buffers cost page faults unless these keep memory cached."""
-    tuned = {k: os.environ[k] for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if k in os.environ}
-    return ", ".join(f"{k}={v}" for k, v in tuned.items()) or "glibc defaults"
 
 
 def _versions() -> dict:

@@ -149,12 +149,12 @@ def run(args, log) -> dict:
             log(f"model {row['stages']} stages x {row['replicas']} = {row['gpus']} GPUs, {row['link']}, GPU x"
                 f"{row['gpu_speedup']:g}: {row['speedup']:.2f}x ({row['speedup_over_gpus']:.2f} per GPU; overlapped "
                 f"{row['speedup_overlapped']:.2f}x; layer balance bound {row['balance_bound']:.2f}x)")
-    from . import environment
+    from . import environment, load_average
     import torch
     return {"benchmark": NAME, "arch": args.arch, "width": args.width, "T": args.T, "batch_size": args.batch_size,
             "batches": args.batches, "epochs": args.epochs, "stages": args.stages, "repeats": args.repeats,
             "rows": [{"mode": m, **{k: v for k, v in r.items() if k != "model"}} for m, r in results.items()],
-            "speedups": ratios, "model": model, "load_average": _load(),
+            "speedups": ratios, "model": model, "load_average": load_average(),
             "environment": environment(torch.device("cpu"))}
 
 
@@ -208,12 +208,6 @@ def cost_model(measured: dict, args) -> dict:
                                        "fully overlapped with it (speedup_overlapped)"},
             "layer_cost_seconds": dict(zip(measured["layers"], measured["layer_cost"])), "batch": B, "rows": rows}
 
-
-def _load():
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
 
 
 # ---- one mode, in its own process(es) -----------------------------------------------------------------------
@@ -286,7 +280,7 @@ def worker(argv=None) -> int:
     from ..rules.ltl_offline import LTLOffline
     from ..runs import atomic_text
     from ..train import fit, resolve_device, seed_everything, training_context
-    from .ltl_epoch import _load as load_average
+    from . import load_average
     torch.set_num_threads(args.threads)
     device = distributed.setup(resolve_device(args.device))
     seed_everything(args.seed)
