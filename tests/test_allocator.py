@@ -11,6 +11,12 @@ import pytest
 from spiketandem import allocator
 
 
+@pytest.fixture(autouse=True)
+def _forget_what_was_set(monkeypatch):
+    """Each test's record of the setting is its own (a fake C library's answer must not outlive its test)."""
+    monkeypatch.setattr(allocator, "_in_effect", None)
+
+
 class FakeLibc:
     """A C library that records mallopt calls and answers ``answer`` (glibc: 1 = done, 0 = refused)."""
 

@@ -48,7 +48,7 @@ def keep_freed_memory(libc=None, environ=None) -> str:
 
     Returns what is in effect afterwards, as recorded by the benchmarks: ``"mallopt: trim threshold
     1073741824, top pad 1073741824"``, ``"user: MALLOC_TRIM_THRESHOLD_=..."``, ``"not glibc"``, or
-    ``"mallopt refused: ..."`` when glibc rejects a value (nothing else changes then).
+    ``"mallopt refused: ..."`` naming a value glibc rejected (the other one still holds).
     """
     global _in_effect
     _in_effect = _apply(libc, os.environ if environ is None else environ)
