@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ def _child_env(setting: str) -> dict:
 
 def _measure(args, setting: str, folder: str) -> dict:
     """One child process of ``bench ltl-epoch`` under ``setting``: its result and resource usage."""
+    import resource  # POSIX only, like the glibc tuning it measures
     command = [sys.executable, "-m", "spiketandem", "bench", "ltl-epoch", "--arch", args.arch,
                "--width", str(args.width), "--T", str(args.T), "--batch-size", str(args.batch_size),
                "--batches", str(args.batches), "--repeats", "1", "--device", args.device,
@@ -58,7 +58,8 @@ def _measure(args, setting: str, folder: str) -> dict:
     done = subprocess.run(command, env=_child_env(setting), capture_output=True, text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise SpiketandemError(f"bench ltl-epoch failed under {setting}: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise SpiketandemError(f"bench ltl-epoch failed under {setting}: {last}")
     result = json.loads(done.stdout)
     return {"seconds_per_batch": {row["rule"]: row["seconds_per_batch"] for row in result["rows"]},
             "allocator": result["environment"]["allocator"],
@@ -70,7 +71,8 @@ def _measure(args, setting: str, folder: str) -> dict:
 def run(args, log) -> dict:
     from . import load_average
     if args.rounds < 1 or args.batches < 1:
-        raise SpiketandemError("--rounds and --batches must be >= 1")
+        raise SpiketandemError(f"--rounds {args.rounds} --batches {args.batches}: both must be >= 1 (e.g. --rounds 4 "
+                               f"--batches 4)")
     samples = {setting: [] for setting in SETTINGS}
     with tempfile.TemporaryDirectory(prefix="spiketandem-bench-allocator-") as folder:
         for r in range(args.rounds):
