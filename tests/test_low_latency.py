@@ -38,13 +38,13 @@ def test_target_rounding_makes_whole_spike_counts():
 
 def test_membrane_init_starts_every_layer_at_a_fraction_of_its_threshold():
     rule, images = small_rule(membrane_init=0.5)
-    ctx = RunContext(T=1, batch=4, records={}, state_in=rule.initial_state())
+    ctx = RunContext(T=1, batch=4, records={}, state_in=rule.model.start_state())
     rule.model.run(images[:4], ctx)
     neuron = rule.model.neurons[rule.model.layers[0].name]
     # one step from U[0] = theta/2: U[1] = a theta/2 + I[1], so a current of theta/2 already fires
-    assert rule.initial_state()[neuron.name].u == pytest.approx(0.5 * float(neuron.threshold))
+    assert rule.model.start_state()[neuron.name].u == pytest.approx(0.5 * float(neuron.threshold))
     plain, _ = small_rule()
-    assert plain.initial_state() is None
+    assert plain.model.start_state() is None
 
 
 def test_the_recipe_sets_only_the_parts_left_unset():

@@ -77,6 +77,10 @@ class NeuronState(NamedTuple):
     u: torch.Tensor  # membrane potential U[t-1]
     s: torch.Tensor  # spikes S[t-1]
 
+    def detach(self) -> "NeuronState":
+        """The same state cut from the graph (online learning carries it to the next step without its history)."""
+        return NeuronState(self.u.detach(), self.s.detach())
+
 
 def zero_state(like: torch.Tensor) -> NeuronState:
     zeros = torch.zeros_like(like)
@@ -138,7 +142,7 @@ def run_neuron(currents: torch.Tensor, T: int, alpha, threshold, reset: str, sur
         if current_hook is not None:
             current = current_hook(current, t)
         if truncate:
-            state = NeuronState(state.u.detach(), state.s.detach())
+            state = state.detach()
         s, state = neuron_step(current, state, alpha, threshold, reset, surrogate, detach_reset)
         out.append(s)
     return torch.stack(out), state
@@ -253,7 +257,10 @@ class SpikingNeuron(TimeAware):
     times ``amplitude``, folded ``[T*B, ...]``.  ``threshold`` and ``amplitude`` are per-layer
     buffers: initialised from a teacher they both equal the layer's activation scale, so the spike
     rate times the amplitude approximates the teacher's activation (equivalent to the classic
-    weight normalisation, with the scale folded into the next layer on export).
+    weight normalisation, with the scale folded into the next layer on export).  ``membrane_init`` f is
+    the layer's starting membrane, U[0] = f * theta, S[0] = 0 (0 unless a rule starts it charged:
+    ``--membrane-init``, ``--recipe low-latency``, QCFS's shift); it is saved with the other buffers, so
+    every call of the layer, and every reloaded copy, starts from it unless a caller carries a state in.
     """
 
     def __init__(self, config: NeuronConfig, name: str = "", path: str = ""):
@@ -265,19 +272,46 @@ class SpikingNeuron(TimeAware):
         self.register_buffer("threshold", torch.tensor(float(config.threshold)))
         self.register_buffer("amplitude", torch.tensor(1.0))
         self.register_buffer("alpha", torch.tensor(config.alpha))
+        self.register_buffer("membrane_init", torch.tensor(0.0))
+        self._start = 0.0  # float(membrane_init), read without a device sync
+
+    def set_membrane_init(self, fraction: float) -> None:
+        """Start every later call of this layer at U[0] = fraction * threshold."""
+        self.membrane_init.fill_(float(fraction))
+        self._start = float(fraction)
+
+    def start_state(self) -> NeuronState | None:
+        """The state the layer starts a window from: U[0] = f * theta, S[0] = 0 (None when f = 0: zeros).
+        Scalars, broadcast over the layer's shape on the first step."""
+        if self._start == 0:
+            return None
+        return NeuronState(self._start * self.threshold, torch.zeros((), device=self.threshold.device))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + "membrane_init"
+        if key in missing_keys:  # a file from before the start was saved: the value the rule built it with stays
+            missing_keys.remove(key)
+        self._start = float(self.membrane_init)
 
     def extra_repr(self) -> str:
         c = self.config
+        start = f", membrane_init={self._start:g}" if self._start else ""
         return (f"{c.kind}, path={self.path!r}, reset={c.reset}, surrogate={c.surrogate.name}({c.surrogate.param}), "
-                f"static_input={self.static_input}")
+                f"static_input={self.static_input}{start}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self.context()
         currents = x if self.static_input else x.reshape(ctx.T, -1, *x.shape[1:])
         state = ctx.state_in.get(self.name) if ctx.state_in else None
+        if state is None:
+            state = self.start_state()
         if ctx.bptt == "printed" and torch.is_grad_enabled():
             if state is not None:
-                raise SpiketandemError("--bptt printed runs whole windows; it takes no incoming state (online LTL)")
+                raise SpiketandemError("--bptt printed runs whole windows from U[0] = 0; it takes no starting membrane "
+                                       "(--membrane-init, --recipe low-latency) and no incoming state (online LTL)")
             spikes = run_neuron_printed(currents, ctx.T, self.alpha, self.threshold, self.config.reset,
                                         self.config.surrogate, static=self.static_input,
                                         current_hook=ctx.current_hooks.get(self.name))

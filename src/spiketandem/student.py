@@ -288,6 +288,20 @@ class Student(nn.Module):
     def neurons(self) -> dict[str, SpikingNeuron]:
         return {info.name: self.graph_module.get_submodule(f"neurons.{info.name}") for info in self.layers}
 
+    def set_membrane_init(self, fraction: float) -> None:
+        """Every neuron layer starts each window at U[0] = fraction * threshold (``SpikingNeuron.membrane_init``)."""
+        for neuron in self.neurons.values():
+            neuron.set_membrane_init(fraction)
+
+    def membrane_inits(self) -> dict[str, float]:
+        """Each neuron layer's starting membrane f (U[0] = f * theta), by layer."""
+        return {name: float(m.membrane_init) for name, m in self.neurons.items()}
+
+    def start_state(self) -> dict | None:
+        """The states every layer starts a window from (None when all start at U = 0)."""
+        states = {name: m.start_state() for name, m in self.neurons.items()}
+        return states if any(s is not None for s in states.values()) else None
+
     def layer_parameters(self, name: str) -> list[nn.Parameter]:
         info = next(i for i in self.layers if i.name == name)
         return [p for t in info.modules for p in self.graph_module.get_submodule(t).parameters()]
@@ -352,7 +366,7 @@ def _redraw_weights(model: nn.Module) -> None:
 
 def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch.Tensor, *, init: str = "teacher",
                   encoding: str = "analog", calibration_images: torch.Tensor | None = None,
-                  percentile: float = 99.9, keep_batchnorm: bool = False) -> Student:
+                  percentile: float = 99.9, keep_batchnorm: bool = False, membrane_init: float = 0.0) -> Student:
     """Make the spiking student of ``teacher``.
 
     init="teacher": the teacher's weights with BN folded.  init="random": the same graph with weights
@@ -364,6 +378,7 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     second layer on and receives no surrogate gradient at all.
     keep_batchnorm=True leaves BatchNorm layers unfolded: they then normalise over the folded
     ``[T*B, ...]`` batch, i.e. over (time, batch, H, W) as threshold-dependent BN (tdBN) does.
+    ``membrane_init`` f: every neuron starts each window at U[0] = f * threshold (part of the student).
     """
     if init not in INITS:
         raise SpiketandemError(f"init {init!r} is not one of {INITS}")
@@ -418,5 +433,6 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     for name, neuron_layer in student.neurons.items():
         neuron_layer.threshold.fill_(scales[name])
         neuron_layer.amplitude.fill_(scales[name])
+    student.set_membrane_init(membrane_init)
     teacher.train(teacher_mode)
     return student

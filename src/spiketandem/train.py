@@ -3,7 +3,6 @@ hardware calibration): optimizer and LR schedule, the rule's lifecycle, progress
 metrics, atomic checkpoints and resume (with a run folder), and evaluation at several time windows."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 import random
 import resource
@@ -79,18 +78,19 @@ def training_context(rule: Rule, cfg, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(rule: Rule, test, T_list, *, reduce: bool = False,
-             context=contextlib.nullcontext) -> dict[int, float]:
+def evaluate(rule: Rule, test, T_list, *, reduce: bool = False) -> dict[int, float]:
     """Accuracy (fraction) at each time window in ``T_list`` (one value for non-spiking rules).
-    ``reduce``: ``test`` is this rank's shard; correct and total counts are summed over ranks."""
+    ``reduce``: ``test`` is this rank's shard; correct and total counts are summed over ranks.
+    Always in float32, whatever precision trained the rule (``--amp``): the trained network is its float32
+    weights, and every door (the loop's test accuracy, the final evaluation, ``eval``, the Python API on a
+    reloaded student) computes that one network."""
     rule.train(False)
     correct = {T: 0 for T in T_list}
     total = 0
-    with context():
-        for x, y in test:
-            for T in T_list:
-                correct[T] += int((rule.predict(x, T).argmax(1) == y).sum())
-            total += y.numel()
+    for x, y in test:
+        for T in T_list:
+            correct[T] += int((rule.predict(x, T).argmax(1) == y).sum())
+        total += y.numel()
     if reduce:
         *counts, total = distributed.sum_across([correct[T] for T in T_list] + [total])
         correct = dict(zip(T_list, counts))
@@ -250,7 +250,7 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
         if problem is not None:
             raise SpiketandemError(_diverged_message(epoch, problem, lr, run))
         stop = bool(rule.on_epoch_end(epoch, row))  # the row is global: every rank decides alike
-        row["test_acc"] = (evaluate(rule, test_batches, [cfg.T], reduce=distributed.active(), context=step_context)[cfg.T]
+        row["test_acc"] = (evaluate(rule, test_batches, [cfg.T], reduce=distributed.active())[cfg.T]
                            if test_batches is not None else None)
         rows.append(row)
         if main and run is not None:

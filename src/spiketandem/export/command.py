@@ -27,7 +27,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     from ..pipeline import load_run, load_teacher, prepare
     from ..runs import RunFolder
     from ..student import Student
-    from .nir_export import write_nir
+    from .nir_export import refuse_membrane_start, write_nir
     log = log or (lambda *a, **k: None)
     if fmt not in FORMATS:
         raise SpiketandemError(f"export format {fmt!r} is not one of {FORMATS}")
@@ -48,12 +48,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     if not isinstance(getattr(rule, "model", None), Student):
         raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
                                "rule (e.g. `spiketandem train --rule ltl-offline`)")
-    start = rule.membrane_init()
-    if start and retarget != "zero-reset":
-        raise SpiketandemError(f"{run_dir}: its student starts every membrane at {start:g} x its threshold "
-                               "(--membrane-init, --recipe low-latency or qcfs's shift), but NIR neurons start at v = 0, "
-                               "so the file would compute another network; pass --retarget zero-reset (it also moves "
-                               "the start to 0 and recovers the accuracy by LTL) or train with --membrane-init 0")
+    start = max(rule.model.membrane_inits().values())
+    if retarget != "zero-reset":
+        refuse_membrane_start(rule.model, f"{run_dir}: its student")
     meta = {"producer": "spiketandem", "rule": cfg.rule, "dataset": cfg.dataset, "arch": cfg.arch, "T": int(cfg.T),
             "num_classes": info.num_classes}
     report: dict = {"format": fmt, "dt": dt, "flavour": flavour}

@@ -762,6 +762,17 @@ def _emit(nir, g: _Graph, dt: float, reset: str, flavour: str, weight_bits: int 
 
 # ---- public ------------------------------------------------------------------------------------------------
 
+def refuse_membrane_start(student: Student, what: str = "this student") -> None:
+    """NIR neurons start at v = 0: a student whose membranes start charged (U[0] = f * theta, f > 0) would be
+    written as another network, so it is refused, naming the fix."""
+    start = max(student.membrane_inits().values())
+    if start:
+        raise SpiketandemError(f"{what} starts every membrane at {start:g} x its threshold (--membrane-init, --recipe "
+                               "low-latency or qcfs's shift), but NIR neurons start at v = 0, so the file would "
+                               "compute another network; pass --retarget zero-reset to `spiketandem export` (it also "
+                               "moves the start to 0 and recovers the accuracy by LTL) or train with --membrane-init 0")
+
+
 def student_to_nir(student: Student, dt: float = DEFAULT_DT, allow_subtract_reset: bool = False,
                    extra_metadata: dict | None = None, flavour: str = "nir", weight_bits: int | None = None):
     """Translate a trained ``Student`` into a ``nir.NIRGraph`` (see the module docstring for the mapping).
@@ -799,6 +810,7 @@ def student_to_nir(student: Student, dt: float = DEFAULT_DT, allow_subtract_rese
             "teacher, --calibrate-epochs N), or train with `--reset zero`, or pass --allow-subtract-reset to write "
             "the graph with metadata reset='subtract' on the graph and every neuron node (importers that ignore "
             "metadata will then simulate reset to zero).")
+    refuse_membrane_start(student)
     g = _Translator(student).run()
     _fold_scales(g)
     _materialise(g)

@@ -47,19 +47,18 @@ def _accuracy(rule, data, cfg, device) -> float:
 
 
 @torch.no_grad()
-def balance_thresholds(student, reference, images, T: int, steps: int = 8,
-                       reference_start: dict | None = None) -> dict[str, float]:
+def balance_thresholds(student, reference, images, T: int, steps: int = 8) -> dict[str, float]:
     """Scale each layer's threshold of ``student`` (reset to zero), from the input on, so that the layer fires
     as many spikes on ``images`` as ``reference`` (the same weights, reset by subtraction) does: a zero reset
     drops the charge above threshold at every spike, so the same threshold fires less.  Bisection of the
     factor in [0.2, 1] (the spike count falls as the threshold rises); the amplitudes are kept, so
-    rate x amplitude still approximates the teacher's activation.  ``reference_start``: the reference's initial
-    neuron states (its membrane start), the student's start at 0.  Returns layer -> factor."""
-    def spikes(model, names=None, start=None) -> dict[str, float]:
-        ctx = RunContext(T=T, batch=images.shape[0], records={}, record_names=names, state_in=start)
+    rate x amplitude still approximates the teacher's activation.  Each network starts from its own membrane
+    start.  Returns layer -> factor."""
+    def spikes(model, names=None) -> dict[str, float]:
+        ctx = RunContext(T=T, batch=images.shape[0], records={}, record_names=names)
         model.run(images, ctx)
         return {k: float(v.sum()) for k, v in ctx.records.items()}
-    target = spikes(reference, start=reference_start)
+    target = spikes(reference)
     factors = {}
     for layer in student.layers:
         neuron, name = student.neurons[layer.name], layer.name
@@ -121,7 +120,6 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     the report)."""
     from ..data.feeding import calibration_images
     from ..rules import get_rule
-    from ..rules.hybrid import membrane_start
     student = rule.model
     if not isinstance(student, Student):
         raise SpiketandemError(f"--retarget needs a spiking student; this run's rule {cfg.rule!r} has none")
@@ -132,7 +130,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     if epochs < 0:
         raise SpiketandemError(f"--calibrate-epochs must be >= 0, got {epochs}")
     resets = "/".join(sorted({n.config.reset for n in student.neurons.values()}))
-    start = rule.membrane_init()
+    start = max(student.membrane_inits().values())
     ltl = get_rule("ltl-offline")
     # NIR's neurons start at v = 0: the retargeted student does too, whatever the run's recipe
     options = {**{k: v for k, v in cfg.options.items() if ltl.option_named(k) is not None}, "membrane_init": 0.0}
@@ -148,6 +146,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
         raise SpiketandemError(f"--retarget: the {cfg.rule} student's parameters do not fit an ltl-offline student "
                                f"of the same teacher ({str(e).splitlines()[0]}); retrain with --reset zero "
                                "instead") from None
+    new.model.set_membrane_init(0.0)  # the loaded state carried the run's start
     targets = rule.extra_state().get("targets")
     if targets is not None:
         new.load_extra_state({"targets": targets})
@@ -159,7 +158,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     validation = hold_out(data, VALIDATION_FRACTION, cfg.seed, "the held-out fraction")[1]
     plain_state, plain_val = copy.deepcopy(new.state_dict()), _accuracy(new, validation, zcfg, device)
     factors = balance_thresholds(new.model, student, calibration_images(data, device, BALANCE_IMAGES), cfg.T,
-                                 reference_start=membrane_start(student, start))
+)
     balanced, balanced_val = _accuracy(new, data, zcfg, device), _accuracy(new, validation, zcfg, device)
     keep_balanced = balanced_val > plain_val  # the held-out tenth decides, as for the epochs below: a change
     if not keep_balanced:                     # must do strictly better there

@@ -151,8 +151,9 @@ class Rule:
         return {"loss": float(loss.detach()), "correct": int((logits.argmax(1) == y).sum()), **logs}
 
     def membrane_init(self) -> float:
-        """The fraction f of its threshold every membrane starts at in inference, U[0] = f * theta (0 unless
-        the rule sets it: --membrane-init, --recipe low-latency, qcfs's shift); export needs it."""
+        """The fraction f of its threshold every membrane of the student this rule builds starts at,
+        U[0] = f * theta (0 unless the rule sets it: --membrane-init, --recipe low-latency, qcfs's shift).
+        Read once, when the student is built: from then on the student carries it."""
         return float(self.option("membrane_init")) if self.option_named("membrane_init") else 0.0
 
     @torch.no_grad()
@@ -161,9 +162,11 @@ class Rule:
         return self.model(x, T or self.cfg.T).mean(0)
 
 
-def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: torch.Tensor | None) -> Student:
-    """The student of ``teacher`` per the config (init, encoding, neuron).  Without a teacher (rules
-    that train from scratch) the student of an untrained ``cfg.arch`` is built, randomly initialised."""
+def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: torch.Tensor | None,
+                 membrane_init: float = 0.0) -> Student:
+    """The student of ``teacher`` per the config (init, encoding, neuron), every membrane starting at
+    ``membrane_init`` x its threshold.  Without a teacher (rules that train from scratch) the student of an
+    untrained ``cfg.arch`` is built, randomly initialised."""
     device = calibration.device if calibration is not None else "cpu"
     if teacher is None:
         teacher = build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
@@ -172,7 +175,8 @@ def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: to
     else:
         init = cfg.init
     return build_student(teacher, cfg.neuron_config(), info.example_input(device=device), init=init,
-                         encoding=cfg.encoding, calibration_images=calibration, percentile=cfg.percentile)
+                         encoding=cfg.encoding, calibration_images=calibration, percentile=cfg.percentile,
+                         membrane_init=membrane_init)
 
 
 def cross_entropy_with_kd(logits, y, teacher_logits=None, kd_weight: float = 0.0, temperature: float = 4.0):

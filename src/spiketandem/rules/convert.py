@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import SpiketandemError
 from .base import Rule, make_student
 from .catalog import CATALOG
-from .hybrid import require_if_neurons, run_hybrid, run_snn
+from .hybrid import require_if_neurons, run_hybrid
 from ..models.quantized import MIN_CLIP, quantize_activation
 
 
@@ -52,11 +52,7 @@ class Convert(Rule):
         if cfg.epochs != 0:
             raise SpiketandemError("rule convert trains nothing: pass --epochs 0 (to fine-tune a quantized ANN and "
                                    "then convert it, use --rule qcfs)")
-        self.model = make_student(cfg, info, teacher, calibration)
-
-    @torch.no_grad()
-    def predict(self, x, T=None):
-        return run_snn(self.model, x, T or self.cfg.T, self.membrane_init())
+        self.model = make_student(cfg, info, teacher, calibration, membrane_init=self.membrane_init())
 
 
 class QCFS(Rule):
@@ -75,7 +71,7 @@ class QCFS(Rule):
             raise SpiketandemError("rule qcfs fine-tunes the teacher: pass --teacher (or let `train` train one), or "
                                    "--init random to train the QCFS network from scratch as Bu et al. do")
         require_if_neurons(cfg, self.name)
-        self.model = make_student(cfg, info, teacher, calibration)
+        self.model = make_student(cfg, info, teacher, calibration, membrane_init=self.membrane_init())
         # the learnable lambda of each layer, starting at the teacher's activation percentile; the
         # neurons' threshold and amplitude are kept equal to it, so the student is always the conversion
         self.scales = nn.ParameterDict({name: nn.Parameter(m.amplitude.detach().clone())
@@ -102,11 +98,6 @@ class QCFS(Rule):
         logs = super().train_step(x, y, optimizer, epoch)
         self._sync_neurons()
         return logs
-
-    @torch.no_grad()
-    def predict(self, x, T=None):
-        """The converted SNN's scores at time window T."""
-        return run_snn(self.model, x, T or self.cfg.T, self.membrane_init())
 
     def membrane_init(self) -> float:
         return float(self.option("qcfs_shift"))

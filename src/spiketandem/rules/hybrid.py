@@ -115,11 +115,6 @@ def membrane_start(student: Student, fraction: float) -> dict | None:
             for name, m in student.neurons.items()}
 
 
-def run_snn(student: Student, x: torch.Tensor, T: int, membrane: float = 0.0) -> torch.Tensor:
-    """Scores ``[B, classes]`` of the plain SNN, every membrane starting at ``membrane * threshold``."""
-    return student.run(x, RunContext(T=T, batch=x.shape[0], state_in=membrane_start(student, membrane))).mean(0)
-
-
 def require_if_neurons(cfg, rule: str) -> None:
     """Conversion-based rules rely on the rate code of IF neurons; a leak would bias every rate."""
     if cfg.neuron != "if":

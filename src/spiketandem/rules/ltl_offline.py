@@ -21,7 +21,6 @@ from ..student import TeacherTaps, activation_scales
 from ..data.feeding import calibration_images
 from .base import Rule, cross_entropy_with_kd, make_student
 from .catalog import CATALOG, LOW_LATENCY, PAPER_PARTS
-from .hybrid import membrane_start
 from .ltl_targets import LocalTargets
 
 
@@ -37,7 +36,7 @@ class LTLOffline(Rule):
             raise SpiketandemError("LTL needs a teacher (pass --teacher, or let `train` train one)")
         for p in teacher.parameters():
             p.requires_grad_(False)
-        self.model = make_student(cfg, info, teacher, calibration)
+        self.model = make_student(cfg, info, teacher, calibration, membrane_init=self.membrane_init())
         device = next(teacher.parameters()).device
         self.taps = TeacherTaps(teacher, info.example_input(device=device))
         self.targets = LocalTargets(self.option("ynorm"), cfg.percentile,
@@ -103,20 +102,12 @@ class LTLOffline(Rule):
     def membrane_init(self) -> float:
         return float(self.part("membrane_init"))
 
-    def initial_state(self) -> dict | None:
-        """``--membrane-init f``: every layer's membrane starts at f * threshold."""
-        return membrane_start(self.model, self.membrane_init())
-
-    @torch.no_grad()
-    def predict(self, x, T=None):
-        return self.model.run(x, RunContext(T=T or self.cfg.T, batch=x.shape[0], state_in=self.initial_state())).mean(0)
-
     def run_context(self, batch: int, record_names=None) -> RunContext:
         """The context of one training forward, recording the active layers (or ``record_names``); the
         pipelined stages (``pipelining/``) run their segments of the student in it too."""
         return RunContext(T=self.cfg.T, batch=batch, detach=True, records={},
                           record_names=set(self.active if record_names is None else record_names),
-                          bptt=self.option("bptt"), state_in=self.initial_state())
+                          bptt=self.option("bptt"))
 
     def loss(self, x, y, epoch):
         with torch.no_grad():

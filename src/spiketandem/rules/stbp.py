@@ -15,7 +15,6 @@ from ..errors import SpiketandemError
 from .base import make_student
 from .catalog import CATALOG
 from .direct import DirectRule
-from .hybrid import membrane_start
 
 
 class STBP(DirectRule):
@@ -43,11 +42,8 @@ class ConvertSTBP(DirectRule):
         if teacher is None or self.cfg.init != "teacher":
             raise SpiketandemError("rule convert-stbp fine-tunes the converted teacher: pass --teacher (or let `train` "
                                    "train one) and keep --init teacher; for random weights use --rule stbp")
-        return make_student(self.cfg, self.info, teacher, calibration)
+        return make_student(self.cfg, self.info, teacher, calibration, membrane_init=self.membrane_init())
 
     def setup(self, data, device):
         return data  # the conversion's thresholds already make every layer fire
 
-    def run(self, x, T: int, **settings):
-        settings.setdefault("state_in", membrane_start(self.model, self.membrane_init()))
-        return super().run(x, T, **settings)
