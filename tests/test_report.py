@@ -312,7 +312,7 @@ def test_settings_table_in_markdown_and_html(tmp_path):
 # ---- TensorBoard -------------------------------------------------------------------------------------
 
 class _StubRule:
-    """A spiking rule in the shape fit() sees: a student model, predict, train."""
+    """A spiking rule in the shape fit() sees: a student model, its context, train."""
 
     spiking = True
 
@@ -321,6 +321,9 @@ class _StubRule:
 
     def train(self, mode):
         self.model.train(mode)
+
+    def context(self, batch, T=None, **fields):
+        return self.model.context(T, batch, **fields)
 
 
 def test_tensorboard_logs_scalars_rates_and_histograms(tmp_path):

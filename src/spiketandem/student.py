@@ -321,6 +321,11 @@ class Student(nn.Module):
         prob = (x.abs() / peak).unsqueeze(0).expand(T, *x.shape)
         return (torch.bernoulli(prob) * x.sign() * peak).flatten(0, 1)
 
+    def context(self, T: int, batch: int, **fields) -> RunContext:
+        """The context of one call of this student over T steps (``fields``: RunContext's records, state_in,
+        hooks, ...).  Every RunContext is built here: a rule's (``Rule.context``) adds its own fields."""
+        return RunContext(T=T, batch=batch, **fields)
+
     def run(self, x: torch.Tensor, ctx: RunContext) -> torch.Tensor:
         """Run with an explicit context (records, carried state, hooks); returns logits [T, B, ...]."""
         if self.encoding == "frames":
@@ -341,7 +346,7 @@ class Student(nn.Module):
         return out.reshape(ctx.T, ctx.batch, *out.shape[1:])
 
     def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
-        return self.run(x, RunContext(T=T, batch=x.shape[0]))
+        return self.run(x, self.context(T, x.shape[0]))
 
 
 @torch.no_grad()

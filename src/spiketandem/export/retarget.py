@@ -26,7 +26,6 @@ import copy
 import torch
 
 from ..errors import SpiketandemError
-from ..neuron import RunContext
 from ..student import Student
 from .options import QUANT_MODES
 
@@ -55,7 +54,7 @@ def balance_thresholds(student, reference, images, T: int, steps: int = 8) -> di
     rate x amplitude still approximates the teacher's activation.  Each network starts from its own membrane
     start.  Returns layer -> factor."""
     def spikes(model, names=None) -> dict[str, float]:
-        ctx = RunContext(T=T, batch=images.shape[0], records={}, record_names=names)
+        ctx = model.context(T, images.shape[0], records={}, record_names=names)
         model.run(images, ctx)
         return {k: float(v.sum()) for k, v in ctx.records.items()}
     target = spikes(reference)

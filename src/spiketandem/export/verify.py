@@ -28,7 +28,6 @@ from pathlib import Path
 
 import torch
 
-from ..neuron import RunContext
 from .nir_export import _need_nir, neuron_layers
 from .nir_reference import simulate_nir
 from .options import IMPORTERS
@@ -167,7 +166,7 @@ def student_activity(student, x: torch.Tensor, T: int, batch_size: int = 256):
     """spiketandem's forward: output currents [T, B, classes] and each layer's spike counts [B, ...]."""
     outs, counts = [], {}
     for chunk in x.split(batch_size):
-        ctx = RunContext(T=T, batch=chunk.shape[0], records={})
+        ctx = student.context(T, chunk.shape[0], records={})
         outs.append(student.run(chunk, ctx).double())
         for name, s in ctx.records.items():
             counts.setdefault(name, []).append(s.sum(0).double())

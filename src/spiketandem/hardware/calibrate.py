@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..errors import SpiketandemError
 from ..rules.base import Rule
 from ..rules.ltl_online import LTLOnline
+from ..rules.wrapper import RuleWrapper
 from ..choices import CALIBRATION_METHODS as METHODS
 from ..data.feeding import evaluation_batches
 from ..student import Student
@@ -30,52 +31,27 @@ from ..train import evaluate, fit
 from .chip import Chip
 
 
-class OnChip(Rule):
-    """Adapter that lets ``fit``/``evaluate`` train and score a rule's student as it runs on a chip."""
-
-    spiking = True
+class OnChip(RuleWrapper):
+    """Lets ``fit``/``evaluate`` train and score a rule's student as it runs on a chip: the rule's updates land
+    through the chip's writes, and its forwards carry the chip's noise hooks."""
 
     def __init__(self, inner: Rule, chip: Chip):
-        self.inner, self.chip = inner, chip
-        self.cfg, self.info, self.teacher, self.model = inner.cfg, inner.info, inner.teacher, inner.model
+        super().__init__(inner)
+        self.chip = chip
         self.name = f"{inner.name}@chip"
-
-    def modules(self):
-        return self.inner.modules()
-
-    def optim_parameters(self):
-        return self.inner.optim_parameters()
 
     def setup(self, data, device):
         return data  # the inner rule was set up when it was trained; calibration starts from its state
 
-    def on_epoch_start(self, epoch):
-        self.inner.on_epoch_start(epoch)
-
-    def on_epoch_end(self, epoch, row):
-        return self.inner.on_epoch_end(epoch, row)
-
-    def on_distributed(self, comm):
-        self.inner.on_distributed(comm)
-
     def train_step(self, x, y, optimizer, epoch):
         return self.inner.train_step(x, y, self.chip.writes(optimizer), epoch)
+
+    def context(self, batch, T=None, **fields):
+        return self.chip.context(self.model, T or self.cfg.T, batch, **fields)
 
     @torch.no_grad()
     def predict(self, x, T=None):
         return self.chip.predict(self.model, x, T or self.cfg.T)
-
-    def train(self, mode=True):
-        self.inner.train(mode)
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state):
-        self.inner.load_state_dict(state)
-
-    def summary_extras(self):
-        return self.inner.summary_extras()
 
 
 class HIL(Rule):

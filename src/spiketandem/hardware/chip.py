@@ -95,7 +95,7 @@ class Chip:
     def neuron_shapes(student: Student) -> dict[str, tuple]:
         """Per-sample shape of every neuron layer, from one probe step."""
         device = next(student.parameters()).device
-        ctx = RunContext(T=1, batch=1, records={})
+        ctx = student.context(1, 1, records={})
         student.run(torch.zeros(1, *student.input_shape, device=device), ctx)
         return {name: tuple(s.shape[2:]) for name, s in ctx.records.items()}
 
@@ -130,7 +130,7 @@ class Chip:
 
     def context(self, student: Student, T: int, batch: int, straight_through: bool = False, **fields) -> RunContext:
         currents, outputs = self.hooks(student, straight_through)
-        return RunContext(T=T, batch=batch, current_hooks=currents, output_hooks=outputs, **fields)
+        return student.context(T, batch, current_hooks=currents, output_hooks=outputs, **fields)
 
     def run(self, student: Student, x: torch.Tensor, T: int, straight_through: bool = False) -> torch.Tensor:
         """Logits [T, B, classes] of ``student`` (already imprinted) running on this chip."""

@@ -1,6 +1,6 @@
 """Firing statistics of a student's neuron layers, from the spikes a forward records.
 
-For a layer with spikes ``S[t, b, i]`` over a window of T steps (``RunContext(records={})``):
+For a layer with spikes ``S[t, b, i]`` over a window of T steps (``student.context(T, B, records={})``):
 
     rate     = mean_{t,b,i} S[t,b,i]                 spikes per neuron per time step
     silent   = mean_b  mean_i 1[sum_t S[t,b,i] = 0]    fraction of neurons that stay silent for a sample
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from ..neuron import RunContext
 
 
 class FiringStats:
@@ -88,7 +87,7 @@ def record_activity(student, batches, T: int, max_samples: int = 512, raster_neu
     try:
         for x, _ in batches:
             x = x[: max_samples - seen]
-            ctx = RunContext(T=T, batch=x.shape[0], records={})
+            ctx = student.context(T, x.shape[0], records={})
             student.run(x, ctx)
             stats.update(ctx.records)
             if raster is None:

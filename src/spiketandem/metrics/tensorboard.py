@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from ..errors import SpiketandemError
-from ..neuron import RunContext
 
 PROBE_IMAGES = 128
 STEP_EVERY = 10   # optimizer steps per point of the step/* curves
@@ -148,7 +147,7 @@ class TensorBoardLogger:
         was_training = model.training
         rule.train(False)
         try:
-            ctx = RunContext(T=self.T, batch=self.probe.shape[0], records={})
+            ctx = rule.context(self.probe.shape[0], self.T, records={})
             model.run(self.probe, ctx)
             neurons = model.neurons
             path = lambda name: getattr(neurons.get(name), "path", None) or name  # noqa: E731  (teacher module)

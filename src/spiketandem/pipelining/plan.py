@@ -27,7 +27,6 @@ import time
 
 import torch
 
-from ..neuron import RunContext
 from .graph import cut_student, cut_teacher
 
 
@@ -72,7 +71,7 @@ def measure_layers(inner, x: torch.Tensor, y: torch.Tensor, context, repeats: in
                     _sync(x.device)
                     t1 = time.perf_counter()
                     ctx = inner.run_context(B, record_names={name}) if not online else \
-                        RunContext(T=T, batch=B, detach=True, records={}, record_names={name})
+                        inner.context(B, T, detach=True, records={}, record_names={name})
                     scut.segments[i].run(values, ctx)
                     spike_shapes[name] = tuple(ctx.records[name].shape[2:])
                     act = tvalues[tcut.taps[name]]

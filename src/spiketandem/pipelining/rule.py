@@ -41,6 +41,7 @@ from ..data.feeding import training_batches
 from ..errors import SpiketandemError
 from ..precision import prepare_rule
 from ..rules.base import Rule
+from ..rules.wrapper import RuleWrapper
 from .graph import cut_student, cut_teacher, stage_buffers, stage_parameters
 from .messages import Link, Slot
 from .plan import balance, measure_layers, only_active, placeholder_name, teacher_modes
@@ -68,10 +69,8 @@ def check_launch(stages: int) -> None:
                                f"data-parallel replicas); torchrun started {world}")
 
 
-class Pipelined(Rule):
-    """Trains ``inner`` (offline LTL) as ``stages`` pipelined stages; see the module docstring."""
-
-    spiking = True
+class Pipelined(RuleWrapper):
+    """Trains ``inner`` (offline or online LTL) as ``stages`` pipelined stages; see the module docstring."""
 
     def __init__(self, inner: Rule, stages: int):
         from ..rules.ltl_offline import LTLOffline
@@ -88,9 +87,8 @@ class Pipelined(Rule):
             raise SpiketandemError(f"--pipeline-stages {stages}: the student has only {len(inner.model.layers)} "
                                    f"neuron layers, and a stage holds at least one; use at most "
                                    f"{len(inner.model.layers)} stages")
-        self.inner, self.stages = inner, stages
-        self.cfg, self.info, self.teacher, self.model = inner.cfg, inner.info, inner.teacher, inner.model
-        self.name = inner.name
+        super().__init__(inner)
+        self.stages = stages
         self.plan: dict | None = None
         self.stage = self.replica = 0
         self._pending: collections.deque = collections.deque()
@@ -100,35 +98,7 @@ class Pipelined(Rule):
         self.totals = self._empty_stats()
         self.rank_stats: list[dict] = []
 
-    # ---- what the loop sees: the inner rule --------------------------------------------------------
-
-    def modules(self):
-        return self.inner.modules()
-
-    def optim_parameters(self):
-        return self.inner.optim_parameters()  # all of them: a checkpoint's optimizer state is the full one
-
-    def extra_state(self):
-        return self.inner.extra_state()
-
-    def load_extra_state(self, state):
-        self.inner.load_extra_state(state)
-
-    def state_dict(self):
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state):
-        self.inner.load_state_dict(state)
-
-    def train(self, mode=True):
-        self.inner.train(mode)
-
-    @torch.no_grad()
-    def predict(self, x, T=None):
-        return self.inner.predict(x, T)
-
-    def on_distributed(self, comm):
-        self.inner.on_distributed(comm)  # y_norm's gather spans the stage's replicas (distributed.py)
+    # ---- what the loop sees: the inner rule (RuleWrapper), but for these --------------------------------
 
     def summary_extras(self) -> dict:
         return {**self.inner.summary_extras(), "pipeline": self.report()}
@@ -339,73 +309,32 @@ class Pipelined(Rule):
             self._end_epoch(optimizer, epoch)
 
     def _online_step(self, x, y, optimizer, epoch: int) -> dict:
-        """Online LTL (``ltl_online.LTLOnline.train_step``) on this stage's layers: T steps of its segment of the
-        one-step graph, each layer's per-step loss (the last stage: and the readout's cross-entropy) backpropagated
-        after the warm-up, an update per batch or per step; then its spikes of all T steps go to the next
-        stage.  Exact as offline: a stage's spikes at step t depend only on earlier stages and its own weights,
-        which it updated at steps before t, as in one process."""
-        from ..neuron import NeuronState
+        """Online LTL's time loop (``LTLOnline.run_window``) on this stage's layers: T steps of its segment of
+        the one-step graph, each layer's per-step loss (the last stage: and the readout's cross-entropy)
+        backpropagated after the warm-up, an update per batch or per step; then its spikes of all T steps go to
+        the next stage.  Exact as offline: a stage's spikes at step t depend only on earlier stages and its own
+        weights, which it updated at steps before t, as in one process."""
         t_start, (values_in, tvalues, raw), t_recv, acts, active = self._begin_step(x)
         inner, S, T, B = self.inner, self.stages, self.cfg.T, x.shape[0]
         with torch.no_grad():
             targets = {name: inner.targets.target(name, acts[name]) for name in active}
-        teacher_logits = tvalues.get(self.tcut.logits)
         segment, first, last = self.scut.segments[self.stage], self.stage == 0, self.next is None
         steps_in = {name: value.view(T, B, *value.shape[1:]).unbind(0) for name, value in values_in.items()}
-        optimizer.zero_grad(set_to_none=True)
-        state, counts, out_sum, sent = None, {}, None, {layer: [] for layer in self.sent_layers}
-        totals = {"local": 0.0, "ce": 0.0}
-        if first:
-            static_graph, static_leaves = inner._static_currents(x)
-        for t in range(1, T + 1):
-            learn = t > inner.warmup
-            if first and learn and inner.per_step and t > inner.warmup + 1:  # the weights changed at step t-1
-                static_graph, static_leaves = inner._static_currents(x)
-            with torch.set_grad_enabled(learn):
-                values = {name: steps[t - 1] for name, steps in steps_in.items()}
-                if first:
-                    currents = static_leaves if learn else tuple(c.detach() for c in static_leaves)
-                    frame = x[:, t - 1:t] if inner.model.encoding == "frames" else x  # event frames: frame t
-                    values[self.sx] = inner.model.encode(frame, 1)
-                    values.update(zip(self.static_inputs, currents))
-                ctx = inner._step_context(t, B, state)
-                segment.run(values, ctx)
-                if last:
-                    out = values[segment.outputs[-1]]
-                    mean_out = (out if out_sum is None else out_sum + out) / t  # m[t], graph through O[t] only
-                if learn:
-                    objective = None
-                    if last:
-                        objective = inner.readout_loss(mean_out, y, teacher_logits)
-                        totals["ce"] += float(objective.detach())
-                    for name in active:
-                        rate = (counts.get(name, 0) + ctx.records[name][0]) / t  # C[t]/t; C[t-1] carries no graph
-                        local = torch.nn.functional.mse_loss(rate, targets[name])
-                        totals["local"] += float(local.detach())
-                        objective = local if objective is None else objective + local
-                    if objective is not None and objective.requires_grad:
-                        objective.backward()
-                    if inner.per_step:
-                        if first:
-                            inner._backprop_static(static_graph, static_leaves)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-            if last:
-                out_sum = out.detach() if out_sum is None else out_sum + out.detach()
-            for name, spikes in ctx.records.items():
-                counts[name] = spikes[0].detach() + counts.get(name, 0)
-            for layer, kept in sent.items():
-                kept.append(ctx.records[layer].detach())
-            state = {k: NeuronState(v.u.detach(), v.s.detach()) for k, v in ctx.state_out.items()}
-        if not inner.per_step:
+
+        def forward(t, currents, ctx):
+            values = {name: steps[t - 1] for name, steps in steps_in.items()}
             if first:
-                inner._backprop_static(static_graph, static_leaves)
-            optimizer.step()
+                frame = x[:, t - 1:t] if inner.model.encoding == "frames" else x  # event frames: frame t
+                values[self.sx] = inner.model.encode(frame, 1)
+                values.update(zip(self.static_inputs, currents))
+            segment.run(values, ctx)
+            return values[segment.outputs[-1]] if last else None
+
+        totals, out_sum, sent = inner.run_window(x, y, optimizer, targets, tvalues.get(self.tcut.logits), forward,
+                                                 static=first, keep=self.sent_layers)
         send_wait = 0.0
         if self.next is not None:
-            records = {layer: torch.cat(kept) for layer, kept in sent.items()}  # [T, B, ...]
-            full = {name: value for name, value in values_in.items()}
-            send_wait = self._send(self._message(B, full, tvalues, raw, RecordsOnly(records), x.device))
+            send_wait = self._send(self._message(B, dict(values_in), tvalues, raw, RecordsOnly(sent), x.device))
         self._finish_step(optimizer, epoch, t_start, t_recv, send_wait, B)
         steps = T - inner.warmup
         correct = int(((out_sum / T).argmax(1) == y).sum()) if last else 0

@@ -156,6 +156,12 @@ class Rule:
         Read once, when the student is built: from then on the student carries it."""
         return float(self.option("membrane_init")) if self.option_named("membrane_init") else 0.0
 
+    def context(self, batch: int, T: int | None = None, **fields):
+        """The RunContext of one forward of this rule's student over T steps (default the run's), as the rule
+        runs it (a rule with hooks, e.g. a chip's noise, adds them); ``fields``: RunContext's.  Observers
+        (firing rates, TensorBoard) ask here, so they see the network the rule computes."""
+        return self.model.context(T or self.cfg.T, batch, **fields)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
         """Class scores [B, classes] at time window T (ignored by non-spiking models)."""

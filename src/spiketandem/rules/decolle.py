@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpiketandemError
-from ..neuron import NeuronState, RunContext
 from ..surrogate import spike
 from ..data.feeding import calibration_images
 from .base import Rule
@@ -108,7 +107,7 @@ class Decolle(Rule):
 
     def loss(self, x, y, epoch):
         """The offline form: one pass, layer-local BPTT, losses averaged over steps t >= burn-in."""
-        ctx = RunContext(T=self.cfg.T, batch=x.shape[0], detach=True, records={})
+        ctx = self.context(x.shape[0], detach=True, records={})
         out = self.model.run(x, ctx)
         steps = slice(self.burnin, None)
         local = sum(self.local_loss(n, ctx.records[n][steps], y) for n in self.shapes)
@@ -127,9 +126,9 @@ class Decolle(Rule):
         a = leak.pop()
         states, traces, c = None, {}, 0.0
         for t in range(self.cfg.T):
-            ctx = RunContext(T=1, batch=x.shape[0], detach=True, records={}, state_in=states)
+            ctx = self.context(x.shape[0], 1, detach=True, records={}, state_in=states)
             logits = self.model.run(x, ctx)[0]  # graph only into the readout (outputs are detached)
-            states = {n: NeuronState(s.u.detach(), s.s.detach()) for n, s in ctx.state_out.items()}
+            states = {n: s.detach() for n, s in ctx.state_out.items()}
             c = a * c + 1
             for n in names:
                 traces[n] = a * traces.get(n, 0) + ctx.records[n][0].detach()
@@ -157,7 +156,7 @@ class Decolle(Rule):
                 return current
             return hook
 
-        ctx = RunContext(T=1, batch=x.shape[0], detach=True,
+        ctx = self.context(x.shape[0], 1, detach=True,
                          output_hooks={n: (lambda s, n=n: (traces[n] / c).unsqueeze(0)) for n in traces},
                          current_hooks={n: capture(n) for n in traces})
         self.model.run(x, ctx)  # the analog image is its own normalised trace (P_in / c = x)

@@ -61,7 +61,7 @@ def rate_init(student: Student, images: torch.Tensor, T: int, target: float) -> 
     factors = {}
     for info in student.layers:
         def rate_of(name=info.name):
-            ctx = RunContext(T=T, batch=images.shape[0], records={}, record_names={name})
+            ctx = student.context(T, images.shape[0], records={}, record_names={name})
             student.run(images, ctx)
             return float(ctx.records[name].mean())
         layers = [m for m in (student.graph_module.get_submodule(t) for t in info.modules)
@@ -96,7 +96,7 @@ def record_shapes(student: Student, info, device) -> dict[str, tuple]:
     """Per-sample shape of every neuron layer's output (one dry step in eval mode, no statistics touched)."""
     mode = student.training
     student.eval()
-    ctx = RunContext(T=1, batch=1, records={})
+    ctx = student.context(1, 1, records={})
     x = info.example_input(batch=1, device=device)
     student.run(x.unsqueeze(1) if student.encoding == "frames" else x, ctx)  # frames: [1, T=1, C, H, W]
     student.train(mode)
@@ -169,7 +169,7 @@ class DirectRule(Rule):
 
     def run(self, x: torch.Tensor, T: int, **settings) -> tuple[torch.Tensor, RunContext]:
         """The student's output [T, B, K] and its run context (``settings``: records, hooks, ...)."""
-        ctx = RunContext(T=T, batch=x.shape[0], **settings)
+        ctx = self.context(x.shape[0], T, **settings)
         return self.model.run(x, ctx), ctx
 
     def scores(self, out: torch.Tensor) -> torch.Tensor:

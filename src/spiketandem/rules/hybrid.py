@@ -55,7 +55,7 @@ def hybrid_context(student: Student, T: int, batch: int, modes: dict[str, tuple[
                    **context) -> RunContext:
     """A RunContext in which each neuron layer named in ``modes`` runs as ``(mode, f)``; the others spike
     normally.  Extra keyword arguments go to the RunContext (e.g. ``state_in``)."""
-    ctx = RunContext(T=T, batch=batch, **context)
+    ctx = student.context(T, batch, **context)
     neurons = student.neurons
     for name, (mode, activation) in modes.items():
         if mode not in MODES:

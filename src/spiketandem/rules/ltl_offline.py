@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SpiketandemError
-from ..neuron import RunContext
 from ..student import TeacherTaps, activation_scales
 from ..data.feeding import calibration_images
 from .base import Rule, cross_entropy_with_kd, make_student
@@ -102,12 +101,11 @@ class LTLOffline(Rule):
     def membrane_init(self) -> float:
         return float(self.part("membrane_init"))
 
-    def run_context(self, batch: int, record_names=None) -> RunContext:
+    def run_context(self, batch: int, record_names=None):
         """The context of one training forward, recording the active layers (or ``record_names``); the
         pipelined stages (``pipelining/``) run their segments of the student in it too."""
-        return RunContext(T=self.cfg.T, batch=batch, detach=True, records={},
-                          record_names=set(self.active if record_names is None else record_names),
-                          bptt=self.option("bptt"))
+        return self.context(batch, detach=True, records={}, bptt=self.option("bptt"),
+                            record_names=set(self.active if record_names is None else record_names))
 
     def loss(self, x, y, epoch):
         with torch.no_grad():

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SpiketandemError
-from ..neuron import NeuronState, RunContext, SpikingNeuron, TimeAware
+from ..neuron import RunContext, SpikingNeuron, TimeAware
 from .catalog import CATALOG
 from .ltl_offline import LTLOffline
 
@@ -192,50 +192,33 @@ class LTLOnline(LTLOffline):
     def loss(self, x, y, epoch):
         raise SpiketandemError("ltl-online updates inside the time loop; call train_step(x, y, optimizer, epoch)")
 
-    def _step_context(self, t: int, batch: int, state) -> RunContext:
+    def context(self, batch, T=None, **fields):
+        """A whole window's context, with the hardware hooks (``current_hooks``: fn(current, t))."""
+        fields = {"current_hooks": dict(self.current_hooks), "output_hooks": dict(self.output_hooks), **fields}
+        return super().context(batch, T, **fields)
+
+    def step_context(self, t: int, batch: int, state) -> RunContext:
+        """The context of step t (1-based) of the window: one step, the state carried in, outputs detached,
+        every layer recorded; the hardware hooks see the step's index in the window."""
         hooks = {n: (lambda current, _k, f=f: f(current, t - 1)) for n, f in self.current_hooks.items()}
-        return RunContext(T=1, batch=batch, detach=True, records={}, state_in=state, current_hooks=hooks,
-                          output_hooks=dict(self.output_hooks))
+        return self.context(batch, 1, detach=True, records={}, state_in=state, current_hooks=hooks)
 
     def train_step(self, x, y, optimizer, epoch: int) -> dict:
         """One batch: T steps forward, a backward (and in ``step`` mode an update) at every step after warm-up."""
-        T, B = self.cfg.T, x.shape[0]
+        T = self.cfg.T
         with torch.no_grad():
             teacher_logits, acts = self.taps(x)
             targets = {name: self.targets.target(name, acts[name]) for name in self.active}
         del acts
-        optimizer.zero_grad(set_to_none=True)
-        state, counts, out_sum = None, {}, None
-        totals = {"local": 0.0, "ce": 0.0, "made": 0, "dense": 0, "open": 0.0, "neurons": 0}
+        frames = self.model.encoding == "frames"
         self._counting = self.gated
         try:
-            static_graph, static_leaves = self._static_currents(x)
-            for t in range(1, T + 1):
-                learn = t > self.warmup
-                if learn and self.per_step and t > self.warmup + 1:    # the weights changed at step t-1
-                    static_graph, static_leaves = self._static_currents(x)
-                with torch.set_grad_enabled(learn):
-                    currents = static_leaves if learn else tuple(c.detach() for c in static_leaves)
-                    ctx = self._step_context(t, B, state)
-                    frame = x[:, t - 1:t] if self.model.encoding == "frames" else x   # event frames: frame t
-                    out = self.runner.step(frame, currents, ctx)
-                    mean_out = (out if out_sum is None else out_sum + out) / t        # m[t], graph through O[t] only
-                    if learn:
-                        self._learn_step(t, ctx, counts, targets, mean_out, y, teacher_logits, totals)
-                        if self.per_step:
-                            self._backprop_static(static_graph, static_leaves)
-                            optimizer.step()
-                            optimizer.zero_grad(set_to_none=True)
-                out_sum = out.detach() if out_sum is None else out_sum + out.detach()
-                for name, spikes in ctx.records.items():
-                    counts[name] = spikes[0].detach() + counts.get(name, 0)
-                state = {k: NeuronState(v.u.detach(), v.s.detach()) for k, v in ctx.state_out.items()}
+            totals, out_sum, _ = self.run_window(
+                x, y, optimizer, targets, teacher_logits,
+                lambda t, currents, ctx: self.runner.step(x[:, t - 1:t] if frames else x, currents, ctx))
         finally:
             self._counting = False
             self._inputs.clear()
-        if not self.per_step:
-            self._backprop_static(static_graph, static_leaves)
-            optimizer.step()
         steps = T - self.warmup
         logits = out_sum / T
         logs = {"loss": (totals["local"] + totals["ce"]) / steps, "correct": int((logits.argmax(1) == y).sum()),
@@ -247,29 +230,76 @@ class LTLOnline(LTLOffline):
             logs["onchip_gate_open"] = totals["open"] / max(1, totals["neurons"])
         return logs
 
+    def run_window(self, x, y, optimizer, targets: dict, teacher_logits, forward, *, static: bool = True,
+                   keep=()) -> tuple[dict, torch.Tensor | None, dict]:
+        """The online time loop over one batch's window, t = 1..T.
+
+        ``forward(t, currents, ctx)`` runs step t of the network (or of a pipelined stage's segment) in ``ctx``
+        with the static layers' ``currents`` and returns the readout's output O[t], or None where this process
+        holds no readout.  After the warm-up, step t backpropagates the local losses of the layers in
+        ``targets`` (name -> clamp(y / y_norm, 0, 1)) and, with a readout, its cross-entropy on m[t]; the
+        optimizer steps after every such step (``online_update="step"``) or once after the window.
+        ``static``: this process runs the static (time-constant) layers, whose gradient it passes on at each
+        update.  ``keep``: layers whose spikes of all T steps are returned.  The states between steps are
+        detached.  Returns (totals of the losses and gate counts, sum_t O[t] or None, {layer: spikes [T, B, ...]})."""
+        B = x.shape[0]
+        optimizer.zero_grad(set_to_none=True)
+        state, counts, out_sum, kept = None, {}, None, {name: [] for name in keep}
+        totals = {"local": 0.0, "ce": 0.0, "made": 0, "dense": 0, "open": 0.0, "neurons": 0}
+        static_graph, static_leaves = self._static_currents(x) if static else ((), ())
+        for t in range(1, self.cfg.T + 1):
+            learn = t > self.warmup
+            if static and learn and self.per_step and t > self.warmup + 1:    # the weights changed at step t-1
+                static_graph, static_leaves = self._static_currents(x)
+            with torch.set_grad_enabled(learn):
+                currents = static_leaves if learn else tuple(c.detach() for c in static_leaves)
+                ctx = self.step_context(t, B, state)
+                out = forward(t, currents, ctx)
+                mean_out = None if out is None else (out if out_sum is None else out_sum + out) / t  # m[t]: O[t]'s graph
+                if learn:
+                    self._learn_step(t, ctx, counts, targets, mean_out, y, teacher_logits, totals)
+                    if self.per_step:
+                        self._backprop_static(static_graph, static_leaves)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+            if out is not None:
+                out_sum = out.detach() if out_sum is None else out_sum + out.detach()
+            for name, spikes in ctx.records.items():
+                counts[name] = spikes[0].detach() + counts.get(name, 0)
+            for name, spikes in kept.items():
+                spikes.append(ctx.records[name].detach())
+            state = {k: v.detach() for k, v in ctx.state_out.items()}
+        if not self.per_step:
+            self._backprop_static(static_graph, static_leaves)
+            optimizer.step()
+        return totals, out_sum, {name: torch.cat(spikes) for name, spikes in kept.items()}
+
     def _learn_step(self, t, ctx, counts, targets, mean_out, y, teacher_logits, totals) -> None:
-        """Backward of step t's losses (Eq. 9-11, or the gated form) and of the readout's cross-entropy."""
-        objective = self.readout_loss(mean_out, y, teacher_logits)
-        totals["ce"] += float(objective.detach())
-        for name in self.active:
+        """Backward of step t's local losses (Eq. 9-11, or the gated form) and, given the readout's running mean
+        ``mean_out``, of its cross-entropy."""
+        objective = None
+        if mean_out is not None:
+            objective = self.readout_loss(mean_out, y, teacher_logits)
+            totals["ce"] += float(objective.detach())
+        for name, target in targets.items():
             spikes = ctx.records[name][0]
             rate = (counts.get(name, 0) + spikes) / t                   # C[t]/t; C[t-1] carries no graph
-            local = F.mse_loss(rate, targets[name])
+            local = F.mse_loss(rate, target)
             totals["local"] += float(local.detach())
-            if not self.gated:
-                objective = objective + local
-                continue
-            error_sign = torch.sign(rate.detach() - targets[name])      # sign(zeta[t])
-            objective = objective + (error_sign * spikes).sum() / spikes.numel()
-            neuron = self.model.neurons[name]
-            u = ctx.state_out[name].u.detach()
-            gate = (error_sign != 0) & (neuron.config.surrogate.derivative((u - neuron.threshold) / neuron.threshold) > 0)
-            made, dense = self._count(name, gate)
-            totals["made"] += made
-            totals["dense"] += dense
-            totals["open"] += float(gate.sum())
-            totals["neurons"] += gate.numel()
-        objective.backward()
+            if self.gated:
+                error_sign = torch.sign(rate.detach() - target)         # sign(zeta[t])
+                local = (error_sign * spikes).sum() / spikes.numel()
+                neuron = self.model.neurons[name]
+                u = ctx.state_out[name].u.detach()
+                gate = (error_sign != 0) & (neuron.config.surrogate.derivative((u - neuron.threshold) / neuron.threshold) > 0)
+                made, dense = self._count(name, gate)
+                totals["made"] += made
+                totals["dense"] += dense
+                totals["open"] += float(gate.sum())
+                totals["neurons"] += gate.numel()
+            objective = local if objective is None else objective + local
+        if objective is not None and objective.requires_grad:
+            objective.backward()
 
     def _static_currents(self, x) -> tuple[tuple, tuple]:
         """The static layers' currents with their graph to the weights, and leaf copies to feed the steps."""
