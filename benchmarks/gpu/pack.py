@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Put together what a GPU-machine run of `spiketandem bench gpu-check` needs, and check it fits.
+"""Put together what a GPU-machine run of `benchmarks/gpu/check.py` needs, and check it fits.
 
     python benchmarks/gpu/pack.py            # fills benchmarks/gpu/carry/, prints the sizes, exit 1 if too big
 

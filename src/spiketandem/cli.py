@@ -49,6 +49,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("spiketandem.bench:register", "performance benchmarks (memory, time)"),
 }
 
+# the commands that train (or time training): only they tune glibc's allocator (allocator.py)
+TRAINING_COMMANDS = ("demo", "teacher", "train", "compare", "reproduce", "noise", "export", "bench")
+
 
 # ---- the parser: whole flag names, one-line errors that suggest the nearest flag or choice ---------------
 
@@ -151,8 +154,9 @@ def main(argv=None) -> int:
     if command is None and not {"-h", "--help", "--version"} & set(argv) and argv:
         parser.error(parser._unrecognized(argv))  # e.g. `spiketandem --verison`: name it, not the missing COMMAND
     args = parser.parse_args(argv)
-    from .allocator import keep_freed_memory
-    keep_freed_memory()  # training steps recycle their pages instead of faulting them in again (allocator.py)
+    if args.command in TRAINING_COMMANDS:
+        from .allocator import keep_freed_memory
+        keep_freed_memory()  # training steps recycle their pages instead of faulting them in again (allocator.py)
     try:
         args.func(args)
     except SpiketandemError as e:
@@ -280,7 +284,7 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dic
         "batch_size"))
     if rule_flag:
         g.add_argument("--pipeline-stages", type=int, metavar="S", help=h(
-            "train the student's neuron layers as S pipelined stages, one per process: torchrun "
+            "experimental: train the student's neuron layers as S pipelined stages, one per process: torchrun "
             "--nproc_per_node=S*R (R data-parallel replicas of the pipeline); layer-local rules only (ltl-offline); "
             "docs/performance.md", "pipeline_stages"))
     g.add_argument("--lr", type=float, metavar="LR", help=h("learning rate", default=recipe))

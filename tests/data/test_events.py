@@ -4,7 +4,8 @@ import pytest
 
 from spiketandem.data import events
 from spiketandem.data.errors import DatasetNotFoundError
-from spiketandem.data.events import bin_events, load_event_dataset, write_nmnist_recording
+from event_builders import write_nmnist_recording
+from spiketandem.data.events import bin_events, load_event_dataset
 
 
 def test_time_binning_by_hand():

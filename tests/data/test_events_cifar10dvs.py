@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from spiketandem.data import events
-from spiketandem.data.aedat import read_aedat2_dvs128, write_aedat2_dvs128
+from event_builders import write_aedat2_dvs128
+from spiketandem.data.aedat import read_aedat2_dvs128
 from spiketandem.data.errors import DatasetNotFoundError
 from spiketandem.data.events import CIFAR10_CLASSES, load_event_dataset
 

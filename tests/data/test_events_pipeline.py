@@ -9,9 +9,10 @@ import torch
 
 from spiketandem.cli import main
 from spiketandem.data import DeviceBatches
-from spiketandem.data.aedat import write_aedat2_dvs128
+from event_builders import write_aedat2_dvs128
 from spiketandem.data.event_data import load_event_data
-from spiketandem.data.events import CIFAR10_CLASSES, write_nmnist_recording
+from event_builders import write_nmnist_recording
+from spiketandem.data.events import CIFAR10_CLASSES
 
 pytest.importorskip("tonic", reason="tonic reads the event files")
 

@@ -2,7 +2,9 @@
 
 A benchmark module defines ``NAME``, ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and
 ``run(args, log) -> dict``; the dict (one JSON object, with a ``rows`` list) is written to
-``OUT/NAME.json`` and, with ``--json``, printed.  Add a benchmark by listing its module here.
+``OUT/NAME.json`` and, with ``--json``, printed.  Add a benchmark by listing its module here.  The command
+holds what a user measures; one-off measurement kits live in ``benchmarks/`` as scripts of the same shape,
+run by :func:`script_main`.
 """
 from __future__ import annotations
 
@@ -20,9 +22,6 @@ BENCHMARKS: tuple[str, ...] = (
     "spiketandem.bench.neuron",
     "spiketandem.bench.ltl_epoch",
     "spiketandem.bench.time_to_accuracy",
-    "spiketandem.bench.gpu_check",
-    "spiketandem.bench.pipeline",
-    "spiketandem.bench.allocator",
 )
 DEFAULT_OUT = "benchmarks/results"
 
@@ -63,6 +62,29 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Shows defaults and keeps the benchmark's description as written."""
 
 
+def _common_flags(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for NAME.json and plots")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def script_main(module, argv=None) -> int:
+    """Run a benchmark module as a script of its own (the one-off kits in ``benchmarks/``): the flags and
+    the ``OUT/NAME.json`` of `spiketandem bench`; a refusal is one line and exit code 2."""
+    from ..errors import SpiketandemError
+    p = argparse.ArgumentParser(prog=f"{module.NAME}", description=module.DESCRIPTION, formatter_class=_Formatter)
+    module.add_arguments(p)
+    _common_flags(p)
+    args = p.parse_args(argv)
+    try:
+        _run(module, args)
+    except SpiketandemError as e:
+        print(f"{module.NAME}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def register(parser) -> None:
     """The benchmarks of `spiketandem bench` (its parser, made by ``cli.build_parser``), one subcommand each."""
     parser.description = "Measure memory and time; each benchmark writes OUT/NAME.json."
@@ -72,8 +94,5 @@ def register(parser) -> None:
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.DESCRIPTION,
                            formatter_class=_Formatter)
         module.add_arguments(p)
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-        p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="folder for NAME.json and plots")
-        p.add_argument("--json", action="store_true", help="print the results as one JSON object")
-        p.add_argument("--quiet", action="store_true", help="no progress lines")
+        _common_flags(p)
         p.set_defaults(func=lambda args, module=module: _run(module, args))

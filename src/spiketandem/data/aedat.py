@@ -67,15 +67,6 @@ def decode_dvs128(address: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return x, y, p, keep
 
 
-def encode_dvs128(x, y, p) -> np.ndarray:
-    """The DVS128 address of events at ``(x, y)`` with polarity ``p`` (1 = ON): the inverse of
-    :func:`decode_dvs128`, for writing synthetic recordings."""
-    x, y, p = (np.asarray(v, dtype=np.int64) for v in (x, y, p))
-    if len(x) and (x.min() < 0 or x.max() > 127 or y.min() < 0 or y.max() > 127):
-        raise ValueError("DVS128 coordinates lie in 0..127")
-    return (((y & 0x7F) << 8) | ((127 - x) << 1) | (1 - (p > 0).astype(np.int64))).astype(np.uint32)
-
-
 def read_aedat2_dvs128(path: str | Path):
     """Events ``(x, y, t, p)`` of one AEDAT 2.0 DVS128 recording (t in microseconds, p 1 = ON)."""
     import tonic.io
@@ -85,20 +76,6 @@ def read_aedat2_dvs128(path: str | Path):
     records = tonic.io.get_aer_events_from_file(str(path), version, start)
     x, y, p, keep = decode_dvs128(records["address"])
     return x[keep], y[keep], records["timeStamp"].astype(np.int64)[keep], p[keep]
-
-
-def write_aedat2_dvs128(path: str | Path, x, y, t, p) -> None:
-    """Write events as an AEDAT 2.0 DVS128 recording (jAER's header line, CRLF, big-endian records);
-    for tests and synthetic data.  ``t`` in microseconds, below 2^32."""
-    address = encode_dvs128(x, y, p)
-    t = np.asarray(t, dtype=np.int64)
-    if len(t) and (t.min() < 0 or t.max() >= 2 ** 32):
-        raise ValueError("AEDAT 2.0 timestamps are unsigned 32-bit microseconds")
-    records = np.empty(len(t), dtype=[("address", ">u4"), ("timeStamp", ">u4")])
-    records["address"], records["timeStamp"] = address, t
-    header = b"#!AER-DAT2.0\r\n# synthetic DVS128 recording written by spiketandem\r\n"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(header + records.tobytes())
 
 
 AEDAT31_VERSION_LINE = b"#!AER-DAT3.1"

@@ -389,17 +389,3 @@ def load_event_dataset(name: str, data_dir: str | Path | None, T: int = 10, mode
     with atomic_file(path) as f:  # temporary name, renamed when complete; stale leftovers cleaned first
         np.savez_compressed(f, **arrays)  # event frames are mostly zeros: compressed, CIFAR10-DVS is GBs smaller
     return EventFrames(name, arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], spec.classes)
-
-
-def write_nmnist_recording(path: str | Path, x, y, t, p) -> None:
-    """Write events in N-MNIST's 40-bit format (x: 8 bits, y: 8 bits, polarity: 1 bit, t: 23 bits in
-    microseconds), for tests and synthetic data.  Timestamps must be below 2^23."""
-    x, y, t, p = (np.asarray(v, dtype=np.int64) for v in (x, y, t, p))
-    if len(t) and t.max() >= 2 ** 23:
-        raise ValueError("N-MNIST timestamps are 23-bit (< 8388608 us)")
-    raw = np.zeros((len(t), 5), dtype=np.uint8)
-    raw[:, 0], raw[:, 1] = x, y
-    raw[:, 2] = ((p & 1) << 7) | ((t >> 16) & 0x7F)
-    raw[:, 3], raw[:, 4] = (t >> 8) & 0xFF, t & 0xFF
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(raw.tobytes())

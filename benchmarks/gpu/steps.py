@@ -1,4 +1,4 @@
-"""The steps of `bench gpu-check`, each run in its own process: ``python -m spiketandem.bench.gpu_check_steps
+"""The steps of `bench gpu-check`, each run in its own process: ``python benchmarks/gpu/steps.py
 SPEC.json``.  The spec names the step, the device, a work folder and the step's configuration (the exact
 flags of the benchmarks it calls, from ``gpu_check.plan``); the step writes ``SPEC.partial.json`` whenever it
 has something new (so a step cut off by its time limit still returns what it measured) and
@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from ..runs import atomic_text, safe_load
+from spiketandem.runs import atomic_text, safe_load
 
 
 class StepError(RuntimeError):
@@ -42,8 +42,13 @@ class Context:
             atomic_text(json.dumps(partial) + "\n", self._partial)
 
 
+HERE = Path(__file__).resolve().parent  # the kit's scripts
+
+
 def _src_path() -> str:
-    return str(Path(__file__).resolve().parents[2])
+    """Where this interpreter imports spiketandem from, and the kit's own folder."""
+    import spiketandem
+    return os.pathsep.join((str(Path(spiketandem.__file__).resolve().parents[1]), str(HERE)))
 
 
 def child_env(extra: dict | None = None) -> dict:
@@ -87,7 +92,7 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 def bench(name: str, flags: list[str], out: Path, device: str) -> dict:
     """``spiketandem bench NAME FLAGS --device D --out OUT`` in this process; its JSON result."""
-    from ..cli import main
+    from spiketandem.cli import main
     out.mkdir(parents=True, exist_ok=True)
     argv = ["bench", name, *flags, "--device", device, "--out", str(out)]
     print("$ spiketandem " + " ".join(argv), flush=True)
@@ -101,8 +106,8 @@ def bench(name: str, flags: list[str], out: Path, device: str) -> dict:
 # ---- data: decode the dataset once into the array cache (run beside the GPU steps) ------------------------
 
 def step_data(ctx: Context) -> dict:
-    from ..data import load_dataset
-    from ..data.cache import default_cache_dir
+    from spiketandem.data import load_dataset
+    from spiketandem.data.cache import default_cache_dir
     t0 = time.perf_counter()
     data = load_dataset(ctx.config["dataset"], ctx.config.get("data_dir"))
     return {"dataset": ctx.config["dataset"], "data_dir": ctx.config.get("data_dir"),
@@ -113,7 +118,7 @@ def step_data(ctx: Context) -> dict:
 # ---- kernels --------------------------------------------------------------------------------------------
 
 def step_kernels(ctx: Context) -> dict:
-    from . import gpu_check_kernels as gk
+    import kernels_check as gk
     workers, sizes = int(ctx.config.get("workers", 1)), ctx.config["sizes"]
     interpret = bool(ctx.config.get("triton_interpret"))
     if interpret and os.environ.get("TRITON_INTERPRET") != "1":
@@ -125,7 +130,7 @@ def step_kernels(ctx: Context) -> dict:
         return _kernel_result(gk, done, sizes, workers, interpret, [0])
     env = child_env()
     files = [ctx.work / f"kernels-shard{i}.json" for i in range(workers)]
-    procs = [subprocess.Popen([sys.executable, "-m", "spiketandem.bench.gpu_check_kernels", "--out", str(f),
+    procs = [subprocess.Popen([sys.executable, str(HERE / "kernels_check.py"), "--out", str(f),
                                "--device", ctx.device, "--shard", str(i), "--shards", str(workers),
                                "--sizes", json.dumps(sizes)], env=env)
              for i, f in enumerate(files)]
@@ -186,7 +191,7 @@ def _probe_spikingjelly(device: str) -> dict:
     try:
         import torch
 
-        from . import neuron as bn
+        from spiketandem.bench import neuron as bn
         x = torch.rand(4, 2, 64, device=device, requires_grad=True)
         for impl in bn._spikingjelly():
             impl.fn(x).sum().backward()
@@ -210,7 +215,7 @@ def step_neuron(ctx: Context) -> dict:
     print(f"spikingjelly probe: {probe}", flush=True)
     flags = list(ctx.config["flags"])
     if not probe["runs"] and "--peers" not in flags:  # a peer that cannot run must not take the others with it
-        from .neuron import FRAMEWORKS
+        from spiketandem.bench.neuron import FRAMEWORKS
         flags += ["--peers", *[f for f in FRAMEWORKS if f != "spikingjelly"]]
     result = bench("neuron", flags, ctx.work / "neuron", ctx.device)
     return {"spikingjelly": probe, "flags": flags, "bench": result,
@@ -266,7 +271,7 @@ def compare_weights(a: dict, b: dict, atol: float, frac: float | None = None, ma
 
 
 def _metrics_close(one: Path, two: Path) -> dict:
-    from ..runs import RunFolder
+    from spiketandem.runs import RunFolder
     worst, n = 0.0, 0
     for sub in ("teacher", "."):
         r1, r2 = RunFolder(one / sub).read_metrics(), RunFolder(two / sub).read_metrics()
@@ -281,14 +286,14 @@ def _metrics_close(one: Path, two: Path) -> dict:
 def step_distributed(ctx: Context) -> dict:
     """``torchrun --nproc_per_node=2`` through ``gpu_check_ddp`` (both ranks on device 0 with the given
     backend; NCCL first on CUDA, gloo if NCCL refuses), then the same command in one process."""
-    from ..cli import main
+    from spiketandem.cli import main
     flags = [*ctx.config["flags"], "--device", ctx.device, "--quiet"]
     attempts = []
     two = None
     for backend in ctx.config["backends"]:
         out = ctx.work / f"two-{backend}"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr", "127.0.0.1",
-               "--master_port", str(_free_port()), "-m", "spiketandem.bench.gpu_check_ddp", "--backend", backend,
+               "--master_port", str(_free_port()), str(HERE / "ddp.py"), "--backend", backend,
                "--", *flags, "--out", str(out)]
         print("$ " + " ".join(cmd), flush=True)
         t0 = time.perf_counter()
@@ -323,7 +328,7 @@ def step_distributed(ctx: Context) -> dict:
 
 def _epoch_rows(root: Path, t0: float, seen: dict) -> list[dict]:
     """New rows of the teacher's and the student's metrics.jsonl, stamped with the seconds since ``t0``."""
-    from ..runs import RunFolder
+    from spiketandem.runs import RunFolder
     for phase in ("teacher", "student"):
         for row in RunFolder(root / phase).read_metrics():
             key = (phase, row.get("epoch"))
@@ -360,7 +365,7 @@ def step_command(name: str, spec: dict, work: Path) -> tuple[list[str], Path]:
     """The command that runs step ``name`` with ``spec`` (written to ``work/NAME.spec.json``)."""
     spec_path = work / f"{name}.spec.json"
     atomic_text(json.dumps(spec, indent=1) + "\n", spec_path)
-    return [sys.executable, "-m", "spiketandem.bench.gpu_check_steps", str(spec_path)], spec_path
+    return [sys.executable, str(HERE / "steps.py"), str(spec_path)], spec_path
 
 
 STEPS = {"data": step_data, "kernels": step_kernels, "neuron": step_neuron, "ltl-epoch": step_ltl_epoch,
@@ -372,10 +377,11 @@ def _preload(spec: dict) -> None:
     step started ahead of its turn has it ready when it is told to go."""
     import torch  # noqa: F401
 
-    from .. import cli, pipeline  # noqa: F401
-    from . import gpu_check_kernels, neuron  # noqa: F401
+    import kernels_check  # noqa: F401
+    from spiketandem import cli, pipeline  # noqa: F401
+    from spiketandem.bench import neuron  # noqa: F401
     if spec["device"] == "cpu":   # the fused CPU kernel (built once per machine, then only loaded)
-        from ..kernels import ops
+        from spiketandem.kernels import ops
         ops._cpu_module()
 
 

@@ -1,4 +1,5 @@
-"""Layer-pipelined offline LTL (``--pipeline-stages``) against one process and against data parallelism.
+"""Layer-pipelined offline LTL (``--pipeline-stages``, experimental) against one process and against data
+parallelism: ``python benchmarks/pipelining.py [--stages 2] [--out benchmarks/results]``.
 
 Every mode trains the same offline-LTL student (of a randomly initialised teacher: dense tensor work does
 not depend on the values) on the same CIFAR-10-shaped synthetic data through the real training loop
@@ -68,10 +69,11 @@ def add_arguments(p) -> None:
 
 def _command(mode: str, args, result: Path) -> tuple[list, dict]:
     threads = 2 if mode == "single-2t" else 1
-    src = str(Path(__file__).resolve().parents[2])
+    import spiketandem
+    src = str(Path(spiketandem.__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    worker = ["-m", "spiketandem.bench.pipeline", "--mode", mode, "--result", str(result), "--threads", str(threads),
+    worker = [str(Path(__file__).resolve()), "--mode", mode, "--result", str(result), "--threads", str(threads),
               "--arch", args.arch, "--width", str(args.width), "--T", str(args.T), "--batch-size", str(args.batch_size),
               "--batches", str(args.batches), "--epochs", str(args.epochs), "--stages", str(args.stages),
               "--seed", str(args.seed), "--device", args.device, "--model-stages", *map(str, args.model_stages)]
@@ -104,7 +106,7 @@ def _launch(mode: str, args, result: Path) -> tuple[int, str, list]:
 
 
 def run(args, log) -> dict:
-    from ..errors import SpiketandemError
+    from spiketandem.errors import SpiketandemError
     runs: dict[str, list] = {mode: [] for mode in args.modes}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):  # the modes in turn, so that a change of the machine's load hits all
@@ -149,7 +151,7 @@ def run(args, log) -> dict:
             log(f"model {row['stages']} stages x {row['replicas']} = {row['gpus']} GPUs, {row['link']}, GPU x"
                 f"{row['gpu_speedup']:g}: {row['speedup']:.2f}x ({row['speedup_over_gpus']:.2f} per GPU; overlapped "
                 f"{row['speedup_overlapped']:.2f}x; layer balance bound {row['balance_bound']:.2f}x)")
-    from . import environment, load_average
+    from spiketandem.bench import environment, load_average
     import torch
     return {"benchmark": NAME, "arch": args.arch, "width": args.width, "T": args.T, "batch_size": args.batch_size,
             "batches": args.batches, "epochs": args.epochs, "stages": args.stages, "repeats": args.repeats,
@@ -214,7 +216,7 @@ def cost_model(measured: dict, args) -> dict:
 
 def _synthetic(args, n_train: int, n_test: int):
     import torch
-    from ..data.arrays import ArrayDataset
+    from spiketandem.data.arrays import ArrayDataset
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randint(0, 256, (n_train + n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (n_train + n_test,), generator=g)
@@ -226,9 +228,9 @@ def _partitions(rule, measured: dict, stage_counts) -> list[dict]:
     """For each S: the balanced partition's stage costs, each boundary's bytes per batch of spikes (bits +
     amplitudes) and of the teacher's activations (float32, if relayed), and each stage's teacher prefix
     (the seconds to recompute the teacher up to its first layer)."""
-    from ..pipelining.graph import cut_student, cut_teacher
-    from ..pipelining.messages import Link, Slot
-    from ..pipelining.plan import balance
+    from spiketandem.pipelining.graph import cut_student, cut_teacher
+    from spiketandem.pipelining.messages import Link, Slot
+    from spiketandem.pipelining.plan import balance
     cost = [s + t for s, t in zip(measured["student"], measured["teacher"])]
     names, B, T = measured["layers"], measured["batch"], rule.cfg.T
     gm = rule.model.graph_module
@@ -262,7 +264,7 @@ def _partitions(rule, measured: dict, stage_counts) -> list[dict]:
 
 def worker(argv=None) -> int:
     import argparse
-    p = argparse.ArgumentParser(prog="spiketandem.bench.pipeline")
+    p = argparse.ArgumentParser(prog="benchmarks/pipelining.py")
     add_arguments(p)
     p.add_argument("--mode", choices=MODES, required=True)
     p.add_argument("--result", required=True)
@@ -272,15 +274,15 @@ def worker(argv=None) -> int:
     args = p.parse_args(argv)
 
     import torch
-    from .. import distributed, pipelining
-    from ..config import make_config
-    from ..data.feeding import calibration_images, training_batches
-    from ..models import build_model
-    from ..rules.base import DataInfo
-    from ..rules.ltl_offline import LTLOffline
-    from ..runs import atomic_text
-    from ..train import fit, resolve_device, seed_everything, training_context
-    from . import load_average
+    from spiketandem import distributed, pipelining
+    from spiketandem.config import make_config
+    from spiketandem.data.feeding import calibration_images, training_batches
+    from spiketandem.models import build_model
+    from spiketandem.rules.base import DataInfo
+    from spiketandem.rules.ltl_offline import LTLOffline
+    from spiketandem.runs import atomic_text
+    from spiketandem.train import fit, resolve_device, seed_everything, training_context
+    from spiketandem.bench import load_average
     torch.set_num_threads(args.threads)
     device = distributed.setup(resolve_device(args.device))
     seed_everything(args.seed)
@@ -311,7 +313,7 @@ def worker(argv=None) -> int:
                             for r in trained.rank_stats]
         result["bubble_fraction"] = rows[-1].get("pipeline_bubble")
     if args.mode == "single-1t" and not args.no_model:  # the cost model's inputs: per-layer times and each partition's messages
-        from ..pipelining.plan import measure_layers
+        from spiketandem.pipelining.plan import measure_layers
         batches = training_batches(data, cfg, device)
         x, y = next(iter(batches))
         measured = measure_layers(rule, x, y, training_context(rule, cfg, device))
@@ -325,5 +327,6 @@ def worker(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(worker())
+if __name__ == "__main__":  # a worker of one mode (--mode), or the benchmark itself
+    from spiketandem.bench import script_main
+    sys.exit(worker() if "--mode" in sys.argv else script_main(sys.modules[__name__]))

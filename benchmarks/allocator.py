@@ -1,4 +1,5 @@
-"""Training steps with the `spiketandem` command's malloc tuning against glibc's defaults.
+"""Training steps with the `spiketandem` command's malloc tuning against glibc's defaults:
+``python benchmarks/allocator.py [--rounds 2] [--out benchmarks/results]``.
 
 An allocator setting holds for a whole process, so each measurement is a fresh process: ``bench
 ltl-epoch`` (one teacher step and one offline-LTL step alternating, ``--batches`` timed batches), run
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from ..errors import SpiketandemError
+from spiketandem.errors import SpiketandemError
 
 NAME = "allocator"
 HELP = "training steps with the CLI's malloc tuning vs glibc's defaults (one process per measurement)"
@@ -37,7 +38,7 @@ def add_arguments(p) -> None:
 
 
 def _child_env(setting: str) -> dict:
-    from ..allocator import OPT_OUT
+    from spiketandem.allocator import OPT_OUT
     env = dict(os.environ)
     env.pop(OPT_OUT, None)
     if setting == "glibc defaults":
@@ -69,7 +70,7 @@ def _measure(args, setting: str, folder: str) -> dict:
 
 
 def run(args, log) -> dict:
-    from . import load_average
+    from spiketandem.bench import load_average
     if args.rounds < 1 or args.batches < 1:
         raise SpiketandemError(f"--rounds {args.rounds} --batches {args.batches}: both must be >= 1 (e.g. --rounds 4 "
                                f"--batches 4)")
@@ -101,3 +102,8 @@ def run(args, log) -> dict:
     return {"benchmark": NAME, "arch": args.arch, "width": args.width, "T": args.T, "batch_size": args.batch_size,
             "timed_batches": args.batches, "rounds": args.rounds, "rows": rows, "speedup": speedup,
             "load_average": load_average()}
+
+
+if __name__ == "__main__":
+    from spiketandem.bench import script_main
+    sys.exit(script_main(sys.modules[__name__]))

@@ -19,7 +19,7 @@ A spike that differs is reported with the reference membrane's distance to the t
 differing (step, neuron): within a few float32 roundings of theta it is a fused multiply-add rounding
 (the Triton compiler contracts ``a*u + x``), farther away a wrong recursion.
 
-Run as ``python -m spiketandem.bench.gpu_check_kernels --out FILE [--shard i --shards k]`` (what the
+Run as ``python benchmarks/gpu/kernels_check.py --out FILE [--shard i --shards k]`` (what the
 gpu-check does, one process per shard so Triton's compilations run in parallel); each finished case is
 added to FILE at once, so a shard cut off by its time limit still leaves what it checked.
 """
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from ..neuron import run_neuron
-from ..runs import atomic_text
-from ..surrogate import SURROGATES, Surrogate
+from spiketandem.neuron import run_neuron
+from spiketandem.runs import atomic_text
+from spiketandem.surrogate import SURROGATES, Surrogate
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_SIZES = {"autograd_shape": [13, 3, 1000], "triton_n": 1000, "triton_T": 5}
@@ -64,8 +64,8 @@ def case_name(case: dict) -> str:
 
 def _first_mismatch(s_fused, s_ref, I, T, alpha, theta, reset, static) -> dict:
     """Where the spikes first differ, and the reference membrane there minus theta."""
-    from ..kernels import torch_loop
-    from ..kernels.codes import U_TRACE
+    from spiketandem.kernels import torch_loop
+    from spiketandem.kernels.codes import U_TRACE
     diff = (s_fused != s_ref).reshape(T, -1)
     t, n = (int(v) for v in diff.nonzero()[0])
     flat = (I.reshape(-1) if static else I.reshape(T, -1)).float().contiguous()
@@ -120,8 +120,8 @@ def check_autograd(case: dict, device: torch.device, shape: tuple[int, int, int]
 
 def check_triton(case: dict, device: torch.device, n: int, T: int, seed: int) -> dict:
     """One direct Triton case against the torch loop on the same tensors (tests/test_kernels.py)."""
-    from ..kernels import torch_loop, triton_neuron
-    from ..kernels.codes import MASK, U_TRACE
+    from spiketandem.kernels import torch_loop, triton_neuron
+    from spiketandem.kernels.codes import MASK, U_TRACE
     zero, detach, kind, static = case["zero"], case["detach"], case["kind"], case["static"]
     g = torch.Generator().manual_seed(seed)
     save = MASK if kind == 0 and not (zero and not detach) else U_TRACE

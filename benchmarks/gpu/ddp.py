@@ -1,5 +1,4 @@
-"""Launch target of `bench gpu-check`'s distributed step: ``torchrun --nproc_per_node=2 -m
-spiketandem.bench.gpu_check_ddp --backend nccl|gloo -- train ...``.
+"""Launch target of `bench gpu-check`'s distributed step: ``torchrun --nproc_per_node=2 benchmarks/gpu/ddp.py --backend nccl|gloo -- train ...``.
 
 ``distributed.setup`` gives rank r the device ``cuda:LOCAL_RANK`` and refuses more ranks than GPUs, which is
 right for training but leaves no way to put two ranks on the one GPU a check machine has.  So before the
@@ -19,7 +18,7 @@ import sys
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) < 3 or argv[0] != "--backend" or argv[2] != "--":
-        print("usage: python -m spiketandem.bench.gpu_check_ddp --backend nccl|gloo -- COMMAND ...", file=sys.stderr)
+        print("usage: python benchmarks/gpu/ddp.py --backend nccl|gloo -- COMMAND ...", file=sys.stderr)
         return 2
     backend, command = argv[1], argv[3:]
     import torch
@@ -36,7 +35,7 @@ def main(argv=None) -> int:
         raise RuntimeError(f"all_reduce over {backend} gave {float(probe)}, expected {dist.get_world_size()}")
     print(f"rank {dist.get_rank()}: {backend} process group of {dist.get_world_size()} on "
           f"{'cuda:0' if cuda else 'cpu'}", file=sys.stderr, flush=True)
-    from ..cli import main as cli_main
+    from spiketandem.cli import main as cli_main
     try:
         return cli_main(command)
     finally:

@@ -1,4 +1,4 @@
-"""`bench gpu-check`: the CPU rehearsal runs every step end to end and writes its JSON; a step that hangs or
+"""The GPU validation kit (`benchmarks/gpu/check.py`): the CPU rehearsal runs every step end to end and writes its JSON; a step that hangs or
 crashes is stopped or recorded and the others run; the GPU plan's flags are valid for the benchmarks they call;
 the kernel check can fail; the packing step adds up what travels and refuses what does not fit."""
 import importlib.util
@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from spiketandem.bench import gpu_check
-from spiketandem.cli import build_parser, main
+import check as gpu_check
+from spiketandem.cli import build_parser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+main = gpu_check.main
 
 
 def test_dry_run_runs_every_step_and_writes_its_json(tmp_path, capsys):
     out, work = tmp_path / "out", tmp_path / "work"
-    assert main(["bench", "gpu-check", "--dry-run", "--out", str(out), "--work", str(work), "--json", "--quiet"]) == 0
+    assert main(["--dry-run", "--out", str(out), "--work", str(work), "--json", "--quiet"]) == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "gpu_check.json").read_text())
     assert printed == report
@@ -55,7 +56,7 @@ def test_dry_run_runs_every_step_and_writes_its_json(tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_without_a_gpu_it_refuses_and_names_the_dry_run(tmp_path, capsys):
-    assert main(["bench", "gpu-check", "--out", str(tmp_path / "out")]) == 2
+    assert main(["--out", str(tmp_path / "out")]) == 2
     assert "--dry-run" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -101,7 +102,7 @@ def test_a_hanging_or_crashing_step_does_not_stop_the_others(tmp_path, monkeypat
         return [sys.executable, str(script), str(spec_path), name, str(out)], spec_path
     monkeypatch.setattr(gpu_check, "step_command", fake_command)
     # budget 60 s over kernels, neuron, time-to-accuracy: 60 : 60 : 250 -> kernels gets 9.7 s (room for a slow start)
-    assert main(["bench", "gpu-check", "--dry-run", "--steps", "kernels", "neuron", "time-to-accuracy",
+    assert main(["--dry-run", "--steps", "kernels", "neuron", "time-to-accuracy",
                  "--budget-s", "60", "--out", str(out), "--work", str(work), "--quiet"]) == 0
     report = json.loads((out / "gpu_check.json").read_text())
     steps = report["steps"]
@@ -131,7 +132,7 @@ def test_a_running_step_hands_over_its_partial_result_as_it_goes(tmp_path):
 
 
 def test_the_gpu_plan_is_valid_for_the_commands_it_calls_and_fits_nine_minutes():
-    args = build_parser().parse_args(["bench", "gpu-check", "--out", "x", "--data-dir", "cifar.tar.gz",
+    args = gpu_check.build_parser().parse_args(["--out", "x", "--data-dir", "cifar.tar.gz",
                                       "--tta-teacher-epochs", "20"])
     assert sum(gpu_check.SHARES.values()) == gpu_check.DEFAULT_BUDGET_S <= 9 * 60
     assert sum(gpu_check.limits(list(gpu_check.STEP_ORDER), 540).values()) == pytest.approx(540)
@@ -157,7 +158,7 @@ def test_the_gpu_plan_is_valid_for_the_commands_it_calls_and_fits_nine_minutes()
 
 
 def test_the_kernel_check_reports_a_wrong_spike_and_where(monkeypatch):
-    from spiketandem.bench import gpu_check_kernels as gk
+    import kernels_check as gk
     real = gk.run_neuron
 
     def broken(x, *a, backend="auto", **k):

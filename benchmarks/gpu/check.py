@@ -1,7 +1,7 @@
 """One command that validates spiketandem on a CUDA GPU, within a fixed time budget.
 
-    spiketandem bench gpu-check --out DIR [--budget-s 540] [--data-dir CIFAR10] [--steps ...]
-    spiketandem bench gpu-check --out DIR --dry-run       # the same steps on the CPU, tiny configuration
+    python benchmarks/gpu/check.py --out DIR [--budget-s 540] [--data-dir CIFAR10] [--steps ...]
+    python benchmarks/gpu/check.py --out DIR --dry-run       # the same steps on the CPU, tiny configuration
 
 Steps, in this order, each in its own process with its own time limit (a hang or a crash of one step is
 that step's failure, and the next one starts); ``DIR/gpu_check.json`` is rewritten (atomically) when a
@@ -14,7 +14,7 @@ it is told to go.  Budget at the default
   kernels           60 s  fused Triton neuron kernels vs the per-step reference on the device, every option
                           combination (IF/LIF x reset x detach_reset x 5 surrogates x static current), fp32
                           and bf16 inputs, through autograd; and the Triton kernels called directly against
-                          the torch loop.  Counts of combinations passed / failed (``gpu_check_kernels``).
+                          the torch loop.  Counts of combinations passed / failed (``kernels_check.py``).
   neuron            60 s  ``bench neuron`` on the device: ours (fused, reference per-step torch loop) against
                           SpikingJelly's GPU path (its own choice: a native CUDA build, else Triton) if it
                           imports and runs, and snnTorch / Norse if installed; spikes checked equal first.
@@ -22,7 +22,7 @@ it is told to go.  Budget at the default
   complexity        45 s  ``bench complexity``: peak memory (the CUDA allocator's) and time per step vs
                           T = 4..32, VGG-11 then VGG-16, full width.
   distributed       80 s  2 processes on one GPU under torchrun (NCCL; gloo if NCCL refuses one device
-                          twice; ``gpu_check_ddp``) against 1 process, the run of tests/test_distributed.py.
+                          twice; ``ddp.py``) against 1 process, the run of tests/test_distributed.py.
   time-to-accuracy  rest  ``bench time-to-accuracy``: full-width VGG-11 teacher on CIFAR-10 (the JPEG archive),
                           then the offline-LTL student at T = 16, bf16, channels_last, until 92 % or its limit;
                           every epoch's time and accuracy (250 s at the default budget, plus what earlier
@@ -37,6 +37,9 @@ whatever finished), ``environment``, ``budget_s`` and ``plan`` (every step's lim
 """
 from __future__ import annotations
 
+import argparse
+import sys
+
 import datetime
 import json
 import os
@@ -46,13 +49,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import SpiketandemError
-from ..runs import atomic_text
-from .gpu_check_steps import child_env, kill_group, step_command
+from spiketandem.errors import SpiketandemError
+from spiketandem.runs import atomic_text
+from steps import child_env, kill_group, step_command
 
 NAME = "gpu-check"
-HELP = "validate the kernels, benchmarks, torchrun and time-to-accuracy on a CUDA GPU in a fixed budget"
-DESCRIPTION = __doc__
 RESULT_FILE = "gpu_check.json"
 LOG_FILE = "gpu_check.log"
 DEFAULT_BUDGET_S = 540
@@ -303,7 +304,7 @@ def headline(steps: dict) -> dict:
 
 def run(args, log) -> dict:
     import torch
-    from ..train import resolve_device
+    from spiketandem.train import resolve_device
     if args.budget_s <= 0 or (args.kernel_workers is not None and args.kernel_workers <= 0):
         raise SpiketandemError("--budget-s and --kernel-workers must be positive")
     if args.dry_run:
@@ -313,7 +314,7 @@ def run(args, log) -> dict:
     else:
         dev = resolve_device(args.device)
         if dev.type != "cuda":
-            raise SpiketandemError("bench gpu-check measures on a CUDA GPU and there is none here "
+            raise SpiketandemError("the GPU check measures on a CUDA GPU and there is none here "
                                    f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
                                    "`--dry-run` rehearses every step on the CPU in a tiny configuration")
         device = str(dev) if dev.index is not None else "cuda"
@@ -432,3 +433,34 @@ class Check:
         if data is not None:
             self.record("data", data.finish(max(0.0, min(self.data_limit, self.left() + RESERVE_S))),
                         self.data_limit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchmarks/gpu/check.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the JSON results and the log")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    return parser
+
+
+def main(argv=None) -> int:
+    """The kit's one entry point: run the check, write ``OUT/gpu-check.json`` (and ``OUT/gpu_check.json`` as it
+    goes); ``--json`` prints the result.  A refusal is one line and exit code 2."""
+    args = build_parser().parse_args(argv)
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, file=sys.stderr, **k))
+    try:
+        result = run(args, log)
+    except SpiketandemError as e:
+        print(f"gpu-check: error: {e}", file=sys.stderr)
+        return 2
+    atomic_text(json.dumps(result, indent=1) + "\n", Path(args.out) / f"{NAME}.json")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
