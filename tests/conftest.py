@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from spiketandem.config import make_config
-from spiketandem.pipeline import train_teacher
+from spiketandem.workflow import train_teacher
 from spiketandem.runs import RunFolder
 
 

@@ -191,14 +191,14 @@ def test_flags_reach_the_config(capsys):
 
 @pytest.mark.parametrize("command", ["train", "teacher", "demo"])
 def test_overwrite_is_passed_to_the_pipeline(command, monkeypatch, tmp_path):
-    import spiketandem.pipeline as pipeline
+    import spiketandem.workflow as workflow
     seen = {}
 
     def fake_train(cfg, run, **kwargs):
         seen.update(kwargs)
         raise KeyboardInterrupt  # stop before anything is trained or reported
-    monkeypatch.setattr(pipeline, "train_student", fake_train)
-    monkeypatch.setattr(pipeline, "train_teacher", fake_train)
+    monkeypatch.setattr(workflow, "train_student", fake_train)
+    monkeypatch.setattr(workflow, "train_teacher", fake_train)
     assert main([command, "--out", str(tmp_path / "run"), "--overwrite", "--quiet"]) == 130
     assert seen["overwrite"] is True and seen["resume"] is False
     assert main([command, "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 130
@@ -206,13 +206,13 @@ def test_overwrite_is_passed_to_the_pipeline(command, monkeypatch, tmp_path):
 
 
 def test_the_demo_starts_its_ltl_membranes_at_half_the_threshold_and_no_other_rules(monkeypatch, tmp_path):
-    import spiketandem.pipeline as pipeline
+    import spiketandem.workflow as workflow
     seen = []
 
     def fake_train(cfg, run, **kwargs):
         seen.append(cfg.options)
         raise KeyboardInterrupt
-    monkeypatch.setattr(pipeline, "train_student", fake_train)
+    monkeypatch.setattr(workflow, "train_student", fake_train)
     for rule in ([], ["--rule", "stbp"], ["--membrane-init", "0"]):
         assert main(["demo", "--out", str(tmp_path / "run"), "--quiet", *rule]) == 130
     assert seen == [{"membrane_init": 0.5}, {}, {"membrane_init": 0.0}]
@@ -307,7 +307,7 @@ def test_corrupt_model_file_is_reported(tmp_path, digits_teacher, capsys):
 
 def test_clipped_teacher_is_trained_saved_and_loaded_with_its_clip(tmp_path, capsys):
     from torch import nn
-    from spiketandem.pipeline import load_teacher
+    from spiketandem.workflow import load_teacher
     out = tmp_path / "t"
     assert main(["teacher", "--dataset", "digits", "--arch", "digits-mlp", "--epochs", "3", "--act-clip", "1.5",
                  "--out", str(out), "--quiet", "--json"]) == 0

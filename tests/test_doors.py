@@ -15,7 +15,7 @@ from spiketandem.data.feeding import evaluation_batches
 from spiketandem.errors import SpiketandemError
 from spiketandem.model_file import load_student
 from spiketandem.neuron import RunContext
-from spiketandem.pipeline import load_run, prepare
+from spiketandem.workflow import load_run, prepare
 from spiketandem.rules.hybrid import membrane_start
 from spiketandem.runs import RunFolder
 
@@ -169,7 +169,7 @@ def test_tensorboard_rates_are_those_of_the_trained_network(started_run, tmp_pat
 def test_a_student_trained_through_the_api_scores_its_loop_accuracy(digits_teacher, tmp_path):
     """api.train's student, in memory and saved and reloaded, scores the training loop's last test accuracy."""
     from spiketandem.config import make_config
-    from spiketandem.pipeline import load_teacher
+    from spiketandem.workflow import load_teacher
     teacher = load_teacher(digits_teacher)[0]
     cfg, data, _, _ = prepare(make_config({"dataset": "digits", "arch": "digits-cnn", "n_train": 300, "n_test": 120,
                                            "T": T, "batch_size": 64}))

@@ -1,6 +1,6 @@
 """The module layering: no import cycles among spiketandem's modules (every import statement, also those
 inside functions, found by reading the source), the config imports no rule, and no rule imports the
-command layer (pipeline, cli)."""
+command layer (workflow, cli)."""
 import ast
 from pathlib import Path
 
@@ -81,7 +81,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles():
     edges = graph()
     assert sum(map(len, edges.values())) > 300  # the graph was really read
-    assert "spiketandem.pipeline" in edges["spiketandem.cli"]
+    assert "spiketandem.workflow" in edges["spiketandem.cli"]
     assert cycles(edges) == []
 
 
@@ -94,4 +94,4 @@ def test_layering():
     assert not any(m.startswith("spiketandem.rules") for m in edges["spiketandem.config"]), "config imports a rule"
     for module, targets in edges.items():
         if module.startswith("spiketandem.rules"):
-            assert not targets & {"spiketandem.pipeline", "spiketandem.cli"}, module
+            assert not targets & {"spiketandem.workflow", "spiketandem.cli"}, module

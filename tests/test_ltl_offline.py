@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spiketandem.config import make_config
-from spiketandem.pipeline import load_teacher, train_student
+from spiketandem.workflow import load_teacher, train_student
 from spiketandem.rules.base import DataInfo
 from spiketandem.rules.ltl_offline import LTLOffline
 from spiketandem.runs import RunFolder

@@ -160,7 +160,7 @@ class _Diverging(ANNRule):
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    from spiketandem.pipeline import prepare
+    from spiketandem.workflow import prepare
     from spiketandem.runs import RunFolder
     cfg = make_config({"dataset": "digits", "arch": "digits-mlp", "rule": "ann", "epochs": 3, "n_train": 200,
                        "n_test": 100, "progress": False, "device": "cpu"})

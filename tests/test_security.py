@@ -15,7 +15,7 @@ import torch
 import spiketandem
 from spiketandem.cli import main
 from spiketandem.errors import SpiketandemError
-from spiketandem.pipeline import load_run, load_teacher
+from spiketandem.workflow import load_run, load_teacher
 from spiketandem.runs import MODEL_FORMAT, TEACHER_FORMAT, safe_load
 
 SMALL = ["--dataset", "digits", "--arch", "digits-mlp", "--n-train", "200", "--n-test", "100", "--quiet",

@@ -378,7 +378,7 @@ def _preload(spec: dict) -> None:
     import torch  # noqa: F401
 
     import kernels_check  # noqa: F401
-    from spiketandem import cli, pipeline  # noqa: F401
+    from spiketandem import cli, workflow  # noqa: F401
     from spiketandem.bench import neuron  # noqa: F401
     if spec["device"] == "cpu":   # the fused CPU kernel (built once per machine, then only loaded)
         from spiketandem.kernels import ops

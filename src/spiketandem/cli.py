@@ -469,7 +469,7 @@ def _print_summary(args, summary: dict, run_dir) -> None:
 
 
 def cmd_teacher(args):
-    from .pipeline import default_arch, run_dir_for, train_teacher
+    from .workflow import default_arch, run_dir_for, train_teacher
     cfg = config_from_args(args)
     if cfg.arch is None:
         cfg = cfg.replace(arch=default_arch(cfg.dataset))
@@ -479,7 +479,7 @@ def cmd_teacher(args):
 
 
 def cmd_train(args, base: dict | None = None):
-    from .pipeline import run_dir_for, train_student
+    from .workflow import run_dir_for, train_student
     cfg = config_from_args(args, base)
     run = run_dir_for(cfg, cfg.rule, resume=args.resume)
     summary = train_student(cfg, run, resume=args.resume, overwrite=args.overwrite, log=_logger(args))
@@ -499,7 +499,7 @@ def cmd_demo(args):
 
 
 def cmd_eval(args):
-    from .pipeline import eval_run
+    from .workflow import eval_run
     from .metrics import EnergyModel
     from .report import SWEEP_T
     T_list = (args.sweep_T or list(SWEEP_T)) if args.sweep_T is not None else args.eval_T

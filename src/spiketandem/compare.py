@@ -68,7 +68,7 @@ def _windowed(cfg, name: str, T: int) -> dict:
 
 def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
     """A run folder's summary: reused when finished, else trained (continued with ``resume``)."""
-    from .pipeline import train_student
+    from .workflow import train_student
     from .runs import RunFolder
     run = RunFolder(folder)
     if run.file("summary.json").is_file():
@@ -76,7 +76,7 @@ def _train(cfg, folder: Path, *, resume: bool, log) -> dict:
         summary = run.read_json("summary.json")
         counted = synops_convention(summary)
         if counted not in (None, cfg.synops_convention):
-            from .pipeline import eval_run
+            from .workflow import eval_run
             log(f"  its SynOps were counted {counted}; re-evaluating them {cfg.synops_convention}")
             summary = eval_run(folder, device=cfg.device, log=log, synops_convention=cfg.synops_convention)
         return summary
@@ -98,7 +98,7 @@ class Teachers:
         self.quantized: dict[int, dict] = {}  # T -> {"path", "accuracy", "epochs"}
 
     def _full_precision(self) -> tuple[str, float]:
-        from .pipeline import load_teacher, obtain_teacher, prepare
+        from .workflow import load_teacher, obtain_teacher, prepare
         from .runs import RunFolder
         cfg, out = self.cfg, self.out
         if cfg.teacher:
@@ -120,7 +120,7 @@ class Teachers:
         return self.quantized[T]["path"]
 
     def _quantize(self, levels: int) -> dict:
-        from .pipeline import load_teacher, train_teacher
+        from .workflow import load_teacher, train_teacher
         from .runs import RunFolder
         folder = RunFolder(self.out / f"teacher-L{levels}")
         if not folder.file("teacher.pt").is_file():
@@ -230,7 +230,7 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, setup_for, runs: di
     acc, ratio, rows = {}, {}, {}
     if mode == "none":
         return acc, ratio, rows
-    from .pipeline import eval_run
+    from .workflow import eval_run
     for name in rules:
         rule_cls = get_rule(name)
         acc[name], ratio[name], rows[name] = {}, {}, {}
@@ -446,7 +446,7 @@ def register(p) -> None:
 
 def cmd_compare(args) -> None:
     from .cli import _logger, config_from_args
-    from .pipeline import default_arch
+    from .workflow import default_arch
     if args.rule:
         raise SpiketandemError("compare trains several rules: name them with --rules, not --rule")
     cfg = config_from_args(args)

@@ -2,7 +2,7 @@
 import pytest
 
 from spiketandem.config import make_config
-from spiketandem.pipeline import calibration_images, load_run, prepare, train_student
+from spiketandem.workflow import calibration_images, load_run, prepare, train_student
 from spiketandem.runs import RunFolder
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from spiketandem.config import make_config
 from spiketandem.errors import SpiketandemError
-from spiketandem.pipeline import load_run
+from spiketandem.workflow import load_run
 from spiketandem.rules.base import DataInfo
 from spiketandem.rules.direct import record_shapes
 from spiketandem.rules.shortcut import Shortcut, balance_coefficient, stage_ends

@@ -76,7 +76,7 @@ def setting(args, cuda: bool) -> dict:
 def run(args, log) -> dict:
     from ..train import resolve_device
     from . import environment
-    from ..pipeline import train_student, train_teacher
+    from ..workflow import train_student, train_teacher
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     if not cuda and not args.allow_cpu:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import SpiketandemError
 from ..data.feeding import calibration_images, evaluation_batches
-from ..pipeline import load_run, prepare
+from ..workflow import load_run, prepare
 from ..train import evaluate
 from .calibrate import METHODS, calibrate, uncalibrated_accuracy
 from .chip import Chip

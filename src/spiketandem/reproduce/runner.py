@@ -107,7 +107,7 @@ def _run_all(exp: Experiment, out: Path, teacher_fields, students, resume: bool,
     """Train the teacher and the students (finished runs are reused), evaluate vs T, run the further steps."""
     from ..cli import main as cli_main
     from ..config import make_config
-    from ..pipeline import eval_run, train_student, train_teacher
+    from ..workflow import eval_run, train_student, train_teacher
     from ..report.sweep import SWEEP_T
     from ..rules import RULES
     from ..runs import RunFolder
