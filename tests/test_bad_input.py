@@ -161,3 +161,15 @@ def test_a_teacher_of_another_dataset_names_its_dataset(tmp_path):
     save_teacher(build_model("digits-mlp", 10, 3, 32, 0.25), cfg, DataInfo(10, 3, 32), 0.5, tmp_path / "teacher.pt")
     with pytest.raises(SpiketandemError, match="cifar10: pass --dataset cifar10"):
         load_teacher(tmp_path / "teacher.pt", DataInfo(10, 1, 8))
+
+
+def test_widths_that_build_no_network_and_teachers_of_no_epochs_are_refused(tmp_path, capsys):
+    """A width below 1/64 leaves VGG's narrowest layer no channel (it was clamped silently); a teacher of
+    0 epochs trains nothing. Each is one line naming the allowed values, before any work."""
+    from spiketandem.cli import main
+    for command in ("train", "teacher"):
+        assert main([command, "--width", "1e-9", "--out", str(tmp_path / command)]) == 2
+        assert "'width' must be a number in [0.015625, 16]" in capsys.readouterr().err
+    assert main(["teacher", "--epochs", "0", "--out", str(tmp_path / "t0")]) == 2
+    assert "--epochs 0 trains no teacher" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -49,10 +49,10 @@ def test_membrane_init_starts_every_layer_at_a_fraction_of_its_threshold():
 
 def test_the_recipe_sets_only_the_parts_left_unset():
     rule, _ = small_rule(recipe="low-latency", kd=0.25)
-    assert (rule.part("membrane_init"), rule.part("target_rounding"), rule.part("kd")) == (
+    assert (rule.option("membrane_init"), rule.option("target_rounding"), rule.option("kd")) == (
         LOW_LATENCY["membrane_init"], LOW_LATENCY["target_rounding"], 0.25)
     rule, _ = small_rule()
-    assert (rule.part("membrane_init"), rule.part("target_rounding"), rule.part("kd")) == (0.0, "none", 0.0)
+    assert (rule.option("membrane_init"), rule.option("target_rounding"), rule.option("kd")) == (0.0, "none", 0.0)
 
 
 def test_rate_penalty_adds_the_mean_rate_to_each_local_loss():
@@ -86,3 +86,15 @@ def test_a_rate_penalty_trades_accuracy_for_fewer_operations(tmp_path, digits_te
     plain = _train(tmp_path, digits_teacher, "--recipe", "low-latency")
     sparse = _train(tmp_path, digits_teacher, "--recipe", "low-latency", "--rate-penalty", "0.5")
     assert sparse["synops_ratio"] < 0.9 * plain["synops_ratio"]
+
+
+def test_the_recipe_is_applied_once_when_the_run_is_configured():
+    """config.yaml records what --recipe set: the configured options hold every part, the user's own kept."""
+    from spiketandem.config import make_config
+    from spiketandem.rules import configure
+    low = configure(make_config({"rule": "ltl-offline", "options": {"recipe": "low-latency", "kd": 0.25}}))
+    assert low.options == {"recipe": "low-latency", "membrane_init": 0.5, "target_rounding": "round", "kd": 0.25}
+    paper = configure(make_config({"rule": "ltl-offline"}))
+    assert paper.options == {"membrane_init": 0.0, "target_rounding": "none", "kd": 0.0}
+    assert configure(make_config({"rule": "ltl-online"})).options == {"kd": 0.0}  # the one part it declares
+    assert configure(make_config({"rule": "stbp"})).options == {}

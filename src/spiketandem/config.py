@@ -47,7 +47,8 @@ NUMBERS = {
     "n_train": dict(integer=True, minimum=1, null="the whole training split"),
     "n_test": dict(integer=True, minimum=1, null="the whole test split"),
     "event_size": dict(integer=True, minimum=1, null="the full sensor"),
-    "width": dict(above=0),
+    "width": dict(minimum=1 / 64, maximum=16, hint=" (a channel multiplier: at 1/64 VGG's narrowest layer keeps one "
+                                                   "channel)"),
     "threshold": dict(above=0),
     "tau_m": dict(above=0),
     "dt": dict(above=0),

@@ -21,7 +21,7 @@ from .models.quantized import calibrate_clips
 from .report import plot_learning_curve, write_T_sweep
 from .rules import configure, get_rule
 from .rules.base import DataInfo, Rule
-from .ownership import claim, latest_path, unique_path
+from .ownership import check_folder, claim, latest_path, unique_path
 from .provenance import provenance
 from .runs import TEACHER_FORMAT, RunFolder, atomic_save, safe_load
 from .train import evaluate, fit, peak_memory_bytes, resolve_device, seed_everything
@@ -70,13 +70,6 @@ def check_resume(run: RunFolder, cfg: RunConfig) -> None:
                                "flags, or start a new run (another --out, or --overwrite)")
 
 
-def resolved(cfg: RunConfig, rule_cls) -> RunConfig:
-    """``cfg`` with the optimizer settings the rule's defaults fill in (what ``make_optimizer`` uses)."""
-    return cfg.replace(optimizer=cfg.optimizer or rule_cls.default_optimizer,
-                       lr=cfg.lr if cfg.lr is not None else rule_cls.default_lr,
-                       weight_decay=cfg.weight_decay if cfg.weight_decay is not None else rule_cls.default_weight_decay)
-
-
 def record_config(run: RunFolder, cfg: RunConfig, device, resume: bool) -> None:
     """Write config.yaml (rank 0): the resolved values that run and their provenance; on resume, check
     first that nothing contradicts the run, and keep its original record."""
@@ -96,35 +89,85 @@ def _mode(resume: bool, overwrite: bool) -> str:
     return "resume" if resume else "overwrite" if overwrite else "new"
 
 
-def prepare_events(cfg: RunConfig, log=None):
-    """An event dataset binned at the student's window (``cfg.T`` bins of kind ``cfg.bins``; cached per
-    setting): spiking rules get ``encoding="frames"`` (frame t at step t) and are evaluated at that
-    window only; non-spiking rules (the teacher, qat) get the time-integrated frames."""
-    from .data.event_data import load_event_data
-    spiking = get_rule(cfg.rule).spiking
-    if spiking and cfg.encoding == "rate":
+def _event_settings(cfg: RunConfig) -> dict:
+    """An event dataset is binned at the student's window (``cfg.T`` bins of kind ``cfg.bins``): spiking rules
+    get ``encoding="frames"`` (frame t at step t) and are evaluated at that window only; non-spiking rules
+    (the teacher, qat) get the time-integrated frames."""
+    if not (is_event_dataset(cfg.dataset) and get_rule(cfg.rule).spiking):
+        return {}
+    if cfg.encoding == "rate":
         raise SpiketandemError(f"--encoding rate does not apply to {cfg.dataset}: event frames are already spikes "
                                "(drop --encoding; event datasets always use --encoding frames)")
-    if spiking:
-        cfg = cfg.replace(encoding="frames", eval_T=[cfg.T])
-    data = load_event_data(cfg.dataset, cfg.data_dir, T=cfg.T, mode=cfg.bins, size=cfg.event_size, log=log)
-    return cfg, (data if spiking else data.integrated())
+    return {"encoding": "frames", "eval_T": [cfg.T]}
 
 
-def prepare(cfg: RunConfig, log=None) -> tuple[RunConfig, ArrayDataset, DataInfo, torch.device]:
-    """Check the config against its rule (options) and dataset, then load the data (a one-time decode
-    reports its source and progress through ``log``): every command's first step, before any work."""
-    cfg = configure(cfg)
-    if cfg.arch is None and not cfg.teacher:  # with --teacher the architecture is the teacher's
-        cfg = cfg.replace(arch=default_arch(cfg.dataset))
+def _teacher_settings(cfg: RunConfig) -> dict:
+    """A student of ``--teacher FILE`` is built from that teacher's graph: its architecture, width and
+    activation, read from the file (a contradicting flag is one error naming the fix)."""
+    meta = read_teacher_record(cfg.teacher)
+    if cfg.arch is not None and cfg.arch != meta["arch"]:
+        raise SpiketandemError(f"--arch {cfg.arch} contradicts the teacher {cfg.teacher}, which is a {meta['arch']}: "
+                               "the student is built from the teacher's graph; drop --arch")
+    if cfg.act_clip is not None and meta.get("act_clip") != cfg.act_clip:
+        raise SpiketandemError(f"--act-clip {cfg.act_clip} asks for a teacher with ReLUs clipped at {cfg.act_clip}, "
+                               f"but {cfg.teacher} was trained with act_clip={meta.get('act_clip')}; drop "
+                               "--act-clip (the student follows the teacher's own activation) or train a teacher "
+                               f"with `spiketandem teacher --act-clip {cfg.act_clip}`")
+    if cfg.act_levels is not None and meta.get("act_levels") != cfg.act_levels:
+        raise SpiketandemError(f"--act-levels {cfg.act_levels} asks for a teacher quantized to {cfg.act_levels} "
+                               f"levels, but {cfg.teacher} has act_levels={meta.get('act_levels')}; quantize it with "
+                               f"`spiketandem teacher --teacher {cfg.teacher} --act-levels {cfg.act_levels} "
+                               f"--act-clip {meta.get('act_clip') or 2}`")
+    return {"arch": meta["arch"], "width": meta["width"], "act_clip": meta.get("act_clip"),
+            "act_levels": meta.get("act_levels")}
+
+
+def plan(cfg: RunConfig, *, training: bool = False) -> RunConfig:
+    """The configuration a command runs with, settled in one step before any work and before a run folder is
+    touched: the rule's options checked (``rules.configure``), the dataset's architecture, an event dataset's
+    frames; for a training run also the given teacher's architecture (a student of ``--teacher``) and the
+    optimizer, learning rate and weight decay the rule's defaults fill in.  What a training run records in
+    config.yaml is exactly this."""
+    rule_cls = get_rule(cfg.rule)
+    changes = _event_settings(cfg)
+    if training and rule_cls.needs_teacher and cfg.teacher:
+        changes.update(_teacher_settings(cfg))
+    elif cfg.arch is None and not cfg.teacher:  # a teacher fine-tuned from --teacher is that teacher's architecture
+        changes["arch"] = default_arch(cfg.dataset)
+    if training:
+        changes.update(optimizer=cfg.optimizer or rule_cls.default_optimizer,
+                       lr=cfg.lr if cfg.lr is not None else rule_cls.default_lr,
+                       weight_decay=cfg.weight_decay if cfg.weight_decay is not None else rule_cls.default_weight_decay)
+    return configure(cfg, **changes)
+
+
+def _plan_run(cfg: RunConfig, run: RunFolder, mode: str) -> RunConfig:
+    """A training run's settled config (``plan``), after the run folder's own problems (a file, a foreign
+    folder, a run already there) are refused; nothing is written yet."""
+    if distributed.is_main():
+        check_folder(run.path, mode)
+    return plan(cfg, training=True)
+
+
+def load_data(cfg: RunConfig, log=None) -> tuple[ArrayDataset, DataInfo, torch.device]:
+    """The data of a planned config (a one-time decode reports its source and progress through ``log``), its
+    shape, and the device."""
     if is_event_dataset(cfg.dataset):
-        cfg, data = prepare_events(cfg, log)
+        from .data.event_data import load_event_data
+        data = load_event_data(cfg.dataset, cfg.data_dir, T=cfg.T, mode=cfg.bins, size=cfg.event_size, log=log)
+        data = data if get_rule(cfg.rule).spiking else data.integrated()
     else:
         data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, log=log)
     if cfg.n_train or cfg.n_test:
         data = data.subset(cfg.n_train, cfg.n_test, seed=cfg.seed)
     info = DataInfo(data.num_classes, data.in_channels, data.image_size)
-    return cfg, data, info, distributed.setup(resolve_device(cfg.device))
+    return data, info, distributed.setup(resolve_device(cfg.device))
+
+
+def prepare(cfg: RunConfig, log=None) -> tuple[RunConfig, ArrayDataset, DataInfo, torch.device]:
+    """``plan`` the config, then load its data: the first step of every command that reads data."""
+    cfg = plan(cfg)
+    return (cfg, *load_data(cfg, log))
 
 
 def describe_data(data) -> str:
@@ -150,8 +193,9 @@ def save_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, accurac
                  "info": dataclasses.asdict(info), "state_dict": model.state_dict(), "accuracy": accuracy}, path)
 
 
-def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """Load a teacher checkpoint (a teacher.pt file, or a run folder holding one)."""
+def read_teacher_record(path: str | Path, device="cpu") -> dict:
+    """The record of a teacher checkpoint (a teacher.pt file, or a run folder holding one), checked: its
+    architecture, width, activation, data shape, accuracy and weights."""
     path = Path(path)
     if path.is_dir():
         path = path / "teacher.pt"
@@ -161,6 +205,18 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
             and isinstance(obj.get("width"), (int, float))):
         raise SpiketandemError(f"teacher checkpoint {path} is damaged (no 'arch', 'width' or 'state_dict' entry); "
                                "train the teacher again (`spiketandem teacher`)")
+    bad = [k for k, v in obj["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise SpiketandemError(f"teacher {path} holds non-finite values ({', '.join(bad[:3])}): its training diverged; "
+                               "train it again with a lower --lr")
+    return obj
+
+
+def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -> tuple[torch.nn.Module, dict]:
+    """Load a teacher checkpoint (a teacher.pt file, or a run folder holding one)."""
+    path = Path(path) / "teacher.pt" if Path(path).is_dir() else Path(path)
+    obj = read_teacher_record(path, device)
     saved = DataInfo(**obj["info"])
     if info is not None and saved != info:
         trained_on = f" ({obj['dataset']}: pass --dataset {obj['dataset']} and its --data-dir)" if obj.get("dataset") else ""
@@ -168,11 +224,6 @@ def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -
                                "the teacher's dataset, or train a teacher on this one (`spiketandem teacher --dataset ...`)")
     model = build_model(obj["arch"], saved.num_classes, saved.in_channels, saved.image_size, obj["width"],
                         obj.get("act_clip"), obj.get("act_levels"))
-    bad = [k for k, v in obj["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
-           and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise SpiketandemError(f"teacher {path} holds non-finite values ({', '.join(bad[:3])}): its training diverged; "
-                               "train it again with a lower --lr")
     load_weights(model, obj["state_dict"], f"teacher checkpoint {path}")
     return model.to(device).eval(), obj
 
@@ -190,15 +241,14 @@ def summary_row(cfg: RunConfig, rule: Rule, acc_by_T: dict, teacher_acc, synops_
 
 def train_teacher(cfg: RunConfig, run: RunFolder, *, resume=False, overwrite=False, log=print) -> dict:
     """`spiketandem teacher`: train the ANN of cfg.arch on cfg.dataset; writes teacher.pt + the run files."""
-    cfg = configure(cfg.replace(rule="ann"))
+    cfg = _plan_run(cfg.replace(rule="ann"), run, _mode(resume, overwrite))
     with claim(run.path, _mode(resume, overwrite), main=distributed.is_main()):
         return _train_teacher(cfg, run, resume, log)
 
 
 def _train_teacher(cfg, run, resume, log) -> dict:
-    cfg, data, info, device = prepare(cfg, log)
+    data, info, device = load_data(cfg, log)
     rule_cls = get_rule("ann")
-    cfg = resolved(cfg, rule_cls)
     record_config(run, cfg, device, resume)
     seed_everything(cfg.seed)
     rule = rule_cls(cfg, info)
@@ -240,18 +290,8 @@ def start_from_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, i
 
 def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, resume: bool, log) -> tuple:
     """The teacher given by --teacher, or (when none is given) one trained now into RUN/teacher/."""
-    if cfg.teacher:
+    if cfg.teacher:  # its architecture and activation were checked against the flags when the run was planned
         teacher, meta = load_teacher(cfg.teacher, info, device)
-        if cfg.act_clip is not None and meta.get("act_clip") != cfg.act_clip:
-            raise SpiketandemError(f"--act-clip {cfg.act_clip} asks for a teacher with ReLUs clipped at {cfg.act_clip}, "
-                                   f"but {cfg.teacher} was trained with act_clip={meta.get('act_clip')}; drop "
-                                   "--act-clip (the student follows the teacher's own activation) or train a teacher "
-                                   f"with `spiketandem teacher --act-clip {cfg.act_clip}`")
-        if cfg.act_levels is not None and meta.get("act_levels") != cfg.act_levels:
-            raise SpiketandemError(f"--act-levels {cfg.act_levels} asks for a teacher quantized to {cfg.act_levels} "
-                                   f"levels, but {cfg.teacher} has act_levels={meta.get('act_levels')}; quantize it with "
-                                   f"`spiketandem teacher --teacher {cfg.teacher} --act-levels {cfg.act_levels} "
-                                   f"--act-clip {meta.get('act_clip') or 2}`")
         if distributed.is_main():
             shutil.copyfile(Path(cfg.teacher) / "teacher.pt" if Path(cfg.teacher).is_dir() else cfg.teacher,
                         run.file("teacher.pt"))
@@ -276,37 +316,25 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
     return teacher, meta
 
 
-def teacher_architecture(cfg: RunConfig, meta: dict) -> RunConfig:
-    """``cfg`` recording the architecture the student is built from: the given teacher's."""
-    if cfg.arch is not None and cfg.arch != meta["arch"]:
-        raise SpiketandemError(f"--arch {cfg.arch} contradicts the teacher {cfg.teacher}, which is a {meta['arch']}: "
-                               "the student is built from the teacher's graph; drop --arch")
-    return cfg.replace(arch=meta["arch"], width=meta["width"], act_clip=meta.get("act_clip"),
-                       act_levels=meta.get("act_levels"))
-
-
 def train_student(cfg: RunConfig, run: RunFolder, *, resume=False, overwrite=False, log=print,
                   on_epoch_end=None) -> dict:
     """`spiketandem train`: a student by cfg.rule, its evaluation at every T, and the run folder."""
-    cfg = configure(cfg)  # every setting checked before the folder is touched
+    cfg = _plan_run(cfg, run, _mode(resume, overwrite))
     with claim(run.path, _mode(resume, overwrite), main=distributed.is_main()):
         return _train_student(cfg, run, resume, log, on_epoch_end)
 
 
 def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     rule_cls = get_rule(cfg.rule)
-    cfg, data, info, device = prepare(cfg, log)
+    data, info, device = load_data(cfg, log)
     if cfg.pipeline_stages > 1:
         pipelining.check_launch(cfg.pipeline_stages)  # before a teacher is trained or anything written
     record_config(run, cfg, device, resume)  # on resume: refused here, before anything is trained or written
-    seed_everything(cfg.seed)
     teacher, teacher_acc = (None, None)
     if rule_cls.needs_teacher:
         teacher, meta = obtain_teacher(cfg, info, device, run, resume=resume, log=log)
-        cfg, teacher_acc = teacher_architecture(cfg, meta), meta["accuracy"]
-    cfg = resolved(cfg, rule_cls)
-    record_config(run, cfg, device, resume)  # what runs: the architecture as built from the teacher, the optimizer
-    seed_everything(cfg.seed)
+        teacher_acc = meta["accuracy"]
+    seed_everything(cfg.seed)  # the rule's random draws start here, as in the Python API
     rule = rule_cls(cfg, info, teacher, calibration_images(data, device))
     rule.model.to(device)
     log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on {describe_data(data)}, "

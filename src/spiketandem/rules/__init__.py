@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ..errors import SpiketandemError
-from .catalog import CATALOG, CONFIG_CHECKS, Option, RuleEntry, check_pipeline
+from .catalog import CATALOG, CONFIG_CHECKS, Option, RuleEntry, check_pipeline, recipe_values
 
 if TYPE_CHECKING:
     from .base import DataInfo, Rule
@@ -69,8 +69,9 @@ def rules_declaring(name: str) -> list[str]:
     return [e.name for e in CATALOG.values() if e.option_named(name) is not None]
 
 
-def configure(cfg):
-    """``cfg`` with its rule options checked against the rule that runs, each converted to its type.
+def configure(cfg, **changes):
+    """``cfg`` with ``changes`` (config fields) and its rule options checked against the rule that runs, each
+    converted to its type: one new config.
 
     An option the rule does not declare is an error naming the rules that do (or, for a name no rule
     declares, the valid config fields): e.g. ``--tet-lambda`` on ``ltl-offline``."""
@@ -89,7 +90,8 @@ def configure(cfg):
             raise SpiketandemError(f"unknown config field or option {name!r}; config fields: {', '.join(FIELD_NAMES)}"
                                    f"; options of rule {cfg.rule}: {own}")
         checked[name] = opt.check(value)
-    cfg = dataclasses.replace(cfg, options=checked)
+    checked.update(recipe_values(entry.options, checked))
+    cfg = dataclasses.replace(cfg, **changes, options=checked)
     if cfg.rule in CONFIG_CHECKS:
         CONFIG_CHECKS[cfg.rule](cfg, entry)
     check_pipeline(cfg, entry)

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import SpiketandemError
 from ..models import build_model
 from ..student import Student, build_student
-from .catalog import Option  # noqa: F401  (declared torch-free; re-exported for rule authors)
+from .catalog import Option, recipe_values  # noqa: F401  (Option: declared torch-free; re-exported for rule authors)
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,10 @@ class Rule:
         self.teacher = teacher
         for opt in self.options:  # also when built directly, not through rules.configure
             opt.check(cfg.options.get(opt.name))
+        # the values in effect: a configured run's options already hold what --recipe set; a rule built directly
+        # from an unconfigured config gets the same values here, once
+        self._options = {**recipe_values(self.options, cfg.options),
+                         **{k: v for k, v in cfg.options.items() if v is not None}}
 
     @classmethod
     def option_named(cls, name: str) -> Option | None:
@@ -74,7 +78,7 @@ class Rule:
         opt = self.option_named(name)
         if opt is None:
             raise KeyError(f"{self.name} declares no option {name!r}")
-        return self.cfg.options.get(name, opt.default)
+        return self._options.get(name, opt.default)
 
     # ---- what the rule trains (checkpoints, modes, optimizer and torchrun derive from it) ----------
 

@@ -117,6 +117,16 @@ RECIPES = ("default", "low-latency")
 # what --recipe low-latency sets, for every part the user does not set (docs/ltl_offline.md: "Short windows")
 LOW_LATENCY = {"membrane_init": 0.5, "target_rounding": "round", "kd": 1.0}
 PAPER_PARTS = {"membrane_init": 0.0, "target_rounding": "none", "kd": 0.0}  # --recipe default
+
+
+def recipe_values(declared, options: dict) -> dict:
+    """What ``--recipe`` sets: for each part of the recipe that a rule declares (``declared``: its Options) and
+    ``options`` leave unset, the recipe's value (the paper's parts without a recipe).  Applied once, when a
+    run is configured (``rules.configure``), so config.yaml records the values that ran."""
+    names = {o.name for o in declared}
+    table = LOW_LATENCY if options.get("recipe") == "low-latency" else PAPER_PARTS
+    return {name: value for name, value in table.items() if name in names and options.get(name) is None}
+
 LTL_OFFLINE_OPTIONS = LTL_OPTIONS + (
     Option("recipe", str, "default", "default (the paper's settings), or low-latency: the settings for T <= 4 "
            "(--membrane-init 0.5 --target-rounding round --kd 1; each part can still be set alone)", choices=RECIPES),
@@ -246,6 +256,8 @@ def _check_shortcut(cfg, entry) -> None:
 
 def _check_ann(cfg, entry) -> None:
     from ..models import activation_clip  # torch: configure runs once a command does work
+    if cfg.epochs < 1:
+        raise SpiketandemError(f"--epochs {cfg.epochs} trains no teacher; a teacher needs --epochs N with N >= 1")
     if cfg.act_penalty and cfg.arch is not None and activation_clip(cfg.arch, cfg.act_clip) is None:
         raise SpiketandemError(f"--act-penalty {cfg.act_penalty} measures each activation against its clip, and "
                                f"{cfg.arch} has a plain ReLU here: add --act-clip 2 (the LTL authors' teacher)")

@@ -19,7 +19,7 @@ from ..errors import SpiketandemError
 from ..student import TeacherTaps, activation_scales
 from ..data.feeding import calibration_images
 from .base import Rule, cross_entropy_with_kd, make_student
-from .catalog import CATALOG, LOW_LATENCY, PAPER_PARTS
+from .catalog import CATALOG
 from .ltl_targets import LocalTargets
 
 
@@ -63,20 +63,12 @@ class LTLOffline(Rule):
 
     def readout_loss(self, logits, y, teacher_logits):
         """Cross-entropy at the readout, plus distillation with weight ``--kd``."""
-        return cross_entropy_with_kd(logits, y, teacher_logits, self.part("kd"), self.option("kd_temperature"))
-
-    def part(self, name: str):
-        """An option that ``--recipe`` may set: the user's value, else the recipe's, else the paper's."""
-        value = self.option(name) if self.option_named(name) is not None else None
-        if value is None:
-            recipe = self.option("recipe") if self.option_named("recipe") is not None else "default"
-            value = (LOW_LATENCY if recipe == "low-latency" else PAPER_PARTS)[name]
-        return value
+        return cross_entropy_with_kd(logits, y, teacher_logits, self.option("kd"), self.option("kd_temperature"))
 
     def target(self, name: str, activation: torch.Tensor, T: int, update: bool = True) -> torch.Tensor:
         """clamp(y / y_norm, 0, 1), as a whole number of spikes out of T with ``--target-rounding``."""
         target = self.targets.target(name, activation, update)
-        rounding = self.part("target_rounding")
+        rounding = self.option("target_rounding") if self.option_named("target_rounding") else "none"  # ltl-online
         if rounding == "floor":
             return torch.floor(target * T) / T
         if rounding == "round":
@@ -97,9 +89,6 @@ class LTLOffline(Rule):
             if penalty:
                 losses[name] = losses[name] + penalty * rate.mean()
         return losses
-
-    def membrane_init(self) -> float:
-        return float(self.part("membrane_init"))
 
     def run_context(self, batch: int, record_names=None):
         """The context of one training forward, recording the active layers (or ``record_names``); the

@@ -17,6 +17,9 @@ class RuleWrapper(Rule):
         self.cfg, self.info, self.teacher, self.model = inner.cfg, inner.info, inner.teacher, inner.model
         self.name, self.spiking, self.needs_teacher = inner.name, inner.spiking, inner.needs_teacher
 
+    def option(self, name: str):
+        return self.inner.option(name)
+
     # what the rule trains
     def modules(self):
         return self.inner.modules()
