@@ -173,3 +173,17 @@ def test_widths_that_build_no_network_and_teachers_of_no_epochs_are_refused(tmp_
     assert main(["teacher", "--epochs", "0", "--out", str(tmp_path / "t0")]) == 2
     assert "--epochs 0 trains no teacher" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("rule", ["ltl-offline", "ltl-online", "convert", "qcfs", "ptl", "qat", "convert-stbp"])
+def test_every_rule_that_needs_a_teacher_says_so_in_one_line_at_every_door(rule):
+    """Built without its teacher, through the Python API or directly: one refusal naming both fixes."""
+    from spiketandem import api
+    from spiketandem.rules import get_rule
+    from spiketandem.rules.base import DataInfo
+    assert get_rule(rule).needs_teacher
+    with pytest.raises(SpiketandemError, match=rf"^rule {rule} .*pass --teacher .*teacher=<your trained nn.Module>"):
+        api.train(rule, torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), num_classes=10)
+    cfg = make_config({"rule": rule, "neuron": "if", "epochs": 0 if rule == "convert" else 1, "arch": "digits-cnn"})
+    with pytest.raises(SpiketandemError, match=rf"^rule {rule} .*pass --teacher .*teacher=<your trained nn.Module>"):
+        get_rule(rule)(cfg, DataInfo(10, 1, 8), None, None)

@@ -29,7 +29,7 @@ from .errors import SpiketandemError
 from .metrics import count_ops, teacher_macs
 from .model_file import load_student, model_record, save_model, save_student, zoo_architecture
 from .rules import configure, get_rule
-from .rules.base import DataInfo
+from .rules.base import DataInfo, missing_teacher
 from .runs import RunFolder
 from .student import Student
 from .train import fit, resolve_device, seed_everything
@@ -85,7 +85,7 @@ def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, tes
     """
     rule_cls = get_rule(rule)
     if rule_cls.needs_teacher and teacher is None:
-        raise SpiketandemError(f"rule {rule!r} learns from a teacher: pass teacher=<your trained nn.Module>")
+        raise SpiketandemError(missing_teacher(rule))
     if not rule_cls.needs_teacher and arch is None:
         raise SpiketandemError(f"rule {rule!r} trains a zoo architecture from scratch: pass arch= (e.g. 'digits-cnn')")
     training = _as_training_data(data, labels, test, test_labels, num_classes, augment)

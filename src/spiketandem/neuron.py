@@ -275,6 +275,15 @@ class SpikingNeuron(TimeAware):
         self.register_buffer("membrane_init", torch.tensor(0.0))
         self._start = 0.0  # float(membrane_init), read without a device sync
 
+    @torch.no_grad()
+    def set_scale(self, threshold, amplitude=None) -> None:
+        """theta = ``threshold`` and spike amplitude = ``amplitude`` (default: theta, so that the rate times the
+        amplitude approximates an activation of that scale: threshold balancing).  Every threshold is written
+        here."""
+        self.threshold.copy_(torch.as_tensor(threshold, dtype=self.threshold.dtype))
+        self.amplitude.copy_(torch.as_tensor(threshold if amplitude is None else amplitude,
+                                             dtype=self.amplitude.dtype))
+
     def set_membrane_init(self, fraction: float) -> None:
         """Start every later call of this layer at U[0] = fraction * threshold."""
         self.membrane_init.fill_(float(fraction))

@@ -288,6 +288,11 @@ class Student(nn.Module):
     def neurons(self) -> dict[str, SpikingNeuron]:
         return {info.name: self.graph_module.get_submodule(f"neurons.{info.name}") for info in self.layers}
 
+    def set_scales(self, scales: dict) -> None:
+        """Threshold = spike amplitude = the given scale, per named layer (threshold balancing)."""
+        for name, scale in scales.items():
+            self.neurons[name].set_scale(scale)
+
     def set_membrane_init(self, fraction: float) -> None:
         """Every neuron layer starts each window at U[0] = fraction * threshold (``SpikingNeuron.membrane_init``)."""
         for neuron in self.neurons.values():
@@ -435,9 +440,7 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     scales = activation_scales(TeacherTaps(scales_source, example_input), images, percentile)
     # a quantized teacher layer's clip s is the threshold and amplitude at which L steps reproduce it (QCFS)
     scales.update({info.name: info.ceiling for info in layers if info.levels is not None})
-    for name, neuron_layer in student.neurons.items():
-        neuron_layer.threshold.fill_(scales[name])
-        neuron_layer.amplitude.fill_(scales[name])
+    student.set_scales({name: scales[name] for name in student.neurons})
     student.set_membrane_init(membrane_init)
     teacher.train(teacher_mode)
     return student

@@ -64,7 +64,7 @@ def balance_thresholds(student, reference, images, T: int, steps: int = 8) -> di
         start = neuron.threshold.clone()
 
         def count(factor: float) -> float:
-            neuron.threshold.copy_(start * factor)
+            neuron.set_scale(start * factor, amplitude=neuron.amplitude)  # the amplitude is kept
             return spikes(student, {name})[name]
         hi, c_hi = 1.0, count(1.0)
         if c_hi >= target[name]:
@@ -80,7 +80,7 @@ def balance_thresholds(student, reference, images, T: int, steps: int = 8) -> di
                 hi, c_hi = mid, c
         c_lo = count(lo) if c_lo is None else c_lo
         factors[name] = lo if abs(c_lo - target[name]) < abs(c_hi - target[name]) else hi
-        neuron.threshold.copy_(start * factors[name])
+        neuron.set_scale(start * factors[name], amplitude=neuron.amplitude)
     return factors
 
 

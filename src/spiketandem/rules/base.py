@@ -154,6 +154,12 @@ class Rule:
         optimizer.step()
         return {"loss": float(loss.detach()), "correct": int((logits.argmax(1) == y).sum()), **logs}
 
+    def require_teacher(self, teacher, role: str, *, teacher_init: bool = True, otherwise: str = "") -> None:
+        """The one refusal of a rule built without the trained teacher it needs (``role``: what it does with it;
+        ``teacher_init``: it also needs the student initialised from the teacher, ``--init teacher``)."""
+        if teacher is None or (teacher_init and self.cfg.init != "teacher"):
+            raise SpiketandemError(missing_teacher(self.name, role, teacher_init, otherwise))
+
     def membrane_init(self) -> float:
         """The fraction f of its threshold every membrane of the student this rule builds starts at,
         U[0] = f * theta (0 unless the rule sets it: --membrane-init, --recipe low-latency, qcfs's shift).
@@ -170,6 +176,14 @@ class Rule:
     def predict(self, x: torch.Tensor, T: int | None = None) -> torch.Tensor:
         """Class scores [B, classes] at time window T (ignored by non-spiking models)."""
         return self.model(x, T or self.cfg.T).mean(0)
+
+
+def missing_teacher(rule: str, role: str = "learns from a teacher", teacher_init: bool = False,
+                    otherwise: str = "") -> str:
+    """What a rule that needs a trained teacher says when it has none (every door: the command line and Python)."""
+    keep = " and keep --init teacher" if teacher_init else ""
+    return (f"rule {rule} {role}: pass --teacher (or let `train` train one){keep}; from Python, teacher=<your trained "
+            f"nn.Module>{otherwise}")
 
 
 def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: torch.Tensor | None,

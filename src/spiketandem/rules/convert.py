@@ -33,12 +33,6 @@ from .hybrid import require_if_neurons, run_hybrid
 from ..models.quantized import MIN_CLIP, quantize_activation
 
 
-def _require_teacher_init(cfg, teacher, rule: str) -> None:
-    if teacher is None or cfg.init != "teacher":
-        raise SpiketandemError(f"rule {rule} converts a trained teacher: pass --teacher (or let `train` train one) and "
-                               "keep --init teacher")
-
-
 class Convert(Rule):
     name = "convert"
     needs_teacher = True
@@ -47,7 +41,7 @@ class Convert(Rule):
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
-        _require_teacher_init(cfg, teacher, self.name)
+        self.require_teacher(teacher, "converts a trained teacher")
         require_if_neurons(cfg, self.name)
         if cfg.epochs != 0:
             raise SpiketandemError("rule convert trains nothing: pass --epochs 0 (to fine-tune a quantized ANN and "
@@ -67,9 +61,9 @@ class QCFS(Rule):
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
-        if teacher is None and cfg.init == "teacher":
-            raise SpiketandemError("rule qcfs fine-tunes the teacher: pass --teacher (or let `train` train one), or "
-                                   "--init random to train the QCFS network from scratch as Bu et al. do")
+        if cfg.init == "teacher":
+            self.require_teacher(teacher, "fine-tunes the teacher", teacher_init=False,
+                                 otherwise="; or --init random to train the QCFS network from scratch as Bu et al. do")
         require_if_neurons(cfg, self.name)
         self.model = make_student(cfg, info, teacher, calibration, membrane_init=self.membrane_init())
         # the learnable lambda of each layer, starting at the teacher's activation percentile; the
@@ -83,9 +77,7 @@ class QCFS(Rule):
     def _sync_neurons(self) -> None:
         with torch.no_grad():
             for name, neuron in self.model.neurons.items():
-                scale = self.scales[name].clamp_(min=MIN_CLIP)
-                neuron.threshold.copy_(scale)
-                neuron.amplitude.copy_(scale)
+                neuron.set_scale(self.scales[name].clamp_(min=MIN_CLIP))
 
     def loss(self, x, y, epoch):
         levels, shift = self.option("qcfs_levels"), self.option("qcfs_shift")

@@ -79,8 +79,7 @@ def build_direct_student(cfg, info, device, keep_batchnorm: bool = False) -> Stu
     student = build_student(arch, cfg.neuron_config(), info.example_input(device=device), init="random",
                             encoding=cfg.encoding, keep_batchnorm=keep_batchnorm)
     for neuron in student.neurons.values():  # not threshold balancing: V_th is part of these rules
-        neuron.threshold.fill_(cfg.threshold)
-        neuron.amplitude.fill_(1.0)
+        neuron.set_scale(cfg.threshold, amplitude=1.0)
     return student
 
 

@@ -98,13 +98,6 @@ def activation_scales(student: Student, images: torch.Tensor, T: int, modes: dic
     return {name: percentile_of(torch.cat(values), percentile) for name, values in seen.items()}
 
 
-def set_scales(student: Student, scales: dict[str, float]) -> None:
-    """Threshold = spike amplitude = the given scale, per layer (threshold balancing)."""
-    for name, scale in scales.items():
-        student.neurons[name].threshold.fill_(scale)
-        student.neurons[name].amplitude.fill_(scale)
-
-
 def membrane_start(student: Student, fraction: float) -> dict | None:
     """Initial neuron states with U[0] = fraction * threshold in every layer (None when fraction is 0).
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpiketandemError
 from ..student import TeacherTaps, activation_scales
 from ..data.feeding import calibration_images
 from .base import Rule, cross_entropy_with_kd, make_student
@@ -31,8 +30,7 @@ class LTLOffline(Rule):
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
-        if teacher is None:
-            raise SpiketandemError("LTL needs a teacher (pass --teacher, or let `train` train one)")
+        self.require_teacher(teacher, "learns every layer from the teacher's activations", teacher_init=False)
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.model = make_student(cfg, info, teacher, calibration, membrane_init=self.membrane_init())

@@ -29,7 +29,7 @@ from ..data.feeding import calibration_images, evaluation_batches, hold_out
 from ..errors import SpiketandemError
 from .base import Rule, make_student
 from .catalog import CATALOG
-from .hybrid import activation_scales, require_if_neurons, run_hybrid, set_scales
+from .hybrid import activation_scales, require_if_neurons, run_hybrid
 
 
 class PTL(Rule):
@@ -42,9 +42,7 @@ class PTL(Rule):
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
-        if teacher is None or cfg.init != "teacher":
-            raise SpiketandemError("rule ptl starts from a trained teacher: pass --teacher (or let `train` train one) "
-                                   "and keep --init teacher")
+        self.require_teacher(teacher, "starts from a trained teacher")
         require_if_neurons(cfg, self.name)
         self.model = make_student(cfg, info, teacher, calibration)
         self.names = [layer.name for layer in self.model.layers]
@@ -75,7 +73,7 @@ class PTL(Rule):
     def _start_stage(self, k: int) -> None:
         self.stage = k
         name = self.names[k]
-        set_scales(self.model, activation_scales(self.model, self.calibration, self.cfg.T, self.modes(), [name],
+        self.model.set_scales(activation_scales(self.model, self.calibration, self.cfg.T, self.modes(), [name],
                                                  self.cfg.percentile))
         remaining = self.cfg.epochs - self.epochs_used
         self.stage_cap = remaining if k == len(self.names) - 1 else remaining // (len(self.names) - k)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpiketandemError
 from ..models.quantized import quantize_activation
 from .base import Rule, make_student
 from .hybrid import run_hybrid
@@ -30,8 +29,7 @@ class QAT(Rule):
 
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, teacher)
-        if teacher is None:
-            raise SpiketandemError("qat fine-tunes the teacher's weights; pass --teacher (or let `train` train one)")
+        self.require_teacher(teacher, "fine-tunes the teacher's weights", teacher_init=False)
         self.model = make_student(cfg, info, teacher, calibration)
 
     def modes(self, levels: int) -> dict:

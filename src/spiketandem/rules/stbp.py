@@ -11,7 +11,6 @@ converted teacher instead of random weights.
 """
 from __future__ import annotations
 
-from ..errors import SpiketandemError
 from .base import make_student
 from .catalog import CATALOG
 from .direct import DirectRule
@@ -39,9 +38,8 @@ class ConvertSTBP(DirectRule):
 
     def build_student(self, teacher, calibration, device):
         """The conversion's student (none of the papers' tdBN / NeuNorm / voting options apply)."""
-        if teacher is None or self.cfg.init != "teacher":
-            raise SpiketandemError("rule convert-stbp fine-tunes the converted teacher: pass --teacher (or let `train` "
-                                   "train one) and keep --init teacher; for random weights use --rule stbp")
+        self.require_teacher(teacher, "fine-tunes the converted teacher",
+                             otherwise="; for random weights use --rule stbp")
         return make_student(self.cfg, self.info, teacher, calibration, membrane_init=self.membrane_init())
 
     def setup(self, data, device):

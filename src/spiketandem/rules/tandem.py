@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from .base import Rule, make_student
-from .hybrid import run_hybrid, set_scales
+from .hybrid import run_hybrid
 
 
 class Tandem(Rule):
@@ -41,7 +41,7 @@ class Tandem(Rule):
     def __init__(self, cfg, info, teacher=None, calibration=None):
         super().__init__(cfg, info, None)
         self.model = make_student(cfg, info, None, calibration)
-        set_scales(self.model, {name: cfg.threshold for name in self.model.neurons})
+        self.model.set_scales({name: cfg.threshold for name in self.model.neurons})
 
     def loss(self, x, y, epoch):
         modes = {name: ("tandem", F.relu) for name in self.model.neurons}
