@@ -218,7 +218,8 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
               "front": _front(runs, sweep_acc, sweep_ratio, penalty_runs),
               "table": _table(runs, sweep_rows, penalty_runs, teacher_acc),
               "wall_seconds": time.perf_counter() - t0}
-    result["files"] = _write_outputs(result, out)
+    from .report.comparison import write_comparison  # matplotlib: imported when a comparison is written
+    result["files"] = write_comparison(result, out)
     return result
 
 
@@ -313,92 +314,6 @@ def _table(runs: dict, sweep_rows: dict, penalty_runs: list[dict], teacher_acc: 
     return lines
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _fmt(value, pct: bool = True) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:.2f}%" if pct else f"{value:.3g}"
-
-
-def markdown(result: dict) -> str:
-    """The comparison as Markdown: the setup, one row per rule, then the T sweep."""
-    from .report.tables import markdown_table
-    s = result["setup"]
-    lines = [f"# Comparison on {s['dataset']} / {s['arch']} (width {s['width']})", "",
-             f"Train images: {s['n_train'] or 'all'}; test images: {s['n_test'] or 'all'}; neuron {s['neuron']}; "
-             f"T = {s['T']}; {s['epochs']} epochs; batch {s['batch_size']}; lr {s['lr'] or 'each rule’s default'}"
-             + "".join(f", {n} {lr:g}" for n, lr in result.get("rule_lr", {}).items()) + "; "
-             f"seed {s['seed']}.", ""]
-    if result["teacher_acc"] is not None:
-        lines += [f"ANN teacher: {_fmt(result['teacher_acc'])} ({result['teacher']}).", ""]
-    for T, q in result.get("quantized_teachers", {}).items():
-        lines += [f"Offline LTL at T = {T} learns from the teacher quantized to {_plural(int(T), 'level')} (QCFS, "
-                  f"fine-tuned {_plural(q['epochs'], 'epoch')} from it): {_fmt(q['accuracy'])} ({q['path']}).", ""]
-    rows = [[name, r["T"], r["epochs"], _fmt(r["student_acc"]), _fmt(r["best_epoch_acc"]), _fmt(r["synops_ratio"], False),
-             None if r["train_seconds"] is None else f"{r['train_seconds']:.0f}",
-             None if r["seconds_per_epoch"] is None else f"{r['seconds_per_epoch']:.1f}"]
-            for name, r in result["runs"].items()]
-    lines += [markdown_table(["rule", "T", "epochs", "test accuracy (final)", "best epoch",
-                              f"SynOps / teacher MACs ({s['synops_convention']})", "train s", "s / epoch"], rows), ""]
-    curves = {n: r["curve"] for n, r in result["runs"].items() if r["curve"]}
-    if curves:
-        epochs = max(len(c) for c in curves.values())
-        lines += ["Test accuracy per epoch (Fig. 3):", "",
-                  markdown_table(["epoch"] + list(curves),
-                                 [[e + 1] + [_fmt(c[e]["test_acc"]) if e < len(c) else None for c in curves.values()]
-                                  for e in range(epochs)]), ""]
-    if result.get("table"):
-        lines += [f"Every run: accuracy, its gap to the {'full-precision ' if result.get('quantized_teachers') else ''}"
-                  "teacher, operations and energy per inference relative to the teacher's MACs (SynOps in both "
-                  "conventions, docs/metrics.md; energy in the run's convention), training epochs and time "
-                  "(conversion trains no epoch; qcfs and qat train an ANN):", "",
-                  markdown_table(["method", "T", "accuracy", "Δ teacher (pp)", "SynOps ratio (exact)",
-                                  "SynOps ratio (standard)", "energy ratio", "epochs", "lr", "train s"],
-                                 [[r["method"], r["T"], _fmt(r["acc"]), None if r["gap"] is None else f"{r['gap']:.2f}",
-                                   _fmt(r["synops_exact"], False), _fmt(r["synops_standard"], False),
-                                   _fmt(r["energy_ratio"], False), r["epochs"],
-                                   None if r.get("lr") is None or not r["epochs"] else f"{r['lr']:g}",
-                                   None if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"]
-                                  for r in sorted(result["table"], key=lambda r: (r["T"] or 0, r["method"]))]), ""]
-    sweep = result["sweep"]
-    if sweep["accuracy"]:
-        how = "one training per T" if sweep["mode"] == "train" else "each main run evaluated at every T"
-        lines += [f"Accuracy vs time window (Fig. 2a; {how}):", "",
-                  markdown_table(["rule"] + [f"T = {T}" for T in sweep["T"]],
-                                 [[n] + [_fmt(a.get(str(T))) for T in sweep["T"]] for n, a in sweep["accuracy"].items()]),
-                  ""]
-    return "\n".join(lines)
-
-
-def _write_outputs(result: dict, out: Path) -> dict:
-    from .report.plots import plot_front, plot_learning_curves, plot_T_sweep
-    from .runs import atomic_text
-    files = {"markdown": str(out / "compare.md"), "json": str(out / "compare.json")}
-    curves = {n: r["curve"] for n, r in result["runs"].items() if r["curve"]}
-    if curves:
-        files["fig3"] = str(out / "fig3_learning_curves.png")
-        plot_learning_curves(curves, Path(files["fig3"]), result["teacher_acc"],
-                             title=f"test accuracy per epoch ({result['setup']['dataset']}, {result['setup']['arch']})")
-    sweep = result["sweep"]
-    if sweep["accuracy"]:
-        files["fig2a"] = str(out / "fig2a_accuracy_vs_T.png")
-        plot_T_sweep(sweep["accuracy"], sweep["synops_ratio"], Path(files["fig2a"]), result["teacher_acc"],
-                     title=f"accuracy vs time window ({result['setup']['dataset']}, {result['setup']['arch']})",
-                     convention=result["setup"]["synops_convention"])
-    if result["front"]:
-        files["front"] = str(out / "front_accuracy_vs_synops.png")
-        plot_front(result["front"], Path(files["front"]), result["teacher_acc"],
-                   title=f"accuracy vs operations ({result['setup']['dataset']}, {result['setup']['arch']}), "
-                         "one point per run", convention=result["setup"]["synops_convention"])
-    result = {**result, "files": files}
-    atomic_text(markdown(result) + "\n", out / "compare.md")
-    atomic_text(json.dumps(result, indent=2) + "\n", out / "compare.json")
-    return files
-
-
 # ---- command line ---------------------------------------------------------------------------------
 
 def _rule_lr(text: str) -> tuple[str, float]:
@@ -462,5 +377,6 @@ def cmd_compare(args) -> None:
         print(json.dumps({**result, "out": str(out)}))
         return
     print()
-    print(markdown(result))
+    from .report.comparison import comparison_markdown
+    print(comparison_markdown(result))
     print(f"comparison folder: {out}")
