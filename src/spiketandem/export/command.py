@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 from ..errors import SpiketandemError
-from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETARGETS
+from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETARGETS, WEIGHT_QUANT_DEFAULT
 
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float = DEFAULT_DT,
                allow_subtract_reset: bool = False, device: str = "cpu", *, flavour: str = "nir",
                retarget: str | None = None, calibrate_epochs: int = 1, calibrate_lr: float | None = None,
                calibrate_batch_size: int | None = None, weight_bits: int | None = None,
-               weight_quant: str = "symmetric", verify: bool = False, verify_n: int | None = None,
+               weight_quant: str = WEIGHT_QUANT_DEFAULT, verify: bool = False, verify_n: int | None = None,
                importers=IMPORTERS, overwrite: bool = False, log=None) -> dict:
     """Load RUN_DIR's trained student, optionally retarget it to reset-to-zero and/or k-bit weights
     (recovering accuracy by LTL against the run's teacher), write it to ``out`` and optionally verify the
@@ -187,7 +187,7 @@ def register(p) -> None:
     g.add_argument("--weight-bits", type=int, metavar="K",
                    help="quantize every conv/linear weight to K bits (2..16, per layer; hardware.noise.quantize) and "
                         "calibrate by on-chip online LTL for --calibrate-epochs epochs")
-    g.add_argument("--weight-quant", choices=QUANT_MODES, default="symmetric",
+    g.add_argument("--weight-quant", choices=QUANT_MODES, default=WEIGHT_QUANT_DEFAULT,
                    help="the K-bit grid: symmetric (default: integers times a step, zero exact, as chips store "
                         "synapses) or minmax (2^K levels from the layer's min to max)")
     g.add_argument("--calibrate-epochs", type=int, default=1, metavar="N",

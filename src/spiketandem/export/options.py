@@ -6,4 +6,5 @@ FLAVOURS = ("nir", "snntorch")             # nir_export.py: IF as NIR IF (r = 1/
 DEFAULT_DT = 1e-4                          # seconds; snnTorch's importer hard-codes this step
 IMPORTERS = ("reference", "norse", "snntorch", "spikingjelly")   # verify.py
 RETARGETS = ("zero-reset",)                # retarget.py
-QUANT_MODES = ("symmetric", "minmax")      # hardware/noise.py quantize (symmetric first: zero stays zero)
+from ..choices import QUANT_MODES  # noqa: E402,F401  (the one list: hardware/noise.py quantize)
+WEIGHT_QUANT_DEFAULT = "symmetric"         # export --weight-quant: zero weights stay zero (noise's default: minmax)

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import SpiketandemError
 from ..student import Student
-from .options import QUANT_MODES
+from .options import QUANT_MODES, WEIGHT_QUANT_DEFAULT
 
 
 def _quiet_log(*args, **kwargs):
@@ -177,7 +177,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     return new, zcfg, report
 
 
-def quantize_weights(cfg, rule, info, data, device, *, bits: int, mode: str = "symmetric", epochs: int = 1,
+def quantize_weights(cfg, rule, info, data, device, *, bits: int, mode: str = WEIGHT_QUANT_DEFAULT, epochs: int = 1,
                      lr: float | None = None, batch_size: int | None = None, log=_quiet_log) -> tuple[Student, dict]:
     """``rule``'s student with k-bit weights (every conv/linear weight quantized per layer by
     ``hardware.noise.quantize``), calibrated for ``epochs`` epochs by the hardware package's on-chip
