@@ -115,6 +115,11 @@ def test_every_door_reports_the_accuracy_of_the_trained_network(started_run, tmp
     assert reported == pytest.approx(reloaded["rates"], abs=1e-12), case
     assert reported == pytest.approx(_rates(student, x, start), abs=1e-12), case
 
+    # the operation count of summary.json is the API's, on the same 64 images (metrics.evaluation.COUNT_SAMPLES)
+    from spiketandem.workflow import load_teacher
+    teacher = load_teacher(run / "teacher.pt")[0]
+    assert api.synops_ratio(student, teacher, x[:64], T) == pytest.approx(summary["synops_ratio"], rel=1e-9), case
+
     # and the start matters: without it the same weights compute another network
     student.set_membrane_init(0.0)
     assert _rates(student, x) != pytest.approx(reloaded["rates"], abs=1e-12), case
