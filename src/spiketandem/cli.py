@@ -19,12 +19,10 @@ import time
 from collections.abc import Iterable
 
 from . import __version__
-from .config import CHOICES, FIELD_NAMES, RunConfig, load_yaml, make_config
+from .config import CHOICES, FIELD_NAMES, SETTINGS, SYNOPS_CONVENTION_HELP, RunConfig, load_yaml, make_config
 from .errors import SpiketandemError
 from .rules import CATALOG, all_options, rules_declaring
 
-SYNOPS_CONVENTION_HELP = ("how SynOps are counted: exact (every event times its fan-out, also through pooling and "
-                          "residual sums) or standard (each non-zero input value times its fan-out); docs/metrics.md")
 # the demo's LTL student starts every membrane at theta/2 (the low-latency recipe's first part): its spike counts
 # round instead of floor, so the short windows of its table work too (T = 2: 98.9 % rather than chance); the
 # options apply to the demo's own rule, ltl-offline (`demo --rule R` runs R with its own defaults)
@@ -204,23 +202,30 @@ def _help(text: str, field: str | None = None, defaults: dict | None = None, def
     return text.replace("%", "%%")  # argparse formats help with %
 
 
+RUN_GROUPS = ("run", "data", "model", "optimisation", "spiking student")
+# the `teacher` command's own words for a setting whose flag means something else there: (help, default)
+TEACHER_COMMAND_WORDS = {"teacher": ("start from this teacher's weights (teacher.pt or its run folder), e.g. to quantize "
+                                     "it with --act-levels", "random initialisation")}
+
+
 def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dict | None = None,
                    overwrite: bool = False, teacher_recipe: bool = False) -> None:
-    """Flags shared by `demo`, `teacher`, `train` and `compare`; every one defaults to None so that only
-    given flags override the --config file (and ``defaults``, e.g. the demo's; shown in the help)."""
+    """Flags shared by `demo`, `teacher`, `train` and `compare`: the command's own (--config, --resume, ...), then
+    one flag per run setting of the command's scope, derived from its declaration (``config.RunConfig``).
+    Every one defaults to None so that only given flags override the --config file (and ``defaults``, e.g. the
+    demo's; shown in the help)."""
     d = defaults or {}
-
-    def h(text, field=None, default=None):
-        return _help(text, field, d, default)
-    recipe = "the teacher recipe's" if teacher_recipe else "the rule's own; config.yaml records the value used"
+    scopes = ("all", "student") if rule_flag else ("all", "teacher")
+    rules = [name for name in CATALOG if name != "ann"]
+    words = {"kind": "teacher" if teacher_recipe else "<rule>", "rules": ", ".join(rules),
+             "recipe": "the teacher recipe's" if teacher_recipe else "the rule's own; config.yaml records the value used"}
     p.usage = "%(prog)s [options]"
-
-    g = p.add_argument_group("run")
+    groups = {title: p.add_argument_group(title) for title in RUN_GROUPS if rule_flag or title != "spiking student"}
+    g = groups["run"]
     g.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields; flags override it")
-    g.add_argument("--out", metavar="DIR", help=h("run folder", default="runs/<name>, or runs/<name>-2, -3, ... "
-                                                  "when taken"))
-    g.add_argument("--name", metavar="NAME", help=h("run name", "name", default=None if d.get("name") else
-                                                    f"<dataset>-<arch>-{'teacher' if teacher_recipe else '<rule>'}"))
+    first = ("out", "name")  # the run folder's flags, then the command's own
+    for name in first:
+        _add_setting_flag(g, SETTINGS[name], d, words, rules, None)
     g.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (without "
                    "--out: the newest folder of the series)")
     if overwrite:
@@ -228,109 +233,31 @@ def _add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dic
                        help="start again in an existing run folder: removes only the files a run writes")
     g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    g.add_argument("--device", metavar="DEVICE", help=h("auto, cpu, cuda or cuda:N", "device"))
-    g.add_argument("--seed", type=int, metavar="N", help=h("random seed", "seed"))
-    g.add_argument("--tensorboard", action="store_true", default=None,
-                   help=h("log losses, accuracies, per-layer firing rates and local losses to RUN/tensorboard "
-                          "(needs: pip install 'spiketandem[tensorboard]')", "tensorboard"))
-
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", metavar="NAME", help=h(
-        "digits, cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder; event cameras: nmnist, cifar10-dvs, "
-        "dvs-gesture (binned into --T frames, docs/events.md)", "dataset"))
-    g.add_argument("--data-dir", metavar="DIR", help="where the dataset lives (see README: Data)")
-    g.add_argument("--download", action="store_true", default=None,
-                   help=h("download through torchvision if missing", "download"))
-    g.add_argument("--n-train", type=int, metavar="N", help=h("use a random subset of this many training images",
-                                                             default="all"))
-    g.add_argument("--n-test", type=int, metavar="N", help=h("use a random subset of this many test images",
-                                                            default="all"))
-    g.add_argument("--bins", choices=CHOICES["bins"], help=h("event datasets: T equal time bins or T bins of equal "
-                                                             "event counts", "bins"))
-    g.add_argument("--event-size", type=int, metavar="S", help=h("event datasets: pool the sensor to S x S frames "
-                                                                 "(e.g. 48 for CIFAR10-DVS)", default="the full sensor"))
-
-    g = p.add_argument_group("model")
-    g.add_argument("--arch", metavar="NAME", help=h("vgg11, vgg13, vgg16, vgg11-strided, vgg16-strided, resnet20, digits-cnn, "
-                                                    "digits-mlp", "arch",
-                                                    default=None if "arch" in d else
-                                                    "the dataset's: digits-cnn for digits and fashion-mnist, else vgg11"))
-    g.add_argument("--width", type=float, metavar="FACTOR", help=h("channel width multiplier (e.g. 0.25 for a CPU)",
-                                                                   "width"))
-    g.add_argument("--act-clip", type=float, metavar="C", help=h(
-        "teachers trained here use the clipped ReLU min(max(x, 0), C) (the LTL authors' teacher: C = 2); helps "
-        "students at small T", default="plain ReLU"))
-    g.add_argument("--act-levels", type=int, metavar="L", help=h(
-        "teachers trained here quantize each activation to L levels (QCFS: a learned clip per layer, starting at "
-        "--act-clip): the teacher of a student with T = L steps", default="full precision"))
-    if not rule_flag:
-        g.add_argument("--act-penalty", type=float, metavar="P", help=h(
-            "energy-aware teacher: adds P times the share of its MACs that a rate-coded student spends per time step "
-            "(each weight layer's input relative to the clip, weighted by the layer's MACs; logged as act_cost) to "
-            "the loss: sparser teachers, students with fewer SynOps (needs a clipped activation)", "act_penalty"))
-        g.add_argument("--teacher", metavar="PATH", help=h(
-            "start from this teacher's weights (teacher.pt or its run folder), e.g. to quantize it with --act-levels",
-            default="random initialisation"))
+    for declared in SETTINGS.values():
+        if declared.group in groups and declared.scope in scopes and declared.name not in first:
+            _add_setting_flag(groups[declared.group], declared, d, words, rules,
+                              TEACHER_COMMAND_WORDS.get(declared.name) if teacher_recipe else None)
     if rule_flag:
-        g.add_argument("--teacher", metavar="PATH", help=h("teacher.pt or a teacher run folder",
-                                                           default="one is trained, with --teacher-epochs"))
-        g.add_argument("--teacher-epochs", type=int, metavar="N",
-                       help=h("epochs of the teacher trained when --teacher is omitted", "teacher_epochs"))
+        _add_rule_options(p, d.get("options") or {})
 
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, metavar="N", help=h("training epochs", "epochs"))
-    g.add_argument("--batch-size", type=int, metavar="N", help=h(
-        "the global batch: under torchrun each of the N processes gets batch-size / N of it (must divide evenly)",
-        "batch_size"))
-    if rule_flag:
-        g.add_argument("--pipeline-stages", type=int, metavar="S", help=h(
-            "experimental: train the student's neuron layers as S pipelined stages, one per process: torchrun "
-            "--nproc_per_node=S*R (R data-parallel replicas of the pipeline); layer-local rules only (ltl-offline); "
-            "docs/performance.md", "pipeline_stages"))
-    g.add_argument("--lr", type=float, metavar="LR", help=h("learning rate", default=recipe))
-    g.add_argument("--optimizer", choices=[c for c in CHOICES["optimizer"] if c], help=h("optimizer", default=recipe))
-    g.add_argument("--weight-decay", type=float, metavar="WD", help=h("L2 weight decay", default=recipe))
-    g.add_argument("--lr-schedule", choices=CHOICES["lr_schedule"], help=h("learning-rate schedule over the epochs",
-                                                                           "lr_schedule"))
-    g.add_argument("--amp", choices=CHOICES["amp"], help=h(
-        "mixed precision: bf16 autocast of the weight layers (GPU; allowed but slow on most CPUs); neuron states and "
-        "losses stay float32", "amp"))
-    g.add_argument("--channels-last", action="store_true", default=None, help=h(
-        "NHWC memory format for conv weights and image batches (faster convolutions on GPUs)", "channels_last"))
-    if not rule_flag:
-        return
 
-    g = p.add_argument_group("spiking student")
-    rules = [name for name in CATALOG if name != "ann"]
-    g.add_argument("--rule", choices=rules, metavar="RULE", help=h(f"learning rule: {', '.join(rules)}", "rule"))
-    g.add_argument("--neuron", choices=CHOICES["neuron"], help=h("integrate-and-fire or leaky integrate-and-fire",
-                                                                 "neuron"))
-    g.add_argument("--T", type=int, metavar="N", help=h("time window (steps) for training", "T"))
-    g.add_argument("--eval-T", type=int, nargs="+", metavar="N", help=h("time windows to evaluate", "eval_T"))
-    g.add_argument("--threshold", type=float, metavar="THETA", help=h("firing threshold of randomly initialised "
-                                                                      "students", "threshold"))
-    g.add_argument("--tau-m", type=float, metavar="STEPS", help=h("LIF membrane time constant in steps (leak "
-                                                                  "exp(-dt/tau_m))", "tau_m"))
-    g.add_argument("--leak", type=float, metavar="A", help=h("LIF leak factor a directly (overrides --tau-m)",
-                                                             default="exp(-dt/tau_m)"))
-    g.add_argument("--reset", choices=CHOICES["reset"], help=h("reset by subtraction (paper) or to zero (authors' "
-                                                               "code)", "reset"))
-    g.add_argument("--surrogate", choices=CHOICES["surrogate"], help=h("surrogate gradient (boxcar: Eq. 8)",
-                                                                       "surrogate"))
-    g.add_argument("--surrogate-param", type=float, metavar="P", help=h("boxcar/triangle width p or sigmoid/atan "
-                                                                        "slope", default="the surrogate's own"))
-    g.add_argument("--neuron-backend", choices=CHOICES["neuron_backend"], help=h(
-        "auto: the fused multi-step kernel where it applies; fused: always (an error where it cannot); reference: "
-        "the per-step loop", "neuron_backend"))
-    g.add_argument("--init", choices=CHOICES["init"], help=h("from the teacher (BN folded, thresholds balanced) or "
-                                                             "random", "init"))
-    g.add_argument("--encoding", choices=CHOICES["encoding"], help=h("input: analog constant current, rate spikes or "
-                                                                     "event frames", "encoding"))
-    g.add_argument("--percentile", type=float, metavar="P", help=h("percentile for y_norm and threshold balancing",
-                                                                   "percentile"))
-    g.add_argument("--synops-convention", choices=CHOICES["synops_convention"], help=h(SYNOPS_CONVENTION_HELP,
-                                                                                       "synops_convention"))
-    _add_rule_options(p, (defaults or {}).get("options") or {})
+def _add_setting_flag(g, declared, defaults: dict, words: dict, rules: list, own_words: tuple | None) -> None:
+    """The flag of one run setting: its help with its default (the command's own value, else the setting's
+    default in words, else its value), its choices or type and metavar."""
+    text, shown = own_words or (declared.help.format(**words), declared.shown)
+    default = None if declared.name in defaults or shown is None else shown.format(**words)
+    kwargs = {"help": _help(text, declared.name, defaults, default)}
+    if declared.type is bool:
+        kwargs.update(action="store_true", default=None)
+    elif declared.name == "rule":
+        kwargs.update(choices=rules, metavar=declared.metavar)
+    elif declared.choices is not None:
+        kwargs["choices"] = [c for c in declared.choices if c is not None]
+    else:
+        kwargs.update(type=declared.type if declared.type in (int, float) else None, metavar=declared.metavar)
+        if declared.nargs:
+            kwargs["nargs"] = declared.nargs
+    g.add_argument(declared.flag, **{k: v for k, v in kwargs.items() if v is not None or k == "default"})
 
 
 def _add_rule_options(p: argparse.ArgumentParser, demo_options: dict) -> None:
@@ -346,7 +273,7 @@ def _add_rule_options(p: argparse.ArgumentParser, demo_options: dict) -> None:
             default = "the rule's" if opt.default is None else _shown(opt.default)
             if opt.name in demo_options:
                 default = f"{_shown(demo_options[opt.name])} for the demo's ltl-offline"
-            text = _help(opt.help, default=default, allowed=_bounds(opt))
+            text = _help(opt.help, default=default, allowed=opt.bounds())
             if opt.type is bool:
                 g.add_argument(opt.flag, action=argparse.BooleanOptionalAction, default=None,
                                dest=f"option_{opt.name}", help=text)
@@ -365,21 +292,6 @@ def _metavar(opt) -> str | None:
         hi = opt.maximum if opt.maximum is not None else opt.below
         return "FRACTION" if lo is not None and hi is not None and lo >= 0 and hi <= 1 else "X"
     return "VALUE"
-
-
-def _bounds(opt) -> str:
-    """The option's range in interval notation ("in [0, 1)", ">= 1"); "" when unbounded."""
-    if opt.choices or opt.type not in (int, float):
-        return ""
-    lo, lo_open = (opt.above, True) if opt.above is not None else (opt.minimum, False)
-    hi, hi_open = (opt.below, True) if opt.below is not None else (opt.maximum, False)
-    if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
-    if hi is not None:
-        return f"{'<' if hi_open else '<='} {hi:g}"
-    return ""
 
 
 def config_from_args(args, base: dict | None = None):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import re
 from dataclasses import dataclass, field, fields
@@ -15,90 +14,10 @@ import yaml
 from .choices import (AMP_MODES, BIN_MODES, ENCODINGS, INITS, LR_SCHEDULES, NEURON_BACKENDS, NEURON_KINDS, OPTIMIZERS,
                       RESETS, SURROGATES, SYNOPS_CONVENTIONS)
 from .errors import SpiketandemError
+from .settings import setting, settings_of
 
 if TYPE_CHECKING:
     from .neuron import NeuronConfig
-
-# fields whose value must be one of a fixed set, each list declared once in ``choices.py`` (beside the module
-# that implements it); rules, their options and datasets are checked by their registries (``rules.configure``,
-# ``data.registry``)
-CHOICES = {
-    "neuron": NEURON_KINDS,
-    "reset": RESETS,
-    "neuron_backend": NEURON_BACKENDS,
-    "surrogate": SURROGATES,
-    "init": INITS,
-    "encoding": ENCODINGS,
-    "optimizer": OPTIMIZERS + (None,),
-    "lr_schedule": LR_SCHEDULES,
-    "amp": AMP_MODES,
-    "bins": BIN_MODES,
-    "synops_convention": SYNOPS_CONVENTIONS,
-}
-# numeric fields: integer or real, the allowed range (``above``/``below`` exclusive, ``minimum``/``maximum``
-# inclusive; reals must also be finite) and, where null is allowed, what null means
-NUMBERS = {
-    "T": dict(integer=True, minimum=1),
-    "batch_size": dict(integer=True, minimum=1),
-    "pipeline_stages": dict(integer=True, minimum=1, hint=" (1: no layer pipelining)"),
-    "teacher_epochs": dict(integer=True, minimum=1),
-    "epochs": dict(integer=True, minimum=0, hint=" (0 for rules that train nothing, e.g. convert)"),
-    "seed": dict(integer=True, minimum=0, maximum=2 ** 32 - 1),
-    "n_train": dict(integer=True, minimum=1, null="the whole training split"),
-    "n_test": dict(integer=True, minimum=1, null="the whole test split"),
-    "event_size": dict(integer=True, minimum=1, null="the full sensor"),
-    "width": dict(minimum=1 / 64, maximum=16, hint=" (a channel multiplier: at 1/64 VGG's narrowest layer keeps one "
-                                                   "channel)"),
-    "threshold": dict(above=0),
-    "tau_m": dict(above=0),
-    "dt": dict(above=0),
-    "leak": dict(above=0, maximum=1, null="exp(-dt/tau_m)"),
-    "surrogate_param": dict(above=0, null="the surrogate's default"),
-    "percentile": dict(above=0, maximum=100),
-    "lr": dict(above=0, null="the rule's default"),
-    "weight_decay": dict(minimum=0, null="the rule's default"),
-    "act_clip": dict(above=0, null="a plain ReLU"),
-    "act_levels": dict(integer=True, minimum=1, null="full precision"),
-    "act_penalty": dict(minimum=0),
-}
-BOOLEANS = ("download", "progress", "detach_reset", "tensorboard", "channels_last")
-STRINGS = ("rule", "dataset", "device")
-OPTIONAL_STRINGS = ("name", "data_dir", "arch", "teacher", "out")
-
-
-def _allowed(integer: bool, minimum=None, maximum=None, above=None, below=None) -> str:
-    """The allowed values in words: 'a positive integer', 'a number in (0, 1]', ..."""
-    kind = "integer" if integer else "number"
-    finite = "" if integer else ", finite"
-    if maximum is None and below is None:
-        if above == 0 or (integer and minimum == 1):
-            return f"a positive{finite} {kind}"
-        if minimum == 0:
-            return f"a non-negative{finite} {kind}"
-    lo = f"({above}" if above is not None else f"[{minimum}" if minimum is not None else "(-inf"
-    hi = f"{below})" if below is not None else f"{maximum}]" if maximum is not None else "inf)"
-    return f"a{'n' if integer else ''} {kind} in {lo}, {hi}"
-
-
-def _check_number(name: str, value, *, integer=False, minimum=None, maximum=None, above=None, below=None,
-                  null: str | None = None, hint: str = ""):
-    """``value`` as a plain int/float if it is allowed, else one SpiketandemError naming the field, the value
-    and what is allowed.  Booleans are not numbers; an integer field takes no 4.5 (nor 4.0), and a YAML
-    string such as '8' is refused rather than guessed."""
-    if value is None and null is not None:
-        return None
-    allowed = _allowed(integer, minimum, maximum, above, below) + (f" (or null: {null})" if null else "") + hint
-    problem = SpiketandemError(f"config field {name!r} must be {allowed}, got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral if integer else numbers.Real)):
-        raise problem
-    value = int(value) if integer else float(value)
-    if not integer and not math.isfinite(value):
-        raise problem
-    if ((minimum is not None and value < minimum) or (maximum is not None and value > maximum)
-            or (above is not None and value <= above) or (below is not None and value >= below)):
-        raise problem
-    return value
-
 
 def _check_windows(name: str, value) -> list:
     """Time windows: a positive integer or a non-empty list of them, as a list of int."""
@@ -129,87 +48,139 @@ def _check_milestones(value) -> list:
     return [float(m) for m in value]
 
 
+SYNOPS_CONVENTION_HELP = ("how SynOps are counted: exact (every event times its fan-out, also through pooling and "
+                          "residual sums) or standard (each non-zero input value times its fan-out); docs/metrics.md")
+RECIPE = "{recipe}"  # the default of the optimizer settings in words: the rule's own, or the teacher recipe's
+
+
 @dataclass
 class RunConfig:
-    """Everything a run needs. ``None`` means "the rule's / dataset's default"."""
+    """Everything a run needs, each field declared once with its :class:`~spiketandem.settings.Setting`: its
+    default, help, allowed values and flag (``group``: where ``--help`` lists it; none: config and YAML only).
+    ``None`` means "the rule's / dataset's default"."""
 
-    rule: str = "ltl-offline"
-    name: str | None = None
+    # run
+    rule: str = setting("ltl-offline", "learning rule: {rules}", group="spiking student", scope="student",
+                        metavar="RULE")
+    name: str | None = setting(None, "run name", group="run", metavar="NAME", shown="<dataset>-<arch>-{kind}")
     # data
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    n_train: int | None = None
-    n_test: int | None = None
-    bins: str = "time"  # event datasets: T equal time bins or T bins of equal event counts (data/events.py)
-    event_size: int | None = None  # event datasets: sum-pool the sensor to event_size x event_size (None: full)
+    dataset: str = setting("digits", "digits, cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder; event "
+                           "cameras: nmnist, cifar10-dvs, dvs-gesture (binned into --T frames, docs/events.md)",
+                           group="data", metavar="NAME")
+    data_dir: str | None = setting(None, "where the dataset lives (see README: Data)", group="data", metavar="DIR")
+    download: bool = setting(False, "download through torchvision if missing", group="data")
+    n_train: int | None = setting(None, "use a random subset of this many training images", group="data",
+                                  metavar="N", minimum=1, null="the whole training split", shown="all")
+    n_test: int | None = setting(None, "use a random subset of this many test images", group="data", metavar="N",
+                                 minimum=1, null="the whole test split", shown="all")
+    bins: str = setting("time", "event datasets: T equal time bins or T bins of equal event counts", group="data",
+                        choices=BIN_MODES)
+    event_size: int | None = setting(None, "event datasets: pool the sensor to S x S frames (e.g. 48 for "
+                                     "CIFAR10-DVS)", group="data", metavar="S", minimum=1, null="the full sensor",
+                                     shown="the full sensor")
     # model
-    arch: str | None = None
-    width: float = 1.0
-    act_clip: float | None = None  # teacher activation min(max(x, 0), act_clip) instead of ReLU (the authors' use 2)
-    act_levels: int | None = None  # teacher activation quantized to act_levels levels (QCFS, models/quantized.py)
-    act_penalty: float = 0.0  # teachers: + act_penalty * the student's operations per step (models/activation_cost.py)
-    teacher: str | None = None
-    teacher_epochs: int = 30
+    arch: str | None = setting(None, "vgg11, vgg13, vgg16, vgg11-strided, vgg16-strided, resnet20, digits-cnn, "
+                               "digits-mlp", group="model", metavar="NAME",
+                               shown="the dataset's: digits-cnn for digits and fashion-mnist, else vgg11")
+    width: float = setting(1.0, "channel width multiplier (e.g. 0.25 for a CPU)", group="model", metavar="FACTOR",
+                           minimum=1 / 64, maximum=16,
+                           hint=" (a channel multiplier: at 1/64 VGG's narrowest layer keeps one channel)")
+    act_clip: float | None = setting(None, "teachers trained here use the clipped ReLU min(max(x, 0), C) (the LTL "
+                                     "authors' teacher: C = 2); helps students at small T", group="model",
+                                     metavar="C", above=0, null="a plain ReLU", shown="plain ReLU")
+    act_levels: int | None = setting(None, "teachers trained here quantize each activation to L levels (QCFS: a "
+                                     "learned clip per layer, starting at --act-clip): the teacher of a student "
+                                     "with T = L steps", group="model", metavar="L", minimum=1,
+                                     null="full precision", shown="full precision")
+    act_penalty: float = setting(0.0, "energy-aware teacher: adds P times the share of its MACs that a rate-coded "
+                                 "student spends per time step (each weight layer's input relative to the clip, "
+                                 "weighted by the layer's MACs; logged as act_cost) to the loss: sparser teachers, "
+                                 "students with fewer SynOps (needs a clipped activation)", group="model",
+                                 scope="teacher", metavar="P", minimum=0)
+    teacher: str | None = setting(None, "teacher.pt or a teacher run folder", group="model", metavar="PATH",
+                                  shown="one is trained, with --teacher-epochs")
+    teacher_epochs: int = setting(30, "epochs of the teacher trained when --teacher is omitted", group="model",
+                                  scope="student", metavar="N", minimum=1)
     # neuron
-    neuron: str = "lif"
-    threshold: float = 1.0
-    tau_m: float = 10.0
-    dt: float = 1.0
-    leak: float | None = None
-    reset: str = "subtract"
-    surrogate: str = "boxcar"
-    surrogate_param: float | None = None
-    detach_reset: bool = False
-    neuron_backend: str = "auto"  # fused multi-step kernel when it applies (auto), always (fused), or never (reference)
+    neuron: str = setting("lif", "integrate-and-fire or leaky integrate-and-fire", group="spiking student",
+                          scope="student", choices=NEURON_KINDS)
+    T: int = setting(16, "time window (steps) for training", group="spiking student", scope="student",
+                     metavar="N", minimum=1)
+    eval_T: list = setting(None, "time windows to evaluate", default_factory=lambda: [4, 8, 16, 32], type=int,
+                           group="spiking student", scope="student", metavar="N", nargs="+")
+    threshold: float = setting(1.0, "firing threshold of randomly initialised students", group="spiking student",
+                               scope="student", metavar="THETA", above=0)
+    tau_m: float = setting(10.0, "LIF membrane time constant in steps (leak exp(-dt/tau_m))",
+                           group="spiking student", scope="student", metavar="STEPS", above=0)
+    dt: float = setting(1.0, "the neuron's time step (leak exp(-dt/tau_m))", above=0)
+    leak: float | None = setting(None, "LIF leak factor a directly (overrides --tau-m)", group="spiking student",
+                                 scope="student", metavar="A", above=0, maximum=1, null="exp(-dt/tau_m)",
+                                 shown="exp(-dt/tau_m)")
+    reset: str = setting("subtract", "reset by subtraction (paper) or to zero (authors' code)",
+                         group="spiking student", scope="student", choices=RESETS)
+    surrogate: str = setting("boxcar", "surrogate gradient (boxcar: Eq. 8)", group="spiking student",
+                             scope="student", choices=SURROGATES)
+    surrogate_param: float | None = setting(None, "boxcar/triangle width p or sigmoid/atan slope",
+                                            group="spiking student", scope="student", metavar="P", above=0,
+                                            null="the surrogate's default", shown="the surrogate's own")
+    detach_reset: bool = setting(False, "detach the reset from the gradient (S[t-1] in the reset as a constant)")
+    neuron_backend: str = setting("auto", "auto: the fused multi-step kernel where it applies; fused: always (an "
+                                  "error where it cannot); reference: the per-step loop", group="spiking student",
+                                  scope="student", choices=NEURON_BACKENDS)
     # student
-    T: int = 16
-    eval_T: list = field(default_factory=lambda: [4, 8, 16, 32])
-    init: str = "teacher"
-    encoding: str = "analog"
-    percentile: float = 99.9
-    synops_convention: str = "exact"  # how SynOps are counted (metrics/synops.py): exact events or standard
+    init: str = setting("teacher", "from the teacher (BN folded, thresholds balanced) or random",
+                        group="spiking student", scope="student", choices=INITS)
+    encoding: str = setting("analog", "input: analog constant current, rate spikes or event frames",
+                            group="spiking student", scope="student", choices=ENCODINGS)
+    percentile: float = setting(99.9, "percentile for y_norm and threshold balancing", group="spiking student",
+                                scope="student", metavar="P", above=0, maximum=100)
+    synops_convention: str = setting("exact", SYNOPS_CONVENTION_HELP, group="spiking student", scope="student",
+                                     choices=SYNOPS_CONVENTIONS)
     # optimisation
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float | None = None
-    optimizer: str | None = None
-    weight_decay: float | None = None
-    lr_schedule: str = "cosine"
-    milestones: list = field(default_factory=lambda: [0.3, 0.6, 0.8])
-    pipeline_stages: int = 1  # >1: the student's layers as that many pipelined stages, one per process (pipelining/)
+    epochs: int = setting(5, "training epochs", group="optimisation", metavar="N", minimum=0,
+                          hint=" (0 for rules that train nothing, e.g. convert)")
+    batch_size: int = setting(64, "the global batch: under torchrun each of the N processes gets batch-size / N of "
+                              "it (must divide evenly)", group="optimisation", metavar="N", minimum=1)
+    pipeline_stages: int = setting(1, "experimental: train the student's neuron layers as S pipelined stages, one "
+                                   "per process: torchrun --nproc_per_node=S*R (R data-parallel replicas of the "
+                                   "pipeline); layer-local rules only (ltl-offline); docs/performance.md",
+                                   group="optimisation", scope="student", metavar="S", minimum=1,
+                                   hint=" (1: no layer pipelining)")
+    lr: float | None = setting(None, "learning rate", group="optimisation", metavar="LR", above=0,
+                               null="the rule's default", shown=RECIPE)
+    optimizer: str | None = setting(None, "optimizer", group="optimisation", choices=OPTIMIZERS + (None,),
+                                    shown=RECIPE)
+    weight_decay: float | None = setting(None, "L2 weight decay", group="optimisation", metavar="WD", minimum=0,
+                                         null="the rule's default", shown=RECIPE)
+    lr_schedule: str = setting("cosine", "learning-rate schedule over the epochs", group="optimisation",
+                               choices=LR_SCHEDULES)
+    milestones: list = setting(None, "the step schedule's milestones, as fractions of the epochs",
+                               default_factory=lambda: [0.3, 0.6, 0.8])
+    amp: str = setting("off", "mixed precision: bf16 autocast of the weight layers (GPU; allowed but slow on most "
+                       "CPUs); neuron states and losses stay float32", group="optimisation", choices=AMP_MODES)
+    channels_last: bool = setting(False, "NHWC memory format for conv weights and image batches (faster "
+                                  "convolutions on GPUs)", group="optimisation")
     # system
-    seed: int = 0
-    device: str = "auto"
-    out: str | None = None
-    progress: bool = True
-    tensorboard: bool = False  # log each epoch to <run>/tensorboard
-    amp: str = "off"            # "bf16": bfloat16 autocast of weight layers (neurons and losses stay float32)
-    channels_last: bool = False  # NHWC memory format for conv weights and image batches
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", group="run", metavar="DEVICE")
+    seed: int = setting(0, "random seed", group="run", metavar="N", minimum=0, maximum=2 ** 32 - 1)
+    out: str | None = setting(None, "run folder", group="run", metavar="DIR",
+                              shown="runs/<name>, or runs/<name>-2, -3, ... when taken")
+    progress: bool = setting(True, "a progress bar and per-epoch lines (--quiet: off)")
+    tensorboard: bool = setting(False, "log losses, accuracies, per-layer firing rates and local losses to "
+                                "RUN/tensorboard (needs: pip install 'spiketandem[tensorboard]')", group="run")
     # rule-specific options (declared by each rule's ``options``), name -> value
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         """Check every field (type and range) and normalise numbers to plain int/float, so that a bad value
         is one clear error here, before any work, never a traceback from deep inside torch."""
-        for name, allowed in CHOICES.items():
+        for name, declared in SETTINGS.items():
             value = getattr(self, name)
-            if isinstance(value, (list, dict, set)) or value not in allowed:
-                shown = ", ".join(str(a) for a in allowed if a is not None)
-                raise SpiketandemError(f"config field {name!r}: {value!r} is not allowed; choose one of {shown}")
-        for name, spec in NUMBERS.items():
-            setattr(self, name, _check_number(name, getattr(self, name), **spec))
-        for name in BOOLEANS:
-            if not isinstance(getattr(self, name), bool):
-                raise SpiketandemError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
-        for name in STRINGS + OPTIONAL_STRINGS:
-            value = getattr(self, name)
+            if name in ("eval_T", "milestones"):
+                continue
             if isinstance(value, PurePath):
                 value = str(value)
-                setattr(self, name, value)
-            if not (isinstance(value, str) or (value is None and name in OPTIONAL_STRINGS)):
-                allowed = "a string" + (" (or null)" if name in OPTIONAL_STRINGS else "")
-                raise SpiketandemError(f"config field {name!r} must be {allowed}, got {value!r}")
+            setattr(self, name, declared.check_field(value))
         if self.name is not None and (self.name in ("", ".") or PurePath(self.name).is_absolute()
                                       or ".." in PurePath(self.name).parts):
             raise SpiketandemError(f"config field 'name' must be a folder name inside runs/ (no '..', not absolute), "
@@ -239,6 +210,10 @@ class RunConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+SETTINGS = settings_of(RunConfig)  # every field's Setting, in declaration order
+# fields whose value must be one of a fixed set, each list declared once in ``choices.py`` (beside the module
+# that implements it); rules, their options and datasets are checked by their registries
+CHOICES = {name: declared.choices for name, declared in SETTINGS.items() if declared.choices is not None}
 
 
 def make_config(base: dict | None = None, overrides: dict | None = None) -> RunConfig:

@@ -10,69 +10,16 @@ and help follow.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpiketandemError
+from ..settings import Setting
 
 
-@dataclass(frozen=True)
-class Option:
-    """A rule-specific setting: becomes the flag ``--NAME`` (dashes for underscores) and the YAML key NAME.
-
-    ``choices`` limits the value to a set; ``minimum``/``maximum`` bound it (inclusive), ``above``/``below``
-    (exclusive).  ``None`` as a default means "decided by the rule" and is always accepted."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-    choices: tuple | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    above: float | None = None
-    below: float | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def allowed(self) -> str:
-        """What values are allowed, in words (for help and error messages)."""
-        if self.choices:
-            return "one of " + ", ".join(map(str, self.choices))
-        lo = f"> {self.above}" if self.above is not None else f">= {self.minimum}" if self.minimum is not None else ""
-        hi = f"< {self.below}" if self.below is not None else f"<= {self.maximum}" if self.maximum is not None else ""
-        bounds = " and ".join(b for b in (lo, hi) if b)
-        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(self.type, self.type.__name__)
-        return kind + (f" {bounds}" if bounds else "")
-
-    def check(self, value):
-        """``value`` converted to the option's type; one clear error if it is not allowed."""
-        if value is None:
-            return None
-        problem = f"option {self.flag} ({self.name}): {value!r} is not allowed; it must be {self.allowed()}"
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise SpiketandemError(problem)
-            return value
-        if isinstance(value, bool) or (self.type in (int, float) and isinstance(value, str)):
-            raise SpiketandemError(problem)
-        try:
-            converted = self.type(value)
-        except (TypeError, ValueError):
-            raise SpiketandemError(problem) from None
-        if self.type is int and converted != value:  # 4.5 is not an int option
-            raise SpiketandemError(problem)
-        if self.type is float and not math.isfinite(converted):
-            raise SpiketandemError(problem)
-        if self.choices and converted not in self.choices:
-            raise SpiketandemError(problem)
-        if ((self.minimum is not None and converted < self.minimum) or (self.maximum is not None and converted > self.maximum)
-                or (self.above is not None and converted <= self.above) or (self.below is not None and converted >= self.below)):
-            raise SpiketandemError(problem)
-        return converted
+# a rule's option is the same record as a run setting (settings.py), owned by its rule: becomes the flag
+# ``--NAME`` (dashes for underscores) and the YAML key NAME; None as a default means "decided by the rule"
+Option = Setting
 
 
 @dataclass(frozen=True)
