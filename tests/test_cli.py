@@ -172,7 +172,7 @@ def test_the_help_names_every_dataset_and_architecture(capsys):
 
 
 def test_demo_and_teacher_help_show_their_own_defaults(capsys):
-    from spiketandem.cli import DEMO_CONFIG
+    from spiketandem.commands import DEMO_CONFIG
     demo = " ".join(_help(["demo"], capsys).split())
     assert f"time window (steps) for training (default: {DEMO_CONFIG['T']})" in demo
     assert f"(default: {DEMO_CONFIG['teacher_epochs']})" in demo and f"(default: {DEMO_CONFIG['arch']})" in demo
@@ -182,7 +182,8 @@ def test_demo_and_teacher_help_show_their_own_defaults(capsys):
 
 
 def test_flags_reach_the_config(capsys):
-    from spiketandem.cli import build_parser, config_from_args
+    from spiketandem.cli import build_parser
+    from spiketandem.run_flags import config_from_args
     args = build_parser(["train"]).parse_args(["train", "--rule", "tet", "--tet-lambda", "0.1", "--no-tdbn",
                                                "--epochs", "3", "--T", "4"])
     cfg = config_from_args(args)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from spiketandem.cli import build_parser, config_from_args
+from spiketandem.cli import build_parser
+from spiketandem.run_flags import config_from_args
 from spiketandem.config import make_config
 from spiketandem.errors import SpiketandemError
 from spiketandem.models import build_model

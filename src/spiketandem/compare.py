@@ -330,12 +330,12 @@ def _rule_lr(text: str) -> tuple[str, float]:
 
 def register(p) -> None:
     """The arguments of `spiketandem compare` (its parser, made by ``cli.build_parser``)."""
-    from .cli import _add_run_flags
+    from .run_flags import add_run_flags
     p.description = ("Train several rules on one dataset/architecture/teacher and compare them: OUT/compare.md and "
                      ".json, the LTL paper's Fig. 2a (accuracy vs T) and Fig. 3 (learning curves). Every run is a "
                      "normal run folder under OUT; finished ones are reused. Run flags and rule options apply to "
                      "every rule (each rule reads only its own options).")
-    _add_run_flags(p, rule_flag=True)
+    add_run_flags(p, rule_flag=True)
     g = p.add_argument_group("comparison")
     g.add_argument("--rules", nargs="+", metavar="RULE",
                    help=f"rules to train at --T (default: {' '.join(DEFAULT_RULES)}, those registered)")
@@ -360,7 +360,8 @@ def register(p) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .cli import _logger, config_from_args
+    from .commands import logger_for
+    from .run_flags import config_from_args
     from .workflow import default_arch
     if args.rule:
         raise SpiketandemError("compare trains several rules: name them with --rules, not --rule")
@@ -371,7 +372,7 @@ def cmd_compare(args) -> None:
     if any(p < 0 for p in args.rate_penalties):
         raise SpiketandemError(f"--rate-penalties must be >= 0, got {args.rate_penalties}")
     result = run_compare(cfg, out, args.rules, args.sweep_rules, args.sweep_T, args.sweep, resume=args.resume,
-                         log=_logger(args), penalties=args.rate_penalties,
+                         log=logger_for(args), penalties=args.rate_penalties,
                          quantize_epochs=args.quantized_teacher_epochs, rule_lr=dict(args.rule_lr))
     if args.json:
         print(json.dumps({**result, "out": str(out)}))

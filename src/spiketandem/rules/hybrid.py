@@ -77,10 +77,12 @@ def run_hybrid(student: Student, x: torch.Tensor, T: int, modes: dict[str, tuple
 
 
 @torch.no_grad()
-def activation_scales(student: Student, images: torch.Tensor, T: int, modes: dict[str, tuple[str, Activation]],
-                      names, percentile: float, batch_size: int = 256) -> dict[str, float]:
-    """The ``percentile`` of the ANN activation f(z) of each layer in ``names``, over ``images``, in the
-    network whose layers run as ``modes`` (layers not in ``modes`` spike normally)."""
+def hybrid_activation_scales(student: Student, images: torch.Tensor, T: int,
+                             modes: dict[str, tuple[str, Activation]], names, percentile: float,
+                             batch_size: int = 256) -> dict[str, float]:
+    """The ``percentile`` of the ANN activation f(z) of each layer in ``names``, over ``images``, in the hybrid
+    network whose layers run as ``modes`` (layers not in ``modes`` spike normally); the teacher's own scales
+    are ``student.activation_scales``."""
     seen = {name: [] for name in names}
 
     def recording(name, activation):

@@ -29,7 +29,7 @@ from ..data.feeding import calibration_images, evaluation_batches, hold_out
 from ..errors import SpiketandemError
 from .base import Rule, make_student
 from .catalog import CATALOG
-from .hybrid import activation_scales, require_if_neurons, run_hybrid
+from .hybrid import hybrid_activation_scales, require_if_neurons, run_hybrid
 
 
 class PTL(Rule):
@@ -73,8 +73,8 @@ class PTL(Rule):
     def _start_stage(self, k: int) -> None:
         self.stage = k
         name = self.names[k]
-        self.model.set_scales(activation_scales(self.model, self.calibration, self.cfg.T, self.modes(), [name],
-                                                 self.cfg.percentile))
+        self.model.set_scales(hybrid_activation_scales(self.model, self.calibration, self.cfg.T, self.modes(),
+                                                       [name], self.cfg.percentile))
         remaining = self.cfg.epochs - self.epochs_used
         self.stage_cap = remaining if k == len(self.names) - 1 else remaining // (len(self.names) - k)
         self.stage_epochs, self.best_acc, self.stale, self.best_state = 0, -1.0, 0, None
