@@ -1,4 +1,5 @@
-"""Launch target of `bench gpu-check`'s distributed step: ``torchrun --nproc_per_node=2 benchmarks/gpu/ddp.py --backend nccl|gloo -- train ...``.
+"""Launch target of the GPU check's distributed step:
+``torchrun --nproc_per_node=2 benchmarks/gpu/ddp.py --backend nccl|gloo -- train ...``.
 
 ``distributed.setup`` gives rank r the device ``cuda:LOCAL_RANK`` and refuses more ranks than GPUs, which is
 right for training but leaves no way to put two ranks on the one GPU a check machine has.  So before the

@@ -1,4 +1,5 @@
-"""`bench gpu-check`, step `kernels`: the fused neuron against the per-step reference, every option.
+"""The GPU check (`benchmarks/gpu/check.py`), step `kernels`: the fused neuron against the per-step reference,
+every option.
 
 Two groups of cases, each counted passed / failed:
 

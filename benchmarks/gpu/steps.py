@@ -1,6 +1,6 @@
-"""The steps of `bench gpu-check`, each run in its own process: ``python benchmarks/gpu/steps.py
+"""The steps of the GPU check (`check.py`), each run in its own process: ``python benchmarks/gpu/steps.py
 SPEC.json``.  The spec names the step, the device, a work folder and the step's configuration (the exact
-flags of the benchmarks it calls, from ``gpu_check.plan``); the step writes ``SPEC.partial.json`` whenever it
+flags of the benchmarks it calls, from ``check.plan``); the step writes ``SPEC.partial.json`` whenever it
 has something new (so a step cut off by its time limit still returns what it measured) and
 ``SPEC.result.json`` at the end.  The steps call the existing benchmarks (``spiketandem bench ...`` through
 ``cli.main`` in this process, reading the JSON each writes) and the training command; they measure nothing

@@ -9,7 +9,7 @@ reserve 1 GiB more, so those blocks are carved from the heap's top and returned 
 still mapped; ``M_TRIM_THRESHOLD`` = 1 GiB keeps up to that much free top memory in the process.
 Setting either one stops glibc adapting ``M_MMAP_THRESHOLD`` (it stays at 128 KiB): the trim threshold
 alone is slower than glibc's defaults, the top pad is what helps.  docs/performance.md ("Allocator")
-has the measurements and ``spiketandem bench allocator`` repeats them.  The cost: the process keeps
+has the measurements and ``benchmarks/allocator.py`` repeats them.  The cost: the process keeps
 up to 1 GiB of freed memory for reuse instead of returning it.
 
 Only the `spiketandem` command applies it (a library should not change its host process's allocator;
