@@ -10,7 +10,7 @@ import pytest
 from data_builders import save_image, write_idx, write_pickle
 
 import spiketandem.data.loading as loading
-from spiketandem.data import DATASETS, DatasetFormatError, DatasetNotFoundError, load_dataset
+from spiketandem.data import IMAGE_DATASETS, DatasetFormatError, DatasetNotFoundError, load_dataset
 from spiketandem.data.formats.cifar import read_pickle
 from spiketandem.errors import SpiketandemError
 
@@ -19,7 +19,7 @@ def test_unknown_name_lists_the_datasets():
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("mnist-9000")
     message = str(info.value)
-    assert "mnist-9000" in message and all(name in message for name in DATASETS)
+    assert "mnist-9000" in message and all(name in message for name in IMAGE_DATASETS)
     assert isinstance(info.value, SpiketandemError)
 
 

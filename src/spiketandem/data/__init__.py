@@ -9,7 +9,7 @@ from .arrays import ArrayDataset
 from .batches import DeviceBatches
 from .errors import DatasetError, DatasetFormatError, DatasetNotFoundError
 from .loading import load_dataset
-from .specs import DATASETS
+from .specs import IMAGE_DATASETS
 
-__all__ = ["ArrayDataset", "DATASETS", "DatasetError", "DatasetFormatError", "DatasetNotFoundError",
+__all__ = ["ArrayDataset", "IMAGE_DATASETS", "DatasetError", "DatasetFormatError", "DatasetNotFoundError",
            "DeviceBatches", "load_dataset"]

@@ -15,13 +15,13 @@ from .formats.digits import load_digits_splits
 from .layouts import Layout
 from .locate import SearchReport, candidates, default_data_dir, search_roots
 from .progress import Feedback, LogFn
-from .specs import DATASETS, KNOWN_ARCHIVE_MD5, SPECS, DatasetSpec
+from .specs import IMAGE_DATASETS, KNOWN_ARCHIVE_MD5, SPECS, DatasetSpec
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
                  cache_dir: str | Path | None = None, *, log: LogFn | None = None,
                  progress: bool | None = None) -> ArrayDataset:
-    """Load dataset ``name`` (one of :data:`DATASETS`) as uint8 tensors.
+    """Load dataset ``name`` (one of :data:`IMAGE_DATASETS`) as uint8 tensors.
 
     ``data_dir`` is a folder holding the dataset (or one of its known sub-folders or archives), the
     dataset folder itself, or an archive of it; when None the default folders are searched (see
@@ -37,7 +37,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     place searched and how to get it) or :class:`DatasetFormatError` (a corrupt file, named)."""
     spec = SPECS.get(name.strip().lower().replace("_", "-"))
     if spec is None:
-        raise DatasetNotFoundError(f"unknown dataset {name!r}; the datasets are: {', '.join(DATASETS)}")
+        raise DatasetNotFoundError(f"unknown dataset {name!r}; the datasets are: {', '.join(IMAGE_DATASETS)}")
     if spec.name == "digits":
         return ArrayDataset.from_raw(spec.name, load_digits_splits(), augment=spec.augment,
                                      source="the copy shipped in spiketandem")

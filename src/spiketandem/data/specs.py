@@ -49,7 +49,7 @@ SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
                            "(or val/<class>/) sub-folders of equally sized images"),
 )}
 
-DATASETS: tuple[str, ...] = tuple(SPECS)
+IMAGE_DATASETS: tuple[str, ...] = tuple(SPECS)  # every dataset a run can name: registry.DATASETS
 
 # official release archives: a file with one of these names must have this md5
 KNOWN_ARCHIVE_MD5 = {
