@@ -4,14 +4,10 @@ declare them, and the run config built from the flags, a --config file and a com
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from .config import FIELD_NAMES, SETTINGS, RunConfig, load_yaml, make_config
+from .config import FIELD_NAMES, SETTINGS, load_yaml, make_config
 from .rules import CATALOG, all_options, rules_declaring
 
-
-_FIELD_DEFAULTS = {f.name: (f.default if f.default_factory is dataclasses.MISSING else f.default_factory())
-                   for f in dataclasses.fields(RunConfig)}
 
 
 def _shown(value) -> str:
@@ -27,7 +23,7 @@ def _help(text: str, field: str | None = None, defaults: dict | None = None, def
     """``text`` with what is ``allowed`` and its default: ``default`` in words, else the value of config
     field ``field`` (``defaults`` first: e.g. the demo's settings), omitted where there is none to show."""
     if default is None and field is not None:
-        value = (defaults or {}).get(field, _FIELD_DEFAULTS[field])
+        value = (defaults or {}).get(field, SETTINGS[field].default)
         default = None if value is None else _shown(value)
     notes = "; ".join(n for n in (allowed, default and f"default: {default}") if n)
     text = f"{text} ({notes})" if notes else text
