@@ -154,6 +154,9 @@ class RunConfig:
                                          null="the rule's default", shown=RECIPE)
     lr_schedule: str = setting("cosine", "learning-rate schedule over the epochs", group="optimisation",
                                choices=LR_SCHEDULES)
+    label_smoothing: float = setting(0.0, "teachers trained here learn from smoothed targets: (1 - EPS) on the "
+                                     "label, EPS spread evenly over all classes (Szegedy et al. 2016)",
+                                     group="optimisation", scope="teacher", metavar="EPS", minimum=0, below=1)
     milestones: list = setting(None, "the step schedule's milestones, as fractions of the epochs",
                                default_factory=lambda: [0.3, 0.6, 0.8])
     amp: str = setting("off", "mixed precision: bf16 autocast of the weight layers (GPU; allowed but slow on most "

@@ -4,6 +4,7 @@ metrics, atomic checkpoints and resume (with a run folder), and evaluation at se
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 import random
 import resource
 import sys
@@ -62,7 +63,25 @@ def make_optimizer(rule: Rule, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, weight_decay=wd)
 
 
+ONECYCLE_WARMUP = 0.15   # share of the epochs of the one-cycle warm-up
+ONECYCLE_START = 1 / 25  # its first epoch's rate, relative to --lr
+
+
+def onecycle_factor(epoch: int, epochs: int) -> float:
+    """The one-cycle schedule's rate in ``epoch`` (0-based) relative to ``--lr`` (Smith & Topin 2019, with a
+    cosine descent as in Loshchilov & Hutter 2017): a linear warm-up over the first W = max(1, round(0.15 E))
+    epochs from lr/25 to lr, then  0.5 (1 + cos(pi (e - W + 1) / (E - W + 1)))  down towards 0, so that the
+    last epoch trains at a small rate.  Stepped once per epoch, like the other schedules."""
+    warmup = max(1, round(ONECYCLE_WARMUP * epochs))
+    if epoch < warmup:
+        return ONECYCLE_START + (1 - ONECYCLE_START) * epoch / max(1, warmup - 1) if warmup > 1 else 1.0
+    progress = (epoch - warmup + 1) / (epochs - warmup + 1)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def make_scheduler(optimizer, cfg):
+    if cfg.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: onecycle_factor(epoch, max(1, cfg.epochs)))
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs))
     if cfg.lr_schedule == "step":

@@ -1,10 +1,11 @@
 """Training the ANN teacher itself (cross-entropy, SGD with momentum): the `teacher` command.
 
-    loss = CE(logits, y) + P * cost
+    loss = CE_eps(logits, y) + P * cost
 
 with P = ``--act-penalty`` (0 by default) and cost the share of the teacher's MACs a rate-coded
 student spends per time step (``models/activation_cost.py``), logged as ``act_cost`` for every
-clipped teacher."""
+clipped teacher; CE_eps is the cross-entropy with label smoothing eps = ``--label-smoothing`` (0 by
+default: the plain cross-entropy)."""
 from __future__ import annotations
 
 import torch
@@ -32,10 +33,10 @@ class ANNRule(Rule):
     def loss(self, x, y, epoch):
         if self.clip is None:
             logits = self.model(x)
-            return F.cross_entropy(logits, y), logits, {}
+            return F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing), logits, {}
         with ActivationCost(self.model, self.clip) as cost:
             logits = self.model(x)
-        ce = F.cross_entropy(logits, y)
+        ce = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         loss = ce + self.cfg.act_penalty * cost.value if self.cfg.act_penalty else ce
         return loss, logits, {"ce": float(ce.detach()), "act_cost": float(cost.value.detach())}
 
