@@ -686,7 +686,7 @@ def make_fixtures(root: Path) -> dict:
     """A trained base run (digits, offline LTL, its teacher in run/teacher/), a teacher model and a data
     subset for the API cases."""
     from spiketandem.data import load_dataset
-    from spiketandem.workflow import load_teacher
+    from spiketandem.teachers import load_teacher
     root = Path(root)
     base = root / "base-run"
     if not (base / "student.pt").is_file():

@@ -13,7 +13,8 @@ from spiketandem.config import make_config
 from spiketandem.data.feeding import evaluation_batches
 from spiketandem.errors import SpiketandemError
 from spiketandem.models import build_model
-from spiketandem.workflow import load_teacher, prepare, train_student
+from spiketandem.teachers import load_teacher
+from spiketandem.workflow import prepare, train_student
 from spiketandem.runs import RunFolder
 
 SMALL = dict(dataset="digits", arch="digits-cnn", n_train=256, n_test=128, batch_size=64, device="cpu",

@@ -155,7 +155,7 @@ def test_a_teacher_of_another_dataset_names_its_dataset(tmp_path):
     dataset the teacher was trained on and the flag to pass."""
     from spiketandem.config import make_config
     from spiketandem.models import build_model
-    from spiketandem.workflow import load_teacher, save_teacher
+    from spiketandem.teachers import load_teacher, save_teacher
     from spiketandem.rules.base import DataInfo
     cfg = make_config({"dataset": "cifar10", "arch": "digits-mlp", "width": 0.25})
     save_teacher(build_model("digits-mlp", 10, 3, 32, 0.25), cfg, DataInfo(10, 3, 32), 0.5, tmp_path / "teacher.pt")

@@ -308,7 +308,7 @@ def test_corrupt_model_file_is_reported(tmp_path, digits_teacher, capsys):
 
 def test_clipped_teacher_is_trained_saved_and_loaded_with_its_clip(tmp_path, capsys):
     from torch import nn
-    from spiketandem.workflow import load_teacher
+    from spiketandem.teachers import load_teacher
     out = tmp_path / "t"
     assert main(["teacher", "--dataset", "digits", "--arch", "digits-mlp", "--epochs", "3", "--act-clip", "1.5",
                  "--out", str(out), "--quiet", "--json"]) == 0

@@ -109,7 +109,7 @@ def test_the_frontier_table_with_conversion_qcfs_and_quantized_teachers(tmp_path
     epochs, qcfs's levels follow each window, offline LTL at each T learns from the teacher quantized to T
     levels, and the table gives every run's gap to the full-precision teacher, its SynOps ratio in both
     conventions and its energy ratio."""
-    from spiketandem.workflow import load_teacher
+    from spiketandem.teachers import load_teacher
     out = tmp_path / "cmp"
     rules = ["ltl-offline", "convert", "qcfs"]
     result = compare(capsys, "--rules", *rules, "--sweep-rules", *rules, "--T", "2", "--eval-T", "2", "--sweep-T",

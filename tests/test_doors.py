@@ -116,7 +116,7 @@ def test_every_door_reports_the_accuracy_of_the_trained_network(started_run, tmp
     assert reported == pytest.approx(_rates(student, x, start), abs=1e-12), case
 
     # the operation count of summary.json is the API's, on the same 64 images (metrics.evaluation.COUNT_SAMPLES)
-    from spiketandem.workflow import load_teacher
+    from spiketandem.teachers import load_teacher
     teacher = load_teacher(run / "teacher.pt")[0]
     assert api.synops_ratio(student, teacher, x[:64], T) == pytest.approx(summary["synops_ratio"], rel=1e-9), case
 
@@ -174,7 +174,7 @@ def test_tensorboard_rates_are_those_of_the_trained_network(started_run, tmp_pat
 def test_a_student_trained_through_the_api_scores_its_loop_accuracy(digits_teacher, tmp_path):
     """api.train's student, in memory and saved and reloaded, scores the training loop's last test accuracy."""
     from spiketandem.config import make_config
-    from spiketandem.workflow import load_teacher
+    from spiketandem.teachers import load_teacher
     teacher = load_teacher(digits_teacher)[0]
     cfg, data, _, _ = prepare(make_config({"dataset": "digits", "arch": "digits-cnn", "n_train": 300, "n_test": 120,
                                            "T": T, "batch_size": 64}))

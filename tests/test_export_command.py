@@ -15,7 +15,7 @@ from spiketandem.config import make_config
 from spiketandem.export import neuron_node_names
 from spiketandem.model_file import save_model, zoo_architecture
 from spiketandem.models import build_model
-from spiketandem.workflow import save_teacher
+from spiketandem.teachers import save_teacher
 from spiketandem.rules import get_rule
 from spiketandem.rules.base import DataInfo
 from spiketandem.runs import RunFolder

@@ -14,7 +14,7 @@ from spiketandem.errors import SpiketandemError
 from spiketandem.export import neuron_node_names, simulate_nir, student_to_nir, write_nir
 from spiketandem.models import build_model
 from spiketandem.neuron import NeuronConfig, RunContext
-from spiketandem.workflow import save_teacher
+from spiketandem.teachers import save_teacher
 from spiketandem.rules import get_rule
 from spiketandem.rules.base import DataInfo
 from spiketandem.model_file import save_model, zoo_architecture

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from spiketandem.config import make_config
-from spiketandem.workflow import load_teacher, train_student
+from spiketandem.teachers import load_teacher
+from spiketandem.workflow import train_student
 from spiketandem.rules.base import DataInfo
 from spiketandem.rules.ltl_offline import LTLOffline
 from spiketandem.runs import RunFolder

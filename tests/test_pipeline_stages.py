@@ -197,7 +197,7 @@ def test_pipeline_stages_without_torchrun_is_refused_before_a_teacher_is_trained
 
 def test_more_stages_than_neuron_layers_is_refused(digits_teacher):
     from spiketandem.pipelining import wrap
-    from spiketandem.workflow import load_teacher
+    from spiketandem.teachers import load_teacher
     from spiketandem.rules import get_rule
     from spiketandem.rules.base import DataInfo
     info = DataInfo(10, 1, 8)

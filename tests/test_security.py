@@ -15,7 +15,8 @@ import torch
 import spiketandem
 from spiketandem.cli import main
 from spiketandem.errors import SpiketandemError
-from spiketandem.workflow import load_run, load_teacher
+from spiketandem.teachers import load_teacher
+from spiketandem.workflow import load_run
 from spiketandem.runs import MODEL_FORMAT, TEACHER_FORMAT, safe_load
 
 SMALL = ["--dataset", "digits", "--arch", "digits-mlp", "--n-train", "200", "--n-test", "100", "--quiet",

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 # public name -> the submodule that defines it
 _EXPORTS = {
-    "load_student": "model_file", "save_student": "model_file",
+    "load_student": "model_file", "save_student": "model_file", "load_teacher": "teachers",
     "NeuronConfig": "neuron", "SpikingNeuron": "neuron", "neuron_step": "neuron", "run_neuron": "neuron",
     "Student": "student", "TeacherTaps": "student", "build_student": "student",
     "Surrogate": "surrogate", "spike": "surrogate",
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .neuron import NeuronConfig, SpikingNeuron, neuron_step, run_neuron
     from .student import Student, TeacherTaps, build_student
     from .surrogate import Surrogate, spike
+    from .teachers import load_teacher
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)

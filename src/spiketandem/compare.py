@@ -98,7 +98,8 @@ class Teachers:
         self.quantized: dict[int, dict] = {}  # T -> {"path", "accuracy", "epochs"}
 
     def _full_precision(self) -> tuple[str, float]:
-        from .workflow import load_teacher, obtain_teacher, prepare
+        from .teachers import load_teacher
+        from .workflow import obtain_teacher, prepare
         from .runs import RunFolder
         cfg, out = self.cfg, self.out
         if cfg.teacher:
@@ -120,7 +121,8 @@ class Teachers:
         return self.quantized[T]["path"]
 
     def _quantize(self, levels: int) -> dict:
-        from .workflow import load_teacher, train_teacher
+        from .teachers import load_teacher
+        from .workflow import train_teacher
         from .runs import RunFolder
         folder = RunFolder(self.out / f"teacher-L{levels}")
         if not folder.file("teacher.pt").is_file():

@@ -97,7 +97,8 @@ class RunConfig:
                                  "weighted by the layer's MACs; logged as act_cost) to the loss: sparser teachers, "
                                  "students with fewer SynOps (needs a clipped activation)", group="model",
                                  scope="teacher", metavar="P", minimum=0)
-    teacher: str | None = setting(None, "teacher.pt or a teacher run folder", group="model", metavar="PATH",
+    teacher: str | None = setting(None, "teacher.pt, a teacher run folder, or pretrained:NAME, a teacher shipped "
+                                  "with the package (docs/teachers.md)", group="model", metavar="PATH",
                                   shown="one is trained, with --teacher-epochs")
     teacher_epochs: int = setting(30, "epochs of the teacher trained when --teacher is omitted", group="model",
                                   scope="student", metavar="N", minimum=1)

@@ -32,8 +32,9 @@ def _help(text: str, field: str | None = None, defaults: dict | None = None, def
 
 RUN_GROUPS = ("run", "data", "model", "optimisation", "spiking student")
 # the `teacher` command's own words for a setting whose flag means something else there: (help, default)
-TEACHER_COMMAND_WORDS = {"teacher": ("start from this teacher's weights (teacher.pt or its run folder), e.g. to quantize "
-                                     "it with --act-levels", "random initialisation")}
+TEACHER_COMMAND_WORDS = {"teacher": ("start from this teacher's weights (teacher.pt, its run folder or "
+                                     "pretrained:NAME), e.g. to quantize it with --act-levels",
+                                     "random initialisation")}
 
 
 def add_run_flags(p: argparse.ArgumentParser, rule_flag: bool, *, defaults: dict | None = None,

@@ -15,7 +15,7 @@ from .data.registry import default_arch, is_event_dataset
 from .errors import SpiketandemError
 from .metrics import EnergyModel
 from .metrics.evaluation import student_metrics
-from .model_file import check_info, load_weights, read_model, rebuild_rule, save_model, zoo_architecture
+from .model_file import load_weights, read_model, rebuild_rule, save_model, zoo_architecture
 from .models import build_model
 from .models.quantized import calibrate_clips
 from .report import plot_learning_curve, write_T_sweep
@@ -23,7 +23,8 @@ from .rules import configure, get_rule
 from .rules.base import DataInfo, Rule
 from .ownership import check_folder, claim, latest_path, unique_path
 from .provenance import provenance
-from .runs import TEACHER_FORMAT, RunFolder, atomic_save, safe_load
+from .teachers import load_teacher, read_teacher_record, save_teacher, teacher_file
+from .runs import RunFolder
 from .train import evaluate, fit, peak_memory_bytes, resolve_device, seed_everything
 
 
@@ -187,47 +188,6 @@ def _on_main(run: RunFolder, work) -> dict:
 
 # ---- teachers ---------------------------------------------------------------------------------
 
-def save_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, accuracy: float, path: Path) -> None:
-    atomic_save({"format": TEACHER_FORMAT, "arch": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip,
-                 "act_levels": cfg.act_levels, "dataset": cfg.dataset,
-                 "info": dataclasses.asdict(info), "state_dict": model.state_dict(), "accuracy": accuracy}, path)
-
-
-def read_teacher_record(path: str | Path, device="cpu") -> dict:
-    """The record of a teacher checkpoint (a teacher.pt file, or a run folder holding one), checked: its
-    architecture, width, activation, data shape, accuracy and weights."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "teacher.pt"
-    obj = safe_load(path, "teacher checkpoint", map_location=device, expected_format=TEACHER_FORMAT)
-    check_info(obj.get("info"), path, "teacher checkpoint")
-    if not (isinstance(obj.get("arch"), str) and isinstance(obj.get("state_dict"), dict)
-            and isinstance(obj.get("width"), (int, float))):
-        raise SpiketandemError(f"teacher checkpoint {path} is damaged (no 'arch', 'width' or 'state_dict' entry); "
-                               "train the teacher again (`spiketandem teacher`)")
-    bad = [k for k, v in obj["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
-           and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise SpiketandemError(f"teacher {path} holds non-finite values ({', '.join(bad[:3])}): its training diverged; "
-                               "train it again with a lower --lr")
-    return obj
-
-
-def load_teacher(path: str | Path, info: DataInfo | None = None, device="cpu") -> tuple[torch.nn.Module, dict]:
-    """Load a teacher checkpoint (a teacher.pt file, or a run folder holding one)."""
-    path = Path(path) / "teacher.pt" if Path(path).is_dir() else Path(path)
-    obj = read_teacher_record(path, device)
-    saved = DataInfo(**obj["info"])
-    if info is not None and saved != info:
-        trained_on = f" ({obj['dataset']}: pass --dataset {obj['dataset']} and its --data-dir)" if obj.get("dataset") else ""
-        raise SpiketandemError(f"teacher {path} was trained for {saved}{trained_on} but this dataset is {info}; use "
-                               "the teacher's dataset, or train a teacher on this one (`spiketandem teacher --dataset ...`)")
-    model = build_model(obj["arch"], saved.num_classes, saved.in_channels, saved.image_size, obj["width"],
-                        obj.get("act_clip"), obj.get("act_levels"))
-    load_weights(model, obj["state_dict"], f"teacher checkpoint {path}")
-    return model.to(device).eval(), obj
-
-
 def summary_row(cfg: RunConfig, rule: Rule, acc_by_T: dict, teacher_acc, synops_ratio, seconds, device) -> dict:
     final = acc_by_T.get(cfg.T, next(iter(acc_by_T.values())))
     return {"rule": cfg.rule, "dataset": cfg.dataset, "arch": cfg.arch,
@@ -293,8 +253,7 @@ def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, re
     if cfg.teacher:  # its architecture and activation were checked against the flags when the run was planned
         teacher, meta = load_teacher(cfg.teacher, info, device)
         if distributed.is_main():
-            shutil.copyfile(Path(cfg.teacher) / "teacher.pt" if Path(cfg.teacher).is_dir() else cfg.teacher,
-                        run.file("teacher.pt"))
+            shutil.copyfile(teacher_file(cfg.teacher), run.file("teacher.pt"))
         return teacher, meta
     sub = RunFolder(run.path / "teacher")
     if resume and sub.file("teacher.pt").is_file():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from spiketandem.config import make_config
-from spiketandem.workflow import calibration_images, load_teacher, prepare, train_student
+from spiketandem.teachers import load_teacher
+from spiketandem.workflow import calibration_images, prepare, train_student
 from spiketandem.rules import configure, get_rule
 from spiketandem.runs import RunFolder
 from spiketandem.data.feeding import evaluation_batches

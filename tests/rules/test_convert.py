@@ -7,7 +7,8 @@ import torch
 from spiketandem.config import make_config
 from spiketandem.errors import SpiketandemError
 from spiketandem.neuron import RunContext
-from spiketandem.workflow import calibration_images, load_teacher, train_student
+from spiketandem.teachers import load_teacher
+from spiketandem.workflow import calibration_images, train_student
 from spiketandem.rules.hybrid import membrane_start
 from spiketandem.runs import RunFolder
 from spiketandem.student import TeacherTaps

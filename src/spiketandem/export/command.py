@@ -24,7 +24,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     (recovering accuracy by LTL against the run's teacher), write it to ``out`` and optionally verify the
     file in other simulators.  Returns a report: {"path", "format", "dt", "flavour", "retarget",
     "weight_quantization", "verify"} (the last three where asked)."""
-    from ..workflow import load_run, load_teacher, prepare
+    from ..teachers import load_teacher
+    from ..workflow import load_run, prepare
     from ..runs import RunFolder
     from ..student import Student
     from .nir_export import refuse_membrane_start, write_nir

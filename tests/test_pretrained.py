@@ -1,0 +1,54 @@
+"""Teachers named ``pretrained:NAME``: resolved to the package's own files, in every door that takes a teacher."""
+import json
+import shutil
+
+import pytest
+import torch
+
+import spiketandem
+from spiketandem import teachers
+from spiketandem.cli import main
+from spiketandem.errors import SpiketandemError
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch, digits_teacher):
+    """A package folder of shipped teachers holding the digits teacher as ``digits-cnn-digits``."""
+    folder = tmp_path / "pretrained"
+    folder.mkdir()
+    shutil.copyfile(digits_teacher, folder / "digits-cnn-digits.pt")
+    (folder / "digits-cnn-digits.json").write_text(json.dumps({"command": "spiketandem teacher", "seed": 0}))
+    monkeypatch.setattr(teachers, "PRETRAINED_FOLDER", folder)
+    return folder
+
+
+def test_a_shipped_name_is_its_package_file_and_other_names_stay_paths(shipped, tmp_path):
+    assert teachers.pretrained_names() == ["digits-cnn-digits"]
+    assert teachers.teacher_file("pretrained:digits-cnn-digits") == shipped / "digits-cnn-digits.pt"
+    assert teachers.teacher_file(tmp_path / "t.pt") == tmp_path / "t.pt"
+    assert teachers.teacher_file(shipped) == shipped / "teacher.pt"  # a folder names its teacher.pt
+    assert teachers.pretrained_record("digits-cnn-digits")["seed"] == 0
+
+
+def test_an_unknown_shipped_name_lists_the_shipped_ones(shipped):
+    with pytest.raises(SpiketandemError, match="no shipped teacher is called 'resnet99'; the shipped teachers: "
+                                               "pretrained:digits-cnn-digits$"):
+        teachers.teacher_file("pretrained:resnet99")
+
+
+def test_the_api_loads_a_shipped_teacher_as_the_file_it_names(shipped, digits_teacher):
+    model, record = spiketandem.load_teacher("pretrained:digits-cnn-digits")
+    same, _ = teachers.load_teacher(digits_teacher)
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.equal(model(x), same(x))
+    assert record["arch"] == "digits-cnn"
+
+
+def test_a_student_of_a_shipped_teacher_records_its_name_and_copies_its_file(shipped, digits_teacher, tmp_path, capsys):
+    out = tmp_path / "student"
+    main(["train", "--teacher", "pretrained:digits-cnn-digits", "--epochs", "1", "--T", "2", "--eval-T", "2",
+          "--n-train", "256", "--quiet", "--out", str(out)])
+    assert "teacher: pretrained:digits-cnn-digits" in (out / "config.yaml").read_text()
+    assert (out / "teacher.pt").read_bytes() == (shipped / "digits-cnn-digits.pt").read_bytes()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher_acc"] == torch.load(digits_teacher, weights_only=True)["accuracy"]
