@@ -68,11 +68,39 @@ def test_teacher_rules_share_the_given_teacher_and_eval_sweep(tmp_path, capsys, 
 @pytest.mark.parametrize("args,message", [(["--rule", "stbp"], "--rules"), (["--rules", "nope"], "unknown rule"),
                                           (["--rules", "stbp", "stbp"], "twice"),
                                           (["--rules", "stbp", "--rule-lr", "tet=1e-3"], "does not train"),
-                                          (["--rules", "stbp", "--rule-lr", "stbp=0"], "must be > 0")])
+                                          (["--rules", "stbp", "--rule-lr", "stbp=0"], "must be > 0"),
+                                          (["--rules", "stbp", "--seeds", "1", "1"], "names a seed twice"),
+                                          (["--rules", "stbp", "--seeds", "1", "--seed", "2"], "not both")])
 def test_bad_requests_are_clear_errors(tmp_path, capsys, args, message):
     assert main(["compare", *FAST, "--out", str(tmp_path / "x"), "--sweep", "none", *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x" / "stbp").exists()
+
+
+def test_several_seeds_are_one_run_each_reported_as_mean_and_sample_std(tmp_path, capsys, digits_teacher):
+    out = tmp_path / "cmp"
+    result = compare(capsys, "--rules", "ltl-offline", "stbp", "--sweep", "eval", "--sweep-rules", "ltl-offline",
+                     "--sweep-T", "2", "4", "--teacher", digits_teacher, "--seeds", "3", "5", "--out", str(out))
+    assert result["seeds"] == [3, 5] and not (out / "stbp").exists()
+    for name, row in result["runs"].items():
+        folders = [out / f"{name}-seed3", out / f"{name}-seed5"]
+        summaries = [RunFolder(f).read_json("summary.json") for f in folders]
+        assert [RunFolder(f).read_config()["seed"] for f in folders] == [3, 5]
+        a, b = (s["student_acc"] for s in summaries)
+        assert row["student_acc"] == pytest.approx((a + b) / 2)
+        assert row["student_acc_std"] == pytest.approx(abs(a - b) / 2 ** 0.5)  # sample std of two values
+        assert row["acc_by_seed"] == {"3": a, "5": b} and row["run_dirs"] == [str(f) for f in folders]
+        curves = [RunFolder(f).read_metrics()[0]["test_acc"] for f in folders]
+        assert row["curve"][0]["test_acc"] == pytest.approx(sum(curves) / 2)
+    evaluated = [RunFolder(out / f"ltl-offline-seed{s}").read_json("summary.json")["acc_by_T"]["2"] for s in (3, 5)]
+    assert result["sweep"]["accuracy"]["ltl-offline"]["2"] == pytest.approx(sum(evaluated) / 2)
+    assert result["sweep"]["accuracy_std"]["ltl-offline"]["2"] == pytest.approx(abs(evaluated[0] - evaluated[1]) / 2 ** 0.5)
+    line = next(r for r in result["table"] if r["method"] == "stbp")
+    assert line["acc_std"] == result["runs"]["stbp"]["student_acc_std"] and line["seeds"] == [3, 5]
+    table = (out / "compare.md").read_text()
+    assert "2 seeds (3, 5)" in table
+    mean, std = result["runs"]["stbp"]["student_acc"], result["runs"]["stbp"]["student_acc_std"]
+    assert f"| stbp | 4 | 1 | {100 * mean:.2f} ± {100 * std:.2f}% |" in table
 
 
 def test_a_malformed_rule_lr_is_a_usage_error(tmp_path, capsys):

@@ -31,6 +31,7 @@ from pathlib import Path
 from .errors import SpiketandemError
 from .report.tables import synops_convention
 from .rules import CATALOG, get_rule
+from .seeds import check_seeds, mean_std, seed_folder
 
 SWEEP_MODES = ("train", "eval", "none")
 DEFAULT_RULES = ("ltl-offline", "ltl-online", "stbp", "tet")
@@ -139,28 +140,68 @@ class Teachers:
                 "accuracy": load_teacher(folder.file("teacher.pt"))[1]["accuracy"]}
 
 
-def _row(rule: str, summary: dict, run_dir: Path) -> dict:
+def _trained(cfg, folder: Path, seeds: list[int], *, resume: bool, log) -> list[tuple[dict, Path]]:
+    """The setup ``cfg`` trained once per seed (each in its ``seeds.seed_folder``): (summary, folder) each."""
+    found = []
+    for seed in seeds:
+        path = seed_folder(folder, seed, seeds)
+        if len(seeds) > 1:
+            log(f"   seed {seed}")
+        found.append((_train(cfg.replace(seed=seed), path, resume=resume, log=log), path))
+    return found
+
+
+def _seed_row(rule: str, summary: dict, run_dir: Path) -> dict:
     """One run of the comparison: its accuracy, operations (in both SynOps conventions), energy and time."""
     from .runs import RunFolder
     run = RunFolder(run_dir)
     rows = run.read_metrics()
+    config = run.read_config()
     per_epoch = [r["epoch_seconds"] for r in rows if "epoch_seconds" in r]
-    return {"rule": rule, "T": summary.get("T"), "epochs": summary.get("epochs"),
+    return {"rule": rule, "T": summary.get("T"), "epochs": summary.get("epochs"), "seed": config.get("seed"),
             "student_acc": summary.get("student_acc"), "best_epoch_acc": max((r["test_acc"] for r in rows), default=None),
             "acc_by_T": summary.get("acc_by_T", {}), "synops_ratio": summary.get("synops_ratio"),
             "synops_convention": synops_convention(summary),
             "synops_ratio_by_convention": summary.get("synops_ratio_by_convention") or {},
             "energy_ratio": (summary.get("energy") or {}).get("ratio"),
-            "teacher_acc": summary.get("teacher_acc"), "lr": run.read_config().get("lr"),
+            "teacher_acc": summary.get("teacher_acc"), "lr": config.get("lr"),
             "train_seconds": summary.get("train_seconds"),
             "seconds_per_epoch": sum(per_epoch) / len(per_epoch) if per_epoch else None,
             "curve": [{"epoch": r["epoch"], "test_acc": r["test_acc"]} for r in rows], "run_dir": str(run_dir)}
 
 
+def _row(rule: str, trained: list[tuple[dict, Path]]) -> dict:
+    """The runs of one setup over its seeds (``_trained``) as one row: every number the mean over the seeds
+    (``seeds.mean_std``; times are per run), the accuracies with their standard deviation (``*_std``: None
+    for one seed), each seed's accuracy and folder."""
+    rows = [_seed_row(rule, summary, folder) for summary, folder in trained]
+
+    def mean(key, of=lambda r, key: r[key]):
+        return mean_std(of(r, key) for r in rows)[0]
+    acc, acc_std = mean_std(r["student_acc"] for r in rows)
+    by_T = {T: mean_std(r["acc_by_T"].get(T) for r in rows) for T in rows[0]["acc_by_T"]}
+    epochs = max(len(r["curve"]) for r in rows)
+    curve = []
+    for e in range(epochs):
+        m, sd = mean_std(r["curve"][e]["test_acc"] if e < len(r["curve"]) else None for r in rows)
+        curve.append({"epoch": e + 1, "test_acc": m, "test_acc_std": sd})
+    conventions = {c for r in rows for c in r["synops_ratio_by_convention"]}
+    return {**rows[0], "student_acc": acc, "student_acc_std": acc_std, "n_seeds": len(rows),
+            "seeds": [r["seed"] for r in rows], "acc_by_seed": {str(r["seed"]): r["student_acc"] for r in rows},
+            "best_epoch_acc": mean("best_epoch_acc"), "acc_by_T": {T: m for T, (m, _) in by_T.items()},
+            "acc_by_T_std": {T: sd for T, (_, sd) in by_T.items()}, "synops_ratio": mean("synops_ratio"),
+            "synops_ratio_by_convention": {c: mean_std(r["synops_ratio_by_convention"].get(c) for r in rows)[0]
+                                           for c in sorted(conventions)},
+            "energy_ratio": mean("energy_ratio"), "train_seconds": mean("train_seconds"),
+            "seconds_per_epoch": mean("seconds_per_epoch"), "curve": curve, "run_dirs": [r["run_dir"] for r in rows]}
+
+
 def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFAULT_SWEEP_T, sweep: str = "train",
                 resume: bool = False, log=print, penalties=(), quantize_epochs: int = 0,
-                rule_lr: dict | None = None) -> dict:
+                rule_lr: dict | None = None, seeds=None) -> dict:
     """Train ``rules`` (and the T sweep) on the setup ``cfg``; write the table and figures into ``out``.
+    ``seeds``: every run is trained once per seed (default: ``cfg.seed`` alone) and reported as the mean and
+    standard deviation over them (``seeds.py``).
     ``penalties``: also train offline LTL with each ``--rate-penalty`` at each window of the front (the
     sweep's windows, else ``cfg.T``) into OUT/front/, for the accuracy-vs-operations front.
     ``quantize_epochs`` > 0: offline LTL at each window T learns from the teacher quantized to T levels
@@ -183,6 +224,7 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
     if quantize_epochs < 0:
         raise SpiketandemError(f"--quantized-teacher-epochs must be >= 0, got {quantize_epochs}")
     rule_lr = dict(rule_lr or {})
+    seeds = check_seeds(seeds if seeds is not None else [cfg.seed])
     compared = set(rules) | (set(sweep_rules) if sweep != "none" else set()) | ({"ltl-offline"} if penalties else set())
     for name, lr in rule_lr.items():
         if name not in compared:
@@ -199,25 +241,29 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
 
     def setup_for(name: str, options: dict | None = None, **changes):
         return _for_rule(cfg, name, teachers, options, rule_lr, **changes)
+
+    def train(name: str, run_cfg, folder: Path) -> dict:
+        return _row(name, _trained(run_cfg, folder, seeds, resume=resume, log=log))
     runs = {}
     for name in rules:
         run_cfg = setup_for(name, _windowed(cfg, name, cfg.T))
         log(f"== {name}")
-        runs[name] = _row(name, _train(run_cfg, out / name, resume=resume, log=log), out / name)
-    sweep_acc, sweep_ratio, sweep_rows = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), setup_for, runs, resume,
-                                                log)
+        runs[name] = train(name, run_cfg, out / name)
+    sweep_acc, sweep_std, sweep_ratio, sweep_rows = _sweep(cfg, out, sweep, sweep_rules, list(sweep_T), setup_for,
+                                                           train, runs, log)
     front_T = list(sweep_T) if sweep != "none" else [cfg.T]
-    penalty_runs = _penalty_runs(out, penalties, front_T, setup_for, resume, log)
+    penalty_runs = _penalty_runs(out, penalties, front_T, setup_for, train, log)
     teacher_acc = teachers.accuracy if teachers else None
     result = {"setup": {k: getattr(cfg, k) for k in ("dataset", "arch", "width", "n_train", "n_test", "neuron", "T",
-                                                      "epochs", "batch_size", "lr", "seed", "synops_convention")},
+                                                      "epochs", "batch_size", "lr", "synops_convention")},
+              "seeds": seeds,
               "rule_lr": rule_lr,
               "teacher": teachers.path if teachers else None, "teacher_acc": teacher_acc,
               "quantized_teachers": {str(T): q for T, q in sorted(teachers.quantized.items())} if teachers else {},
               "runs": runs,
               "sweep": {"mode": sweep, "T": list(sweep_T) if sweep != "none" else [], "accuracy": sweep_acc,
-                        "synops_ratio": sweep_ratio},
-              "front": _front(runs, sweep_acc, sweep_ratio, penalty_runs),
+                        "accuracy_std": sweep_std, "synops_ratio": sweep_ratio},
+              "front": _front(runs, sweep_acc, sweep_std, sweep_ratio, penalty_runs),
               "table": _table(runs, sweep_rows, penalty_runs, teacher_acc),
               "wall_seconds": time.perf_counter() - t0}
     from .report.comparison import write_comparison  # matplotlib: imported when a comparison is written
@@ -225,27 +271,28 @@ def run_compare(cfg, out: str | Path, rules=None, sweep_rules=None, sweep_T=DEFA
     return result
 
 
-def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, setup_for, runs: dict, resume: bool, log):
-    """Accuracy (and SynOps ratio) vs T per rule: one run per T (``train``) or the main run evaluated
-    at every T (``eval``; non-spiking rules such as qat, whose levels are T, are trained per T anyway);
-    ``setup_for(rule, options, **changes)`` is each run's config.
-    Also returns, for ``train``, every sweep run's row (``_row``): rule -> {T: row}."""
-    acc, ratio, rows = {}, {}, {}
+def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, setup_for, train, runs: dict, log):
+    """Accuracy (its standard deviation over the seeds, and the SynOps ratio) vs T per rule: one run per T
+    (``train``) or the main runs evaluated at every T (``eval``; non-spiking rules such as qat, whose levels are
+    T, are trained per T anyway); ``setup_for(rule, options, **changes)`` is each run's config, ``train(rule,
+    config, folder)`` its row over the seeds (``_row``).
+    Also returns, for ``train``, every sweep run's row: rule -> {T: row}."""
+    acc, std, ratio, rows = {}, {}, {}, {}
     if mode == "none":
-        return acc, ratio, rows
+        return acc, std, ratio, rows
     from .workflow import eval_run
     for name in rules:
         rule_cls = get_rule(name)
-        acc[name], ratio[name], rows[name] = {}, {}, {}
+        acc[name], std[name], ratio[name], rows[name] = {}, {}, {}, {}
         if mode == "eval" and rule_cls.spiking:
-            folder = Path(runs[name]["run_dir"]) if name in runs else None
-            if folder is None:
-                folder = out / name
-                _train(setup_for(name, _windowed(cfg, name, cfg.T)), folder, resume=resume, log=log)
+            main = runs[name] if name in runs else train(name, setup_for(name, _windowed(cfg, name, cfg.T)), out / name)
             log(f"== {name}: evaluating at T = {' '.join(map(str, Ts))}")
-            summary = eval_run(folder, Ts, device=cfg.device, log=log, synops_convention=cfg.synops_convention)
-            acc[name] = {str(T): summary["acc_by_T"][str(T)] for T in Ts}
-            ratio[name] = {str(T): v for T, v in (summary.get("synops_ratio_by_T") or {}).items() if int(T) in Ts}
+            summaries = [eval_run(folder, Ts, device=cfg.device, log=log, synops_convention=cfg.synops_convention)
+                         for folder in main["run_dirs"]]
+            for T in map(str, Ts):
+                acc[name][T], std[name][T] = mean_std(s["acc_by_T"][T] for s in summaries)
+                if all(T in (s.get("synops_ratio_by_T") or {}) for s in summaries):
+                    ratio[name][T] = mean_std(s["synops_ratio_by_T"][T] for s in summaries)[0]
             continue
         for T in Ts:
             if T == cfg.T and name in runs:  # the main run already trained this rule at this window
@@ -253,51 +300,53 @@ def _sweep(cfg, out: Path, mode: str, rules: list, Ts: list, setup_for, runs: di
             else:
                 log(f"== {name}, T = {T}")
                 folder = out / "sweep" / f"{name}-T{T}"
-                run_cfg = setup_for(name, _windowed(cfg, name, T), T=T, eval_T=[T])
-                row = _row(name, _train(run_cfg, folder, resume=resume, log=log), folder)
+                row = train(name, setup_for(name, _windowed(cfg, name, T), T=T, eval_T=[T]), folder)
             rows[name][T] = row
-            acc[name][str(T)] = row["student_acc"]
+            acc[name][str(T)], std[name][str(T)] = row["student_acc"], row["student_acc_std"]
             if rule_cls.spiking:
                 ratio[name][str(T)] = row["synops_ratio"]
-    return acc, ratio, rows
+    return acc, std, ratio, rows
 
 
-def _penalty_runs(out: Path, penalties, Ts: list, setup_for, resume: bool, log) -> list[dict]:
-    """Offline LTL at every window and firing-rate penalty (energy-aware LTL), one run each (``setup_for``:
-    as in ``_sweep``)."""
+def _penalty_runs(out: Path, penalties, Ts: list, setup_for, train, log) -> list[dict]:
+    """Offline LTL at every window and firing-rate penalty (energy-aware LTL), one run each (``setup_for``,
+    ``train``: as in ``_sweep``)."""
     found = []
     for T in Ts if penalties else []:
         for penalty in penalties:
             log(f"== ltl-offline, T = {T}, rate penalty {penalty:g}")
             run_cfg = setup_for("ltl-offline", {"rate_penalty": float(penalty)}, T=T, eval_T=[T])
-            folder = out / "front" / f"ltl-offline-T{T}-p{penalty:g}"
-            row = _row("ltl-offline", _train(run_cfg, folder, resume=resume, log=log), folder)
+            row = train("ltl-offline", run_cfg, out / "front" / f"ltl-offline-T{T}-p{penalty:g}")
             found.append({"method": "ltl-offline + rate penalty", "T": T, "penalty": float(penalty),
-                          "acc": row["student_acc"], "synops_ratio": row["synops_ratio"],
+                          "acc": row["student_acc"], "acc_std": row["student_acc_std"],
+                          "synops_ratio": row["synops_ratio"],
                           "label": f"T={T}, p={penalty:g}", "row": row})
     return found
 
 
-def _front(runs: dict, sweep_acc: dict, sweep_ratio: dict, penalty_runs: list[dict]) -> list[dict]:
-    """Every spiking run as one point (method, T, accuracy, SynOps ratio) of the accuracy-vs-operations front."""
+def _front(runs: dict, sweep_acc: dict, sweep_std: dict, sweep_ratio: dict, penalty_runs: list[dict]) -> list[dict]:
+    """Every spiking setup as one point (method, T, accuracy and its standard deviation over the seeds, SynOps
+    ratio) of the accuracy-vs-operations front."""
     points, seen = [], set()
     for name, values in sweep_acc.items():
         for T, acc in values.items():
             ratio = sweep_ratio.get(name, {}).get(T)
             if ratio is not None:
-                points.append({"method": name, "T": int(T), "acc": acc, "synops_ratio": ratio, "label": f"T={T}"})
+                points.append({"method": name, "T": int(T), "acc": acc, "acc_std": sweep_std[name].get(T),
+                               "synops_ratio": ratio, "label": f"T={T}"})
                 seen.add((name, int(T)))
     for name, r in runs.items():
         if r["synops_ratio"] is not None and r["T"] is not None and (name, r["T"]) not in seen:
-            points.append({"method": name, "T": r["T"], "acc": r["student_acc"], "synops_ratio": r["synops_ratio"],
-                           "label": f"T={r['T']}"})
+            points.append({"method": name, "T": r["T"], "acc": r["student_acc"], "acc_std": r["student_acc_std"],
+                           "synops_ratio": r["synops_ratio"], "label": f"T={r['T']}"})
     return points + [{k: v for k, v in p.items() if k != "row"} for p in penalty_runs]
 
 
 def _table(runs: dict, sweep_rows: dict, penalty_runs: list[dict], teacher_acc: float | None) -> list[dict]:
     """One line per trained run (main runs, the sweep, the rate penalties), each once: method, T, accuracy,
-    its gap to the full-precision teacher in points, the SynOps ratio in both conventions, the energy
-    ratio, training epochs and seconds."""
+    its gap to the full-precision teacher in points (means over the seeds; ``acc_std``: the accuracy's and the
+    gap's standard deviation), the SynOps ratio in both conventions, the energy ratio, training epochs and
+    seconds (per run)."""
     lines, seen = [], set()
     found = [(r["rule"], r) for rows in sweep_rows.values() for r in rows.values()]
     found += [(name, r) for name, r in runs.items()]
@@ -307,7 +356,8 @@ def _table(runs: dict, sweep_rows: dict, penalty_runs: list[dict], teacher_acc: 
             continue
         seen.add(r["run_dir"])
         acc = r["student_acc"]
-        lines.append({"method": method, "T": r["T"], "acc": acc,
+        lines.append({"method": method, "T": r["T"], "acc": acc, "acc_std": r["student_acc_std"],
+                      "seeds": r["seeds"],
                       "gap": None if acc is None or teacher_acc is None else 100 * (teacher_acc - acc),
                       "synops_exact": r["synops_ratio_by_convention"].get("exact"),
                       "synops_standard": r["synops_ratio_by_convention"].get("standard"),
@@ -354,6 +404,9 @@ def register(p) -> None:
     g.add_argument("--rule-lr", nargs="+", default=(), metavar="RULE=LR", type=_rule_lr,
                    help="a learning rate for one rule, over --lr (e.g. ltl-offline=3e-4 stbp=1e-3): rules differ in "
                         "optimizer and default rate")
+    g.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train every run once per seed and report the mean ± standard deviation over them (seed S "
+                        "in <run>-seed<S>; default: --seed alone, in <run>)")
     g.add_argument("--quantized-teacher-epochs", type=int, default=0, metavar="N",
                    help="offline LTL at each window T learns from the teacher quantized to T levels (QCFS, "
                         "--act-levels T), fine-tuned N epochs from the full-precision teacher into OUT/teacher-L<T>; "
@@ -367,6 +420,8 @@ def cmd_compare(args) -> None:
     from .workflow import default_arch
     if args.rule:
         raise SpiketandemError("compare trains several rules: name them with --rules, not --rule")
+    if args.seeds is not None and args.seed is not None:
+        raise SpiketandemError("pass --seed (one run per setup) or --seeds (one run per seed), not both")
     cfg = config_from_args(args)
     if cfg.arch is None:
         cfg = cfg.replace(arch=default_arch(cfg.dataset))
@@ -375,7 +430,7 @@ def cmd_compare(args) -> None:
         raise SpiketandemError(f"--rate-penalties must be >= 0, got {args.rate_penalties}")
     result = run_compare(cfg, out, args.rules, args.sweep_rules, args.sweep_T, args.sweep, resume=args.resume,
                          log=logger_for(args), penalties=args.rate_penalties,
-                         quantize_epochs=args.quantized_teacher_epochs, rule_lr=dict(args.rule_lr))
+                         quantize_epochs=args.quantized_teacher_epochs, rule_lr=dict(args.rule_lr), seeds=args.seeds)
     if args.json:
         print(json.dumps({**result, "out": str(out)}))
         return

@@ -168,7 +168,8 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, teacher_acc:
                          title: str = "test accuracy per epoch", colors: dict[str, str] | None = None,
                          chance: float | None = None, test_size: int | None = None) -> None:
     """Several runs' test accuracy per epoch on one axis (the LTL paper's Fig. 3); ``colors`` maps a
-    run to its colour (default ``run_colors`` in the given order)."""
+    run to its colour (default ``run_colors`` in the given order).  Rows with a ``test_acc_std`` (a mean
+    over seeds) get a band of one standard deviation."""
     colors = _colors_for(curves, colors)
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     for label, rows in curves.items():
@@ -176,6 +177,11 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, teacher_acc:
         if pts:
             ax.plot([e for e, _ in pts], [100 * v for _, v in pts], "o-", ms=3, color=colors[label],
                     label=_plain(label))
+        band = [(r["epoch"], r["test_acc"], r["test_acc_std"]) for r in rows or []
+                if r.get("test_acc") is not None and r.get("test_acc_std") is not None]
+        if band:
+            ax.fill_between([e for e, _, _ in band], [100 * (v - sd) for _, v, sd in band],
+                            [100 * (v + sd) for _, v, sd in band], color=colors[label], alpha=0.2, lw=0)
     if teacher_acc is not None:
         ax.axhline(100 * teacher_acc, color="k", ls=":", label=f"teacher {100 * teacher_acc:.2f}%")
     _accuracy_axis(ax, chance, test_size)
@@ -190,10 +196,12 @@ def plot_learning_curves(curves: dict[str, list[dict]], path: Path, teacher_acc:
 
 def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teacher_acc: float | None = None,
                  energy: dict[str, dict] | None = None, title: str = "", colors: dict[str, str] | None = None,
-                 chance: float | None = None, test_size: int | None = None, convention: str | None = None) -> None:
+                 chance: float | None = None, test_size: int | None = None, convention: str | None = None,
+                 acc_std: dict[str, dict] | None = None) -> None:
     """Two panels (the LTL paper's Fig. 2): (a) accuracy vs T, (b) SynOps ratio vs T.
 
-    ``acc`` and ``ratio`` map a series label to {T: value}; ``energy`` (optional) to {T: energy ratio},
+    ``acc`` and ``ratio`` map a series label to {T: value}; ``acc_std`` (optional) to {T: the accuracy's
+    standard deviation over seeds}, drawn as error bars; ``energy`` (optional) to {T: energy ratio},
     drawn dashed in panel (b); ``colors`` a series to its colour (default ``run_colors``); ``convention``
     the SynOps convention every ratio uses, named in panel (b)'s title (None: the series labels say it)."""
     colors = _colors_for(list(acc) + list(ratio), colors)
@@ -203,7 +211,10 @@ def plot_T_sweep(acc: dict[str, dict], ratio: dict[str, dict], path: Path, teach
         pts = sorted((int(T), v) for T, v in values.items() if v is not None)
         if pts:
             Ts |= {t for t, _ in pts}
-            ax_a.plot([t for t, _ in pts], [100 * v for _, v in pts], "o-", color=colors[label], label=_plain(label))
+            spread = (acc_std or {}).get(label, {})
+            errors = [100 * (spread.get(str(t)) or 0.0) for t, _ in pts] if any(spread.values()) else None
+            ax_a.errorbar([t for t, _ in pts], [100 * v for _, v in pts], yerr=errors, fmt="o-", capsize=3,
+                          color=colors[label], label=_plain(label))
     if teacher_acc is not None:
         ax_a.axhline(100 * teacher_acc, color="k", ls=":", label=f"ANN teacher {100 * teacher_acc:.2f}%")
     _accuracy_axis(ax_a, chance, test_size)  # accuracy lives in [0, 100]
@@ -402,7 +413,8 @@ def plot_front(points: list[dict], path: Path, teacher_acc: float | None = None,
                convention: str | None = None) -> None:
     """The accuracy-vs-operations front: one point per run (``points``: dicts with ``method``, ``acc``,
     ``synops_ratio`` and a short ``label`` such as "T=4" or "T=4, p=0.5"), one colour per method, each
-    method's points joined in order of operations; the teacher at (1, its accuracy) and as a dotted line.
+    method's points joined in order of operations (error bars: a point's ``acc_std`` over seeds, where
+    given); the teacher at (1, its accuracy) and as a dotted line.
     ``convention``: the SynOps convention of every point's ratio, named on the x axis."""
     methods = list(dict.fromkeys(p["method"] for p in points))
     colors = _colors_for(methods, colors)
@@ -412,8 +424,9 @@ def plot_front(points: list[dict], path: Path, teacher_acc: float | None = None,
                       and p.get("acc") is not None), key=lambda p: p["synops_ratio"])
         if not pts:
             continue
-        ax.plot([p["synops_ratio"] for p in pts], [100 * p["acc"] for p in pts], "o-", color=colors[method],
-                label=_plain(method))
+        errors = [100 * (p.get("acc_std") or 0.0) for p in pts] if any(p.get("acc_std") for p in pts) else None
+        ax.errorbar([p["synops_ratio"] for p in pts], [100 * p["acc"] for p in pts], yerr=errors, fmt="o-",
+                    capsize=3, color=colors[method], label=_plain(method))
         for p in pts:
             ax.annotate(_plain(p.get("label", "")), (p["synops_ratio"], 100 * p["acc"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=7, color=colors[method])
