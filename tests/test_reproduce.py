@@ -106,6 +106,31 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert json.loads((out / "ltl" / "summary.json").read_text())["train_seconds"] == measured["train_seconds"]
 
 
+def test_a_run_with_several_seeds_is_one_folder_each_reported_as_mean_and_std(tmp_path, capsys):
+    path = write_experiment(
+        tmp_path, title="seeds", defaults={"dataset": "digits", "arch": "digits-mlp", "width": 0.25, "n_train": 200,
+                                           "n_test": 100, "batch_size": 100},
+        teacher={"epochs": 2}, runs=[{"name": "ltl", "T": 4, "epochs": 1, "eval_T": [4], "seeds": [1, 2]},
+                                     {"name": "one", "T": 2, "epochs": 1, "eval_T": [2]}])
+    out = tmp_path / "out"
+    assert main(["reproduce", str(path), "--out", str(out), "--quiet"]) == 0
+    assert not (out / "ltl").exists() and not (out / "one-seed0").exists()
+    accs = [json.loads((out / f"ltl-seed{s}" / "summary.json").read_text())["student_acc"] for s in (1, 2)]
+    assert [yaml.safe_load((out / f"ltl-seed{s}" / "config.yaml").read_text())["seed"] for s in (1, 2)] == [1, 2]
+    measured = json.loads((out / "reproduction.json").read_text())["measured"]
+    assert measured["ltl"]["student_acc"] == pytest.approx(sum(accs) / 2)
+    assert measured["ltl"]["student_acc_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert measured["ltl"]["acc_by_seed"] == {"1": accs[0], "2": accs[1]} and measured["ltl"]["n_seeds"] == 2
+    assert measured["one"]["n_seeds"] == 1 and measured["one"]["student_acc_std"] is None
+    mean, std = measured["ltl"]["student_acc"], measured["ltl"]["student_acc_std"]
+    assert f"{100 * mean:.2f} ± {100 * std:.2f}% (2 seeds)" in (out / "report" / "report.md").read_text()
+    # --seeds overrides every run's own seeds
+    assert main(["reproduce", str(path), "--out", str(out), "--seeds", "7", "8", "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert sorted(plan["runs"]) == ["ltl-seed7", "ltl-seed8", "one-seed7", "one-seed8"]
+    assert plan["runs"]["one-seed8"]["seed"] == 8 and plan["runs"]["one-seed8"]["out"] == str(out / "one-seed8")
+
+
 def test_an_event_dataset_experiment_passes_the_requirement_check(tmp_path):
     """Every dataset `train` accepts (image and event datasets, one registry) is known to reproduce."""
     path = tmp_path / "events.yaml"

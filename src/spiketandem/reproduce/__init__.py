@@ -12,6 +12,7 @@ An experiment file holds the paper's settings and what the paper reports::
     teacher: {epochs: 200, optimizer: sgd, lr: 0.01, ...}       # the ANN teacher (omit: no teacher)
     runs:                                                       # one student per entry
       - {name: offline-lif-T16, rule: ltl-offline, neuron: lif, T: 16, epochs: 100, lr: 1.0e-4}
+      - {name: offline-lif-T4, T: 4, seeds: [0, 1, 2]}          # one run per seed, reported as mean ± std
     evaluate: {sweep_T: [4, 8, 16, 32]}     # optional: accuracy + SynOps ratio of every spiking run vs T
     commands:                               # optional further steps, other spiketandem commands;
       - [noise, "{run:offline-lif-T16}", ...]   # {run:NAME} {teacher} {out} are replaced by folders;
@@ -19,7 +20,8 @@ An experiment file holds the paper's settings and what the paper reports::
     scales:                                 # --scale NAME: overrides of defaults/teacher/runs
       cpu: {note: "...", defaults: {width: 0.25}, teacher: {epochs: 10}, runs: {epochs: 2}}
 
-Every run is an ordinary run folder under OUT (OUT/teacher, OUT/<run name>); a finished one is reused,
+Every run is an ordinary run folder under OUT (OUT/teacher, OUT/<run name>, or OUT/<run name>-seed<S> for each
+of several seeds: ``seeds.py``, ``--seeds`` overrides every run's); a finished one is reused,
 so an interrupted reproduction continues where it stopped.  At the end OUT/report/ holds the report
 (paper vs measured first, then the tables a further step wrote: every OUT/**/compare.md) and
 OUT/reproduction.json the measured figures with the machine and scale.

@@ -36,6 +36,10 @@ def register(p) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--data-dir", help="where the dataset lives")
     g.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train every student once per seed (seed S in OUT/<run>-seed<S>) and report the mean ± "
+                        "standard deviation over them (default: each run's own seeds: in the experiment file, else "
+                        "its seed)")
     p.add_argument("--json", action="store_true", help="print reproduction.json's content as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_reproduce)
@@ -55,7 +59,7 @@ def cmd_reproduce(args) -> None:
             print("\ngive an experiment NAME to run it", file=sys.stderr)
         return
     overrides = {k: getattr(args, k) for k in ("width", "epochs", "teacher_epochs", "n_train", "n_test", "batch_size",
-                                               "data_dir", "device")}
+                                               "data_dir", "device", "seeds")}
     exp = apply_scale(load_experiment(args.name), args.scale, overrides)
     out = Path(args.out) if args.out else Path("runs") / "reproduce" / f"{exp.name}-{exp.scale}"
     if args.dry_run:
@@ -63,7 +67,8 @@ def cmd_reproduce(args) -> None:
         check_requirements(exp)
         teacher, students = run_configs(exp, out)
         plan = {"experiment": exp.name, "scale": exp.scale, "out": str(out), "teacher": teacher,
-                "runs": dict(students), "evaluate": exp.evaluate, "commands": exp.commands}
+                "runs": {fields["name"]: fields for _, fields in students}, "evaluate": exp.evaluate,
+                "commands": exp.commands}
         print(json.dumps(plan, indent=None if args.json else 2, default=str))
         return
     quiet = args.quiet or args.json

@@ -10,22 +10,37 @@ import time
 from pathlib import Path
 
 from ..errors import SpiketandemError
+from ..seeds import check_seeds, mean_std, seed_folder
 from .experiment import DEFAULTS_TOKEN, PLACEHOLDER, Experiment, check_requirements, select
 from .section import paper_section, step_outputs
 
 
+def run_seeds(exp: Experiment, run: dict) -> list[int]:
+    """The seeds a run is trained with: ``--seeds`` of the command line, else the run's own ``seeds:``, else
+    its one seed (``seed``, default 0)."""
+    if "seeds" in exp.overrides:
+        return check_seeds(exp.overrides["seeds"])
+    if "seeds" in run:
+        return check_seeds(run["seeds"], f"run {run['name']}: seeds")
+    return [run.get("seed", exp.defaults.get("seed", 0))]
+
+
 def run_configs(exp: Experiment, out: Path) -> tuple[dict | None, list[tuple[str, dict]]]:
-    """The RunConfig field dicts of the teacher and of each student, with their folders and teacher."""
+    """The RunConfig field dicts of the teacher and of each student run, with their folders and teacher: one
+    (name, fields) per run and seed (``run_seeds``; several seeds put seed S in OUT/<name>-seed<S>)."""
     teacher = None
     if exp.teacher is not None:
         teacher = {**exp.defaults, **exp.teacher, "rule": "ann", "out": str(out / "teacher"), "name": "teacher"}
     students = []
     for run in exp.runs:
-        fields = {**exp.defaults, **{k: v for k, v in run.items() if k != "name"}, "out": str(out / run["name"]),
-                  "name": run["name"]}
-        if teacher is not None and "teacher" not in run:
-            fields["teacher"] = str(out / "teacher" / "teacher.pt")
-        students.append((run["name"], fields))
+        seeds = run_seeds(exp, run)
+        for seed in seeds:
+            folder = seed_folder(out / run["name"], seed, seeds)
+            fields = {**exp.defaults, **{k: v for k, v in run.items() if k not in ("name", "seeds")}, "seed": seed,
+                      "out": str(folder), "name": folder.name}
+            if teacher is not None and "teacher" not in run:
+                fields["teacher"] = str(out / "teacher" / "teacher.pt")
+            students.append((run["name"], fields))
     return teacher, students
 
 
@@ -149,21 +164,42 @@ def _run_all(exp: Experiment, out: Path, teacher_fields, students, resume: bool,
             raise SpiketandemError(f"step `spiketandem {' '.join(argv)}` of {exp.name} failed (exit code {code})")
 
 
+def _over_seeds(runs: list[tuple[int, dict]]) -> dict:
+    """A run's finished seeds (seed, summary) as one entry: the accuracies (at the training window and at every
+    evaluated T), the SynOps ratio and the training time as means over the seeds (``seeds.mean_std``), the
+    accuracies' standard deviations, each seed's accuracy."""
+    summaries = [s for _, s in runs]
+    acc, std = mean_std(s.get("student_acc") for s in summaries)
+    Ts = [T for T in summaries[0].get("acc_by_T") or {} if all(T in (s.get("acc_by_T") or {}) for s in summaries)]
+    by_T = {T: mean_std(s["acc_by_T"][T] for s in summaries) for T in Ts}
+    ratios = [s.get("synops_ratio_by_T") or {} for s in summaries]
+    return {"student_acc": acc, "student_acc_std": std, "n_seeds": len(runs), "seeds": [seed for seed, _ in runs],
+            "acc_by_seed": {str(seed): s.get("student_acc") for seed, s in runs},
+            "acc_by_T": {T: m for T, (m, _) in by_T.items()}, "acc_by_T_std": {T: sd for T, (_, sd) in by_T.items()},
+            "synops_ratio": mean_std(s.get("synops_ratio") for s in summaries)[0],
+            "synops_ratio_by_T": {T: mean_std(r[T] for r in ratios)[0] for T in ratios[0] if all(T in r for r in ratios)}
+            or None,
+            "train_seconds": mean_std(s.get("train_seconds") for s in summaries)[0]}
+
+
 def _collect(exp: Experiment, out: Path, teacher_fields, students, seconds: float) -> dict:
     from ..config import make_config
     measured = {}
     teacher_acc = None
     if teacher_fields is not None and (Path(teacher_fields["out"]) / "summary.json").is_file():
         teacher_acc = json.loads((Path(teacher_fields["out"]) / "summary.json").read_text())["student_acc"]
+    finished = {}
     for name, fields in students:
         path = Path(fields["out"]) / "summary.json"
-        if not path.is_file():
-            continue
-        s = json.loads(path.read_text())
+        if path.is_file():
+            finished.setdefault(name, []).append((fields, json.loads(path.read_text())))
+    for name, runs in finished.items():
+        fields, s = runs[0]
         teacher_acc = teacher_acc if teacher_acc is not None else s.get("teacher_acc")
         measured[name] = {k: s.get(k) for k in ("rule", "neuron", "T", "epochs", "student_acc", "teacher_acc",
                                                  "acc_by_T", "synops_ratio", "synops_ratio_by_T", "synops_convention", "energy",
                                                  "train_seconds", "device")}
+        measured[name].update(_over_seeds([(f["seed"], summary) for f, summary in runs]))
         # the window the run was trained with (non-spiking rules such as qat use it as levels; their T is None)
         measured[name]["T_trained"] = make_config(fields).T
     # every run folder under OUT: the teacher, the students and those the further steps made (e.g. compare's)

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 from ..report.tables import synops_column, synops_convention
+from ..seeds import mean_std_text
 from .experiment import Experiment
 
 
@@ -45,8 +46,10 @@ def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), 
     measured = [result["measured"].get(name, {}) for name in exp.run_names()]
     ratio_header, ratios = synops_column(measured, "measured SynOps ratio", ".3f")
     for name, got, ratio in zip(exp.run_names(), measured, ratios):
-        rows.append([name, got.get("T"), _fmt_pct(results.get(name)), _pct(got.get("student_acc")), ratio])
-    doc.table(["model", "T", "paper accuracy", "measured accuracy", ratio_header], rows, "lrrrr")
+        rows.append([name, got.get("T"), _fmt_pct(results.get(name)),
+                     mean_std_text(got.get("student_acc"), got.get("student_acc_std"), got.get("n_seeds", 1)), ratio])
+    doc.table(["model", "T", "paper accuracy", "measured accuracy (mean ± std over seeds)", ratio_header], rows,
+              "lrrrr")
     if exp.scale != "full":
         doc.text(f"The paper's numbers are for its full setting; at scale {exp.scale} they show the target, not a "
                  "like-for-like comparison.")
