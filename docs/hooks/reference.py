@@ -127,8 +127,9 @@ def _flag_rows(parser: argparse.ArgumentParser, formatter: argparse.HelpFormatte
         help_text = formatter._expand_help(action) if action.help else ""
         help_text, default = _split_default(help_text)
         default = _shown_default(action) or default
-        if action.choices and not isinstance(action, argparse._SubParsersAction) and action.metavar is not None:
-            help_text += f" (one of {', '.join(map(str, action.choices))})"
+        choices = [] if action.choices is None or isinstance(action, argparse._SubParsersAction) else list(action.choices)
+        if choices and action.metavar is not None and not all(str(c) in help_text for c in choices):
+            help_text += f" (one of {', '.join(map(str, choices))})"
         rows.append([code(invocation), text(default) if default else "", text(help_text)])
     return rows
 
