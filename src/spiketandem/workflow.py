@@ -13,6 +13,7 @@ from .data import ArrayDataset, load_dataset
 from .data.feeding import calibration_images, evaluation_batches
 from .data.registry import default_arch, is_event_dataset
 from .errors import SpiketandemError
+from .memory import check_memory
 from .metrics import EnergyModel
 from .metrics.evaluation import student_metrics
 from .model_file import load_weights, read_model, rebuild_rule, save_model, zoo_architecture
@@ -288,6 +289,9 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     data, info, device = load_data(cfg, log)
     if cfg.pipeline_stages > 1:
         pipelining.check_launch(cfg.pipeline_stages)  # before a teacher is trained or anything written
+    probe_teacher = _probe_teacher(cfg, info, rule_cls, device)
+    memory = check_memory(cfg, rule_cls, info, data, probe_teacher, device, log, lambda rule, subset, T: (
+        evaluate_run_objects(cfg.replace(T=T, eval_T=[T]), rule, probe_teacher, subset, device, None, 0.0)))
     record_config(run, cfg, device, resume)  # on resume: refused here, before anything is trained or written
     teacher, teacher_acc = (None, None)
     if rule_cls.needs_teacher:
@@ -306,11 +310,24 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     def finish() -> dict:  # the final evaluation (every T, SynOps) runs on rank 0 alone
         save_model(rule, run.file("student.pt"), zoo_architecture(cfg))
         summary = evaluate_run_objects(cfg, trained, teacher, data, device, teacher_acc, seconds, run=run)
+        if memory is not None:
+            summary["memory_planned_bytes"] = int(memory.peak)
         run.write_json("summary.json", summary)
         plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), teacher_acc=teacher_acc,
                             title=f"{cfg.rule} student of {cfg.arch} on {cfg.dataset} (T={cfg.T})")
         return summary
     return _on_main(run, finish)
+
+
+def _probe_teacher(cfg: RunConfig, info: DataInfo, rule_cls, device) -> torch.nn.Module | None:
+    """A teacher of the run's architecture with random weights, for planning its memory (``memory.py``): the
+    given teacher's architecture, width and activation, else the one a teacher would be trained with."""
+    if not rule_cls.needs_teacher:
+        return None
+    meta = read_teacher_record(cfg.teacher) if cfg.teacher else {"arch": cfg.arch, "width": cfg.width,
+                                                                  "act_clip": cfg.act_clip, "act_levels": cfg.act_levels}
+    return build_model(meta["arch"], info.num_classes, info.in_channels, info.image_size, meta["width"],
+                       meta.get("act_clip"), meta.get("act_levels")).to(device).eval()
 
 
 def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, T_list=None,
