@@ -1,6 +1,7 @@
 """Teachers named ``pretrained:NAME``: resolved to the package's own files, in every door that takes a teacher."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +53,14 @@ def test_a_student_of_a_shipped_teacher_records_its_name_and_copies_its_file(shi
     assert (out / "teacher.pt").read_bytes() == (shipped / "digits-cnn-digits.pt").read_bytes()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["teacher_acc"] == torch.load(digits_teacher, weights_only=True)["accuracy"]
+
+
+def test_shipping_a_teacher_run_writes_its_file_and_how_it_was_made(digits_teacher, tmp_path):
+    import hashlib
+    target = teachers.ship_teacher(Path(digits_teacher).parent, "digits-cnn-digits", tmp_path)
+    assert target.read_bytes() == Path(digits_teacher).read_bytes()
+    record = json.loads((tmp_path / "digits-cnn-digits.json").read_text())
+    accuracy = torch.load(digits_teacher, weights_only=True)["accuracy"]
+    assert record["test_accuracy"] == accuracy and record["arch"] == "digits-cnn" and record["seed"] == 0
+    assert record["settings"]["epochs"] == 15 and record["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert record["software"]["torch"] == torch.__version__ and record["epoch_seconds_median"] > 0

@@ -8,7 +8,12 @@ test accuracy and training time that produced it)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import platform
+import shutil
+import statistics
 from pathlib import Path
 
 import torch
@@ -83,3 +88,38 @@ def load_teacher(spec: str | Path, info: DataInfo | None = None, device="cpu") -
                         obj.get("act_clip"), obj.get("act_levels"))
     load_weights(model, obj["state_dict"], f"teacher checkpoint {spec}")
     return model.to(device).eval(), obj
+
+
+def ship_teacher(run_dir: str | Path, name: str, folder: Path | None = None) -> Path:
+    """Make the finished teacher run ``run_dir`` the shipped teacher ``name``: its ``teacher.pt`` copied to
+    ``folder/NAME.pt`` (default: the package's), beside ``NAME.json``, the record of how it was made, from
+    the run's own files: the command and seed, the settings, the data (its file's MD5 where it is one), the
+    test accuracy, the training time and the software that ran."""
+    from .runs import RunFolder
+    run = RunFolder(run_dir)
+    config, summary = run.read_config(), run.read_json("summary.json")
+    record = read_teacher_record(run.file("teacher.pt"))
+    made = config.get("provenance") or {}
+    data_file = Path(config["data_dir"]) if config.get("data_dir") else None
+    epochs = [r["epoch_seconds"] for r in run.read_metrics()]
+    folder = Path(folder or PRETRAINED_FOLDER)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.pt"
+    shutil.copyfile(run.file("teacher.pt"), target)
+    shipped = {
+        "name": name, "arch": record["arch"], "width": record["width"], "act_clip": record.get("act_clip"),
+        "dataset": record.get("dataset"), "test_accuracy": record["accuracy"],
+        "test_samples": summary.get("test_samples"),
+        "data": {"path": str(data_file) if data_file else None,
+                 "md5": hashlib.md5(data_file.read_bytes()).hexdigest() if data_file and data_file.is_file() else None,
+                 "n_train": config.get("n_train"), "n_test": config.get("n_test")},
+        "command": " ".join(made.get("command") or []), "seed": config.get("seed"),
+        "settings": {k: config.get(k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay",
+                                                "lr_schedule", "label_smoothing", "act_clip", "amp", "channels_last")},
+        "train_seconds": summary.get("train_seconds"),
+        "epoch_seconds_median": statistics.median(epochs) if epochs else None,
+        "software": {k: made.get(k) for k in ("spiketandem", "git_commit", "torch", "python")},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "device": made.get("device")},
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest()}
+    (folder / f"{name}.json").write_text(json.dumps(shipped, indent=2) + "\n", encoding="utf-8")
+    return target
