@@ -176,8 +176,8 @@ def _row(rule: str, trained: list[tuple[dict, Path]]) -> dict:
     for one seed), each seed's accuracy and folder."""
     rows = [_seed_row(rule, summary, folder) for summary, folder in trained]
 
-    def mean(key, of=lambda r, key: r[key]):
-        return mean_std(of(r, key) for r in rows)[0]
+    def mean(key):
+        return mean_std(r[key] for r in rows)[0]
     acc, acc_std = mean_std(r["student_acc"] for r in rows)
     by_T = {T: mean_std(r["acc_by_T"].get(T) for r in rows) for T in rows[0]["acc_by_T"]}
     epochs = max(len(r["curve"]) for r in rows)

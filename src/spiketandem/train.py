@@ -97,16 +97,19 @@ def training_context(rule: Rule, cfg, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(rule: Rule, test, T_list, *, reduce: bool = False) -> dict[int, float]:
+def evaluate(rule: Rule, test, T_list, *, reduce: bool = False, progress: bool = False) -> dict[int, float]:
     """Accuracy (fraction) at each time window in ``T_list`` (one value for non-spiking rules).
     ``reduce``: ``test`` is this rank's shard; correct and total counts are summed over ranks.
+    ``progress``: a progress bar over the batches (on a terminal).
     Always in float32, whatever precision trained the rule (``--amp``): the trained network is its float32
     weights, and every door (the loop's test accuracy, the final evaluation, ``eval``, the Python API on a
     reloaded student) computes that one network."""
     rule.train(False)
     correct = {T: 0 for T in T_list}
     total = 0
-    for x, y in test:
+    bar = tqdm(test, desc=f"evaluating at T = {', '.join(map(str, T_list))}", leave=False,
+               disable=not (progress and sys.stderr.isatty() and distributed.is_main()))
+    for x, y in bar:
         for T in T_list:
             correct[T] += int((rule.predict(x, T).argmax(1) == y).sum())
         total += y.numel()

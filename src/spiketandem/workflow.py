@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -309,7 +310,7 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
 
     def finish() -> dict:  # the final evaluation (every T, SynOps) runs on rank 0 alone
         save_model(rule, run.file("student.pt"), zoo_architecture(cfg))
-        summary = evaluate_run_objects(cfg, trained, teacher, data, device, teacher_acc, seconds, run=run)
+        summary = evaluate_run_objects(cfg, trained, teacher, data, device, teacher_acc, seconds, run=run, log=log)
         if memory is not None:
             summary["memory_planned_bytes"] = int(memory.peak)
         run.write_json("summary.json", summary)
@@ -331,22 +332,33 @@ def _probe_teacher(cfg: RunConfig, info: DataInfo, rule_cls, device) -> torch.nn
 
 
 def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, T_list=None,
-                         run: RunFolder | None = None, energy: EnergyModel | None = None) -> dict:
+                         run: RunFolder | None = None, energy: EnergyModel | None = None, log=None) -> dict:
     """Accuracy at every T; for spiking rules also SynOps / MACs / energy against the teacher (at every
     T, SynOps in ``cfg.synops_convention``), per-layer firing rates, and (given ``run``) the activity
-    record ``activity.json``."""
+    record ``activity.json``.  ``log``: where each phase says what it did and how long it took (with a
+    progress bar over the test batches on a terminal)."""
     T_list = sorted(set(T_list or cfg.eval_T) | {cfg.T})
     if cfg.encoding == "frames" and rule.spiking and T_list != [cfg.T]:
         raise SpiketandemError(f"this student reads event frames binned into T={cfg.T} steps, so it is evaluated at "
                                f"T={cfg.T} only (asked for {T_list}); train another run with --T N to bin differently")
     test = evaluation_batches(data, cfg, device)
-    acc_by_T = evaluate(rule, test, T_list if rule.spiking else [cfg.T])
+    windows = T_list if rule.spiking else [cfg.T]
+    started = time.perf_counter()
+    acc_by_T = evaluate(rule, test, windows, progress=log is not None and cfg.progress)
+    if log is not None:
+        shown = f" at T = {', '.join(map(str, windows))}" if rule.spiking else ""
+        log(f"final evaluation: accuracy{shown} on {len(data.test_y):,} test samples "
+            f"({time.perf_counter() - started:.0f} s)")
     ratio, extra = 1.0, {}
     if rule.spiking:  # against the teacher, or (rules without one) the same architecture as an ANN
+        started = time.perf_counter()
         reference = teacher if teacher is not None else build_model(cfg.arch, *dataclasses.astuple(rule.info), cfg.width)
         extra, activity = student_metrics(rule, reference.to(device).eval(), test, T_list, cfg.T, energy,
                                           convention=cfg.synops_convention)
         ratio = extra.pop("synops_ratio")
+        if log is not None:
+            log(f"final evaluation: SynOps at T = {', '.join(map(str, T_list))} and firing records at T = {cfg.T} "
+                f"({time.perf_counter() - started:.0f} s)")
         if run is not None and activity is not None:
             run.write_json("activity.json", activity)
     return {**summary_row(cfg, rule, acc_by_T, teacher_acc, ratio, seconds, device), **extra,
@@ -387,7 +399,7 @@ def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, ene
     if rule.teacher is not None:
         teacher_acc = evaluate(_AsRule(rule.teacher), evaluation_batches(data, cfg, dev), [1])[1]
     summary = evaluate_run_objects(cfg, rule, rule.teacher, data, dev, teacher_acc, old.get("train_seconds"), T_list,
-                                   run=run, energy=energy)
+                                   run=run, energy=energy, log=log)
     run.write_json("summary.json", {**old, **summary})
     if sweep:
         write_T_sweep(run.path, summary)
