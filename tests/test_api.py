@@ -107,6 +107,26 @@ def test_api_takes_datasets_and_loaders(digits_teacher):
         api.train_ltl(teacher, train_x, train_y, T=4, tet_lambda=0.1)
 
 
+def test_evaluation_takes_what_training_takes(digits_teacher):
+    """accuracy, predict and synops_ratio on a Dataset, an (images, labels) pair and a DataLoader give what
+    they give on the tensors."""
+    train_x, train_y, test_x, test_y = _digits_tensors()
+    teacher = load_teacher(digits_teacher)[0]
+    student = api.train_ltl(teacher, train_x[:256], train_y[:256], T=4, epochs=1)
+    dataset = TensorDataset(test_x, test_y)
+    loader = DataLoader(dataset, batch_size=50)
+    expected = api.accuracy(student, test_x, test_y, T=4)
+    assert expected == int((api.predict(student, test_x, 4).argmax(1) == test_y).sum()) / len(test_y)
+    for data in (dataset, (test_x, test_y), loader):
+        assert api.accuracy(student, data, T=4) == expected
+        assert torch.equal(api.predict(student, data, 4).argmax(1), api.predict(student, test_x, 4).argmax(1))
+    assert api.accuracy(teacher, dataset) == api.accuracy(teacher, test_x, test_y)
+    ratio = api.synops_ratio(student, teacher, test_x[:256], 4)
+    assert api.synops_ratio(student, teacher, dataset, 4) == pytest.approx(ratio, rel=1e-6)
+    with pytest.raises(SpiketandemError, match="without labels"):
+        api.accuracy(student, test_x, T=4)
+
+
 def test_student_round_trips_through_its_own_file_in_a_fresh_process(tmp_path, digits_teacher):
     """A CLI run folder's student, rebuilt with no teacher file anywhere, gives identical outputs."""
     cfg = make_config({**SMALL, "T": 4, "eval_T": [4], "epochs": 1, "teacher": digits_teacher})

@@ -24,7 +24,7 @@ from torch import nn
 
 from .config import make_config
 from .data.feeding import calibration_images
-from .data.user_data import UserData, _check_tensors
+from .data.user_data import UserData, _as_dataset, _check_tensors, _Epochs
 from .errors import SpiketandemError
 from .metrics import count_ops, teacher_macs
 from .model_file import load_student, model_record, save_model, save_student, zoo_architecture
@@ -43,6 +43,22 @@ def _check_data(images: torch.Tensor, labels: torch.Tensor | None = None) -> Non
     if labels is None:
         labels = torch.zeros(len(images), dtype=torch.long)
     _check_tensors(images, labels, "the")
+
+
+EVAL_BATCH = 256
+
+
+def _batches(data, labels, device, *, need_labels: bool):
+    """``data`` in order as (images, labels) batches on ``device``: a tensor of images (labels None where
+    none are given and none are needed), an (images, labels) pair, a Dataset or a DataLoader (its own batches)."""
+    if torch.is_tensor(data) and labels is None and not need_labels:
+        _check_data(data)
+        return [(chunk.to(device), None) for chunk in data.split(EVAL_BATCH)]
+    return _Epochs(_as_dataset(data, labels, "the"), EVAL_BATCH, device, seed=0, shuffle=False, augment=False)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _as_training_data(data, labels, test, test_labels, num_classes, augment):
@@ -125,36 +141,35 @@ def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, tes
 
 
 @torch.no_grad()
-def predict(student: Student, images: torch.Tensor, T: int, batch_size: int = 256) -> torch.Tensor:
-    """Class scores ``[N, classes]``: the readout averaged over T steps, (1/T) sum_t logits[t]."""
-    _check_data(images)
+def predict(student: Student, data, T: int) -> torch.Tensor:
+    """Class scores ``[N, classes]``: the readout averaged over T steps, (1/T) sum_t logits[t].  ``data``:
+    a tensor of images, or what training takes (an (images, labels) pair, a Dataset, a DataLoader)."""
     student.eval()
-    device = next(student.parameters()).device
-    return torch.cat([student(chunk.to(device), T).mean(0).cpu() for chunk in images.split(batch_size)])
+    batches = _batches(data, None, _device_of(student), need_labels=False)
+    return torch.cat([student(x, T).mean(0).cpu() for x, _ in batches])
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, T: int | None = None) -> float:
-    """Top-1 accuracy of a student (at window T) or of a plain ANN (T omitted)."""
-    _check_data(images, labels)
-    if isinstance(model, Student):
-        if T is None:
-            raise SpiketandemError("accuracy of a spiking student needs the time window T")
-        scores = predict(model, images, T)
-    else:
-        with torch.no_grad():
-            model.eval()
-            device = next(model.parameters()).device
-            scores = torch.cat([model(c.to(device)).cpu() for c in images.split(256)])
-    return int((scores.argmax(1) == labels).sum()) / len(labels)  # exact, as the training loop counts
+@torch.no_grad()
+def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, T: int | None = None) -> float:
+    """Top-1 accuracy of a student (at window T) or of a plain ANN (T omitted) on ``data``: images with
+    their ``labels``, or what training takes (an (images, labels) pair, a Dataset, a DataLoader)."""
+    if isinstance(model, Student) and T is None:
+        raise SpiketandemError("accuracy of a spiking student needs the time window T")
+    model.eval()
+    correct = total = 0
+    for x, y in _batches(data, labels, _device_of(model), need_labels=True):
+        scores = model(x, T).mean(0) if isinstance(model, Student) else model(x)
+        correct += int((scores.argmax(1) == y).sum())
+        total += y.numel()
+    return correct / max(1, total)  # exact, as the training loop counts
 
 
-def synops_ratio(student: Student, teacher: nn.Module, images: torch.Tensor, T: int,
-                 convention: str = "exact") -> float:
+def synops_ratio(student: Student, teacher: nn.Module, data, T: int, convention: str = "exact") -> float:
     """(student SynOps + student MACs) / teacher MACs per inference at window T (the LTL paper's
-    operation ratio), counted by ``spiketandem.metrics.count_ops`` on ``images``; SynOps in
-    ``convention``: "exact" (every event times its fan-out) or "standard" (each non-zero input value
-    times its fan-out; docs/metrics.md)."""
-    _check_data(images)
+    operation ratio), counted by ``spiketandem.metrics.count_ops`` on ``data``: a tensor of images, or the
+    first batch of a Dataset (256 samples) or DataLoader; SynOps in ``convention``: "exact" (every event
+    times its fan-out) or "standard" (each non-zero input value times its fan-out; docs/metrics.md)."""
+    images = next(iter(_batches(data, None, _device_of(student), need_labels=False)))[0]
     student.eval()
     teacher.eval()
     with torch.no_grad():
