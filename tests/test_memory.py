@@ -9,6 +9,7 @@ import torch
 
 from spiketandem.cli import main
 from spiketandem.memory import LinearMemory, LiveTensorBytes, _largest
+from spiketandem.rules import CATALOG
 
 
 def test_live_bytes_count_each_storage_once_from_allocation_to_release():
@@ -66,3 +67,21 @@ def test_the_planned_peak_is_within_a_quarter_of_the_measured_one(name, tmp_path
     summary = json.loads((out / "summary.json").read_text())
     ratio = summary["memory_planned_bytes"] / summary["peak_memory_bytes"]
     assert 0.75 <= ratio <= 1.25, (name, summary["memory_planned_bytes"], summary["peak_memory_bytes"])
+
+
+@pytest.mark.parametrize("rule", [name for name in CATALOG if name != "ann"])
+def test_every_rule_can_be_planned(rule):
+    """The probes run for every rule (check_memory would otherwise let the run go unplanned, saying why)."""
+    from spiketandem.config import make_config
+    from spiketandem.rules import configure, get_rule
+    from spiketandem.workflow import _probe_teacher, evaluate_run_objects, prepare
+    from spiketandem.memory import plan_memory
+    fields = {"dataset": "digits", "arch": "digits-cnn", "rule": rule, "neuron": "if", "T": 8, "eval_T": [8],
+              "batch_size": 32, **dict(CATALOG[rule].fixed)}
+    cfg, data, info, device = prepare(configure(make_config(fields)))
+    rule_cls = get_rule(rule)
+    teacher = _probe_teacher(cfg, info, rule_cls, device)
+    plan = plan_memory(cfg, rule_cls, info, data, teacher, device, lambda r, subset, T: evaluate_run_objects(
+        cfg.replace(T=T, eval_T=[T]), r, teacher, subset, device, None, 0.0))
+    assert plan.peak >= plan.resident > 0 and plan.tensors() > 0
+    assert (plan.train.per_sample > 0) == (cfg.epochs > 0)  # a training step keeps something per sample

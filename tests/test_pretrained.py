@@ -64,3 +64,34 @@ def test_shipping_a_teacher_run_writes_its_file_and_how_it_was_made(digits_teach
     assert record["test_accuracy"] == accuracy and record["arch"] == "digits-cnn" and record["seed"] == 0
     assert record["settings"]["epochs"] == 15 and record["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
     assert record["software"]["torch"] == torch.__version__ and record["epoch_seconds_median"] > 0
+
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def test_the_shipped_resnet20_teacher_is_the_file_its_record_describes():
+    import hashlib
+    assert "resnet20-cifar10" in teachers.pretrained_names()
+    record = teachers.pretrained_record("resnet20-cifar10")
+    path = teachers.teacher_file("pretrained:resnet20-cifar10")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+    _, meta = spiketandem.load_teacher("pretrained:resnet20-cifar10")  # weights_only, checked, finite
+    assert (meta["arch"], meta["width"], meta["act_clip"], meta["dataset"]) == ("resnet20", 1.0, 2.0, "cifar10")
+    assert meta["accuracy"] == record["test_accuracy"] and record["data"]["md5"] == "dab9011423fd02e2d44b297cac6116c4"
+    assert record["command"].startswith("spiketandem teacher ") and record["seed"] == 0
+
+
+def test_the_shipped_resnet20_teacher_scores_its_recorded_accuracy_on_cifar10():
+    """The whole CIFAR-10 test set (the JPEG copy it was measured on, ../shared/data), as the run measured it."""
+    from spiketandem.config import make_config
+    from spiketandem.data.feeding import evaluation_batches
+    from spiketandem.workflow import prepare
+    record = teachers.pretrained_record("resnet20-cifar10")
+    model, _ = spiketandem.load_teacher("pretrained:resnet20-cifar10")
+    layout = torch.channels_last if record["settings"]["channels_last"] else torch.contiguous_format
+    cfg, data, _, device = prepare(make_config({"dataset": "cifar10", "data_dir": str(SHARED_CIFAR10),
+                                                "arch": "resnet20", "channels_last": record["settings"]["channels_last"]}))
+    model = model.to(memory_format=layout)
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in evaluation_batches(data, cfg, device))
+    assert correct / len(data.test_y) == record["test_accuracy"]

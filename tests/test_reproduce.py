@@ -131,6 +131,25 @@ def test_a_run_with_several_seeds_is_one_folder_each_reported_as_mean_and_std(tm
     assert plan["runs"]["one-seed8"]["seed"] == 8 and plan["runs"]["one-seed8"]["out"] == str(out / "one-seed8")
 
 
+def test_a_scale_may_give_the_teacher_and_its_own_runs(tmp_path, digits_teacher):
+    path = write_experiment(
+        tmp_path, title="given", defaults={"dataset": "digits", "arch": "digits-cnn", "n_train": 200, "n_test": 100},
+        teacher={"epochs": 30}, runs=[{"name": "paper-run", "T": 32, "epochs": 100}],
+        scales={"small": {"teacher": digits_teacher, "runs": [{"name": "ltl-T2", "T": 2, "epochs": 1, "eval_T": [2]}]}})
+    exp = apply_scale(load_experiment(str(path)), "small")
+    assert exp.teacher is None and exp.defaults["teacher"] == digits_teacher and exp.run_names() == ["ltl-T2"]
+    out = tmp_path / "out"
+    assert main(["reproduce", str(path), "--scale", "small", "--out", str(out), "--quiet"]) == 0
+    assert not (out / "teacher").exists()  # the given teacher is used, none trained
+    result = json.loads((out / "reproduction.json").read_text())
+    summary = json.loads((out / "ltl-T2" / "summary.json").read_text())
+    assert result["teacher_acc"] == summary["teacher_acc"] and list(result["measured"]) == ["ltl-T2"]
+    gap = 100 * (summary["teacher_acc"] - summary["student_acc"])
+    exact, standard = (summary["synops_ratio_by_convention"][c] for c in ("exact", "standard"))
+    assert (f"| ltl-T2 | 2 | – | {100 * summary['student_acc']:.2f}% | {gap:.2f} | {exact:.3f} | {standard:.3f} | 1 |"
+            in (out / "report" / "report.md").read_text())
+
+
 def test_an_event_dataset_experiment_passes_the_requirement_check(tmp_path):
     """Every dataset `train` accepts (image and event datasets, one registry) is known to reproduce."""
     path = tmp_path / "events.yaml"

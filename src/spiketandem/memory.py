@@ -8,12 +8,12 @@ which gives P, the most tensor memory alive at once, during
 - the forward and backward pass of one training step at batch B and window T (its optimizer step skipped),
   measured at (B1, T1), (B2, T1) and (B1, T2) and modelled as  P(B, T) = F + B (a + v (T - T1)):  F what does
   not grow with the batch (gradients), a per sample, v per sample and time step (the states BPTT keeps;
-  v = 0 for rules whose memory does not grow with T, and for ANNs); and a whole step of one sample, whose
+  v = 0 for rules whose memory does not grow with T, and for ANNs); and a whole step of two samples, whose
   peak bounds the optimizer step's temporaries (measured after a first step has made the optimizer's state);
 - the final evaluation (accuracy, SynOps, firing records) of B images at one window T, modelled the same
   way and taken at its batch, max(B, 256) images or the test set, and its largest window.
 
-The run's peak is then  R + W + S + max(P_train(B, T), P_step(1)) + P_eval(B_eval, T_eval)  on the CPU, where the
+The run's peak is then  R + W + S + max(P_train(B, T), P_step(2)) + P_eval(B_eval, T_eval)  on the CPU, where the
 process's resident memory is what counts and the C allocator keeps what training freed (``allocator.py``) in
 blocks the evaluation's tensors, of other sizes, seldom reuse; on a GPU, whose caching allocator reuses them
 and where the peak of live tensors counts, the larger of the two phases instead of their sum.  R is the
@@ -38,6 +38,7 @@ from torch.utils._pytree import tree_flatten
 from .errors import SpiketandemError
 
 PROBE_BATCHES = (4, 8)
+PROBE_STEP = 2  # the batch of the optimizer's first step and of the whole-step probe (BatchNorm needs 2 samples)
 PROBE_WINDOWS = (2, 4)
 EVAL_BATCH = 256  # evaluation batches hold max(--batch-size, 256) images (data/feeding.py)
 GIB = 2 ** 30
@@ -102,7 +103,7 @@ class MemoryPlan:
     resident: float        # R: the process now
     weights: float         # W + S: student and teacher, the optimizer's state
     train: LinearMemory
-    step: float            # a whole training step of one sample (the optimizer step's temporaries)
+    step: float            # a whole training step of two samples (the optimizer step's temporaries)
     evaluation: LinearMemory
     batch: int
     T: int
@@ -197,9 +198,10 @@ def plan_memory(cfg, rule_cls, info, data, teacher, device: torch.device, final_
             rule = rule_cls(cfg.replace(T=T), info, teacher, calibration_images(small, device))
             rule.setup(small, device)
             context, optimizer = training_context(rule, cfg, device), make_optimizer(rule, cfg)
-            rule.train(True)
-            with context():
-                rule.train_step(images[:1], labels[:1], optimizer, 0)
+            if cfg.epochs > 0:  # a rule that trains nothing (conversion) has no training step to probe
+                rule.train(True)
+                with context():
+                    rule.train_step(images[:PROBE_STEP], labels[:PROBE_STEP], optimizer, 0)
             rules[T] = (rule, context, optimizer)
         return rules[T]
 
@@ -218,8 +220,11 @@ def plan_memory(cfg, rule_cls, info, data, teacher, device: torch.device, final_
 
     state = torch.get_rng_state()
     try:
-        train = LinearMemory.fit(train_peak, windows)
-        step = train_peak(1, windows[0], optimizer_steps=True)
+        if cfg.epochs > 0:
+            train = LinearMemory.fit(train_peak, windows)
+            step = train_peak(PROBE_STEP, windows[0], optimizer_steps=True)
+        else:
+            train, step = LinearMemory(0.0, 0.0, 0.0, windows[0]), 0.0
         evaluation = LinearMemory.fit(eval_peak, eval_windows)
         rule, _, optimizer = rules[windows[0]]
         modules = list(rule.modules().values()) + ([teacher] if teacher is not None else [])
@@ -276,13 +281,20 @@ def refusal(plan: MemoryPlan, available: int, cfg, rule_cls) -> str:
 
 def check_memory(cfg, rule_cls, info, data, teacher, device: torch.device, log, final_evaluation) -> MemoryPlan | None:
     """Plan the run's memory (``plan_memory``) and refuse it, in one line, where it cannot fit; else say the
-    plan.  None (and nothing said) for runs planned elsewhere: pipelined stages, user data."""
+    plan.  None (and nothing said) for runs planned elsewhere: pipelined stages, user data; None (and why
+    said) where a probe cannot run, so that the planner never stops a run that could."""
     if cfg.pipeline_stages > 1 or not hasattr(data, "train_x"):
         return None
     if rule_cls.spiking and cfg.neuron_backend != "reference":
         from .kernels import prepare as prepare_kernels
         prepare_kernels(device)  # a one-time kernel build is announced, and kept out of the probes
-    plan = plan_memory(cfg, rule_cls, info, data, teacher, device, final_evaluation)
+    try:
+        plan = plan_memory(cfg, rule_cls, info, data, teacher, device, final_evaluation)
+    except SpiketandemError:
+        raise  # a bad setting: the run itself would refuse it the same way
+    except Exception as e:  # noqa: BLE001 - a probe the planner cannot run must not stop a run that can
+        log(f"memory: not planned (a probe step failed: {type(e).__name__}: {str(e).splitlines()[0][:120]})")
+        return None
     available = available_bytes(device)
     if available is not None and plan.peak - plan.resident > available:
         raise SpiketandemError(refusal(plan, available, cfg, rule_cls))

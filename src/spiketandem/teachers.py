@@ -113,7 +113,7 @@ def ship_teacher(run_dir: str | Path, name: str, folder: Path | None = None) -> 
         "data": {"path": str(data_file) if data_file else None,
                  "md5": hashlib.md5(data_file.read_bytes()).hexdigest() if data_file and data_file.is_file() else None,
                  "n_train": config.get("n_train"), "n_test": config.get("n_test")},
-        "command": " ".join(made.get("command") or []), "seed": config.get("seed"),
+        "command": " ".join(map(str, made.get("command") or [])), "seed": config.get("seed"),
         "settings": {k: config.get(k) for k in ("epochs", "batch_size", "optimizer", "lr", "weight_decay",
                                                 "lr_schedule", "label_smoothing", "act_clip", "amp", "channels_last")},
         "train_seconds": summary.get("train_seconds"),

@@ -19,6 +19,8 @@ An experiment file holds the paper's settings and what the paper reports::
       - [compare, "{defaults}", --arch, vgg11]  # the token {defaults}: the defaults as flags (--dataset ...)
     scales:                                 # --scale NAME: overrides of defaults/teacher/runs
       cpu: {note: "...", defaults: {width: 0.25}, teacher: {epochs: 10}, runs: {epochs: 2}}
+      # a scale's `teacher: pretrained:NAME` (or a file) is used as given, none trained; a list of `runs`
+      # replaces the experiment's runs
 
 Every run is an ordinary run folder under OUT (OUT/teacher, OUT/<run name>, or OUT/<run name>-seed<S> for each
 of several seeds: ``seeds.py``, ``--seeds`` overrides every run's); a finished one is reused,

@@ -78,6 +78,15 @@ def _mapping(value, where: str) -> dict:
     return {str(k).replace("-", "_"): v for k, v in value.items()}
 
 
+def _check_runs(runs, where: str) -> list:
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and r.get("name") for r in runs):
+        raise SpiketandemError(f"{where}: `runs` must be a list of mappings, each with a `name`")
+    names = [str(r["name"]) for r in runs]
+    if len(set(names)) != len(names) or "teacher" in names or "report" in names:
+        raise SpiketandemError(f"{where}: run names must be unique and not 'teacher' or 'report'")
+    return runs
+
+
 def load_experiment(name: str) -> Experiment:
     path = find_experiment(name)
     try:
@@ -90,12 +99,7 @@ def load_experiment(name: str) -> Experiment:
     if unknown:
         raise SpiketandemError(f"experiment file {path}: unknown section(s) {', '.join(unknown)}; the sections are "
                                f"{', '.join(sorted(SECTIONS))}")
-    runs = data.get("runs") or []
-    if not isinstance(runs, list) or not all(isinstance(r, dict) and r.get("name") for r in runs):
-        raise SpiketandemError(f"experiment file {path}: `runs` must be a list of mappings, each with a `name`")
-    names = [str(r["name"]) for r in runs]
-    if len(set(names)) != len(names) or "teacher" in names or "report" in names:
-        raise SpiketandemError(f"experiment file {path}: run names must be unique and not 'teacher' or 'report'")
+    runs = _check_runs(data.get("runs") or [], f"experiment file {path}")
     commands = data.get("commands") or []
     if not isinstance(commands, list) or not all(isinstance(c, list) and c for c in commands):
         raise SpiketandemError(f"experiment file {path}: `commands` must be a list of argument lists")
@@ -127,11 +131,19 @@ def apply_scale(exp: Experiment, scale: str, overrides: dict | None = None) -> E
         if "commands" in preset:  # a scale may replace the further steps (e.g. smaller benchmark settings)
             exp.commands = [[str(a) for a in c] for c in preset["commands"] or []]
         exp.defaults.update(_mapping(preset.get("defaults"), f"scale {scale} defaults"))
-        if exp.teacher is not None:
-            exp.teacher.update(_mapping(preset.get("teacher"), f"scale {scale} teacher"))
-        run_over = _mapping(preset.get("runs"), f"scale {scale} runs")
-        for run in exp.runs:
-            run.update(run_over)
+        teacher = preset.get("teacher")
+        if isinstance(teacher, str):  # a given teacher (a file or pretrained:NAME): none is trained
+            exp.teacher = None
+            exp.defaults["teacher"] = teacher
+        elif exp.teacher is not None:
+            exp.teacher.update(_mapping(teacher, f"scale {scale} teacher"))
+        runs = preset.get("runs")
+        if isinstance(runs, list):  # the scale's own runs replace the experiment's
+            exp.runs = [_mapping(r, f"scale {scale} run {r.get('name')}") for r in _check_runs(runs, f"scale {scale}")]
+        else:
+            run_over = _mapping(runs, f"scale {scale} runs")
+            for run in exp.runs:
+                run.update(run_over)
         exp.scale_note = str(preset.get("note") or "")
     exp.scale = scale
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}

@@ -173,10 +173,12 @@ def _over_seeds(runs: list[tuple[int, dict]]) -> dict:
     Ts = [T for T in summaries[0].get("acc_by_T") or {} if all(T in (s.get("acc_by_T") or {}) for s in summaries)]
     by_T = {T: mean_std(s["acc_by_T"][T] for s in summaries) for T in Ts}
     ratios = [s.get("synops_ratio_by_T") or {} for s in summaries]
+    conventions = [s.get("synops_ratio_by_convention") or {} for s in summaries]
     return {"student_acc": acc, "student_acc_std": std, "n_seeds": len(runs), "seeds": [seed for seed, _ in runs],
             "acc_by_seed": {str(seed): s.get("student_acc") for seed, s in runs},
             "acc_by_T": {T: m for T, (m, _) in by_T.items()}, "acc_by_T_std": {T: sd for T, (_, sd) in by_T.items()},
             "synops_ratio": mean_std(s.get("synops_ratio") for s in summaries)[0],
+            "synops_ratio_by_convention": {c: mean_std(r.get(c) for r in conventions)[0] for c in conventions[0]},
             "synops_ratio_by_T": {T: mean_std(r[T] for r in ratios)[0] for T in ratios[0] if all(T in r for r in ratios)}
             or None,
             "train_seconds": mean_std(s.get("train_seconds") for s in summaries)[0]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..report.tables import synops_column, synops_convention
+from ..report.tables import synops_convention
 from ..seeds import mean_std_text
 from .experiment import Experiment
 
@@ -44,12 +44,16 @@ def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), 
         rows.append(["ANN teacher", "–", _fmt_pct(paper.get("teacher_acc")), _pct(result.get("teacher_acc")), None])
     results = paper.get("results") or {}
     measured = [result["measured"].get(name, {}) for name in exp.run_names()]
-    ratio_header, ratios = synops_column(measured, "measured SynOps ratio", ".3f")
-    for name, got, ratio in zip(exp.run_names(), measured, ratios):
+    for name, got in zip(exp.run_names(), measured):
+        teacher, acc = result.get("teacher_acc"), got.get("student_acc")
+        by_convention = got.get("synops_ratio_by_convention") or {}
         rows.append([name, got.get("T"), _fmt_pct(results.get(name)),
-                     mean_std_text(got.get("student_acc"), got.get("student_acc_std"), got.get("n_seeds", 1)), ratio])
-    doc.table(["model", "T", "paper accuracy", "measured accuracy (mean ± std over seeds)", ratio_header], rows,
-              "lrrrr")
+                     mean_std_text(acc, got.get("student_acc_std"), got.get("n_seeds", 1)),
+                     None if teacher is None or acc is None else f"{100 * (teacher - acc):.2f}",
+                     *[None if by_convention.get(c) is None else f"{by_convention[c]:.3f}" for c in ("exact", "standard")],
+                     got.get("epochs"), None if got.get("train_seconds") is None else f"{got['train_seconds']:.0f}"])
+    doc.table(["model", "T", "paper accuracy", "measured accuracy (mean ± std over seeds)", "Δ teacher (pp)",
+               "SynOps ratio (exact)", "SynOps ratio (standard)", "epochs", "train s (per run)"], rows, "lrrrrrrrr")
     if exp.scale != "full":
         doc.text(f"The paper's numbers are for its full setting; at scale {exp.scale} they show the target, not a "
                  "like-for-like comparison.")
