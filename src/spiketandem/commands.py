@@ -126,5 +126,5 @@ def cmd_eval(args):
     from .report import SWEEP_T
     T_list = (args.sweep_T or list(SWEEP_T)) if args.sweep_T is not None else args.eval_T
     summary = eval_run(args.run_dir, T_list, device=args.device or "auto", energy=EnergyModel(args.mac_pj, args.ac_pj),
-                       sweep=args.sweep_T is not None, synops_convention=args.synops_convention)
+                       sweep=args.sweep_T is not None, synops_convention=args.synops_convention, log=logger_for(args))
     _print_summary(args, summary, args.run_dir)

@@ -19,8 +19,9 @@ blocks the evaluation's tensors, of other sizes, seldom reuse; on a GPU, whose c
 and where the peak of live tensors counts, the larger of the two phases instead of their sum.  R is the
 process's resident memory after the probes (interpreter, libraries and their one-time set-up, the data), W the
 student's and teacher's own weights, S the optimizer's state; the plan is never less than the process's peak
-so far.  Measured against the peaks of real runs in tests/test_memory.py (within 25 %).  Probes use a throwaway student (random teacher weights: memory
-does not depend on their values), never the run's own objects; the run itself starts from its seed as before.
+so far.  Measured against the peaks of real runs in tests/test_memory.py (within 25 %).  Probes use a
+throwaway student (random teacher weights: memory does not depend on their values), never the run's own
+objects; the run itself starts from its seed as before.
 """
 from __future__ import annotations
 

@@ -179,8 +179,8 @@ def _over_seeds(runs: list[tuple[int, dict]]) -> dict:
             "acc_by_T": {T: m for T, (m, _) in by_T.items()}, "acc_by_T_std": {T: sd for T, (_, sd) in by_T.items()},
             "synops_ratio": mean_std(s.get("synops_ratio") for s in summaries)[0],
             "synops_ratio_by_convention": {c: mean_std(r.get(c) for r in conventions)[0] for c in conventions[0]},
-            "synops_ratio_by_T": {T: mean_std(r[T] for r in ratios)[0] for T in ratios[0] if all(T in r for r in ratios)}
-            or None,
+            "synops_ratio_by_T": {T: mean_std(r[T] for r in ratios)[0] for T in ratios[0]
+                                  if all(T in r for r in ratios)} or None,
             "train_seconds": mean_std(s.get("train_seconds") for s in summaries)[0]}
 
 

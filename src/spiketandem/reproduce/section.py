@@ -50,7 +50,8 @@ def paper_section(doc, exp: Experiment, result: dict, figures: list[Path] = (), 
         rows.append([name, got.get("T"), _fmt_pct(results.get(name)),
                      mean_std_text(acc, got.get("student_acc_std"), got.get("n_seeds", 1)),
                      None if teacher is None or acc is None else f"{100 * (teacher - acc):.2f}",
-                     *[None if by_convention.get(c) is None else f"{by_convention[c]:.3f}" for c in ("exact", "standard")],
+                     *[None if by_convention.get(c) is None else f"{by_convention[c]:.3f}"
+                       for c in ("exact", "standard")],
                      got.get("epochs"), None if got.get("train_seconds") is None else f"{got['train_seconds']:.0f}"])
     doc.table(["model", "T", "paper accuracy", "measured accuracy (mean ± std over seeds)", "Δ teacher (pp)",
                "SynOps ratio (exact)", "SynOps ratio (standard)", "epochs", "train s (per run)"], rows, "lrrrrrrrr")
