@@ -73,6 +73,9 @@ class RunConfig:
                                   metavar="N", minimum=1, null="the whole training split", shown="all")
     n_test: int | None = setting(None, "use a random subset of this many test images", group="data", metavar="N",
                                  minimum=1, null="the whole test split", shown="all")
+    validation: int | None = setting(None, "hold out this many training images (the same ones for every seed) and "
+                                     "evaluate on them instead of the test set: choose settings without touching "
+                                     "the test set", group="data", metavar="N", minimum=1, null="off", shown="off")
     bins: str = setting("time", "event datasets: T equal time bins or T bins of equal event counts", group="data",
                         choices=BIN_MODES)
     event_size: int | None = setting(None, "event datasets: pool the sensor to S x S frames (e.g. 48 for "

@@ -161,6 +161,8 @@ def load_data(cfg: RunConfig, log=None) -> tuple[ArrayDataset, DataInfo, torch.d
         data = data if get_rule(cfg.rule).spiking else data.integrated()
     else:
         data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download, log=log)
+    if cfg.validation:
+        data = data.held_out(cfg.validation)
     if cfg.n_train or cfg.n_test:
         data = data.subset(cfg.n_train, cfg.n_test, seed=cfg.seed)
     info = DataInfo(data.num_classes, data.in_channels, data.image_size)
@@ -173,10 +175,11 @@ def prepare(cfg: RunConfig, log=None) -> tuple[RunConfig, ArrayDataset, DataInfo
     return (cfg, *load_data(cfg, log))
 
 
-def describe_data(data) -> str:
-    """One phrase for the log: which data, how much, and where it was read from."""
+def describe_data(data, validation: int | None = None) -> str:
+    """One phrase for the log: which data, how much, where it was read from, and what it is evaluated on."""
     source = getattr(data, "source", "")
-    return (f"{data.name} ({len(data.train_y)} train / {len(data.test_y)} test samples"
+    evaluated = "validation samples held out of the training split" if validation else "test samples"
+    return (f"{data.name} ({len(data.train_y)} train / {len(data.test_y)} {evaluated}"
             + (f", from {source})" if source else ")"))
 
 
@@ -217,8 +220,8 @@ def _train_teacher(cfg, run, resume, log) -> dict:
     rule.model.to(device)
     if cfg.teacher:
         start_from_teacher(rule.model, cfg, info, calibration_images(data, device), device, log)
-    log(f"training teacher {cfg.arch} (width {cfg.width}) on {describe_data(data)}, {cfg.epochs} epochs, device "
-        f"{device}, into {run.path}")
+    log(f"training teacher {cfg.arch} (width {cfg.width}) on {describe_data(data, cfg.validation)}, {cfg.epochs} "
+        f"epochs, device {device}, into {run.path}")
     seconds = fit(rule, cfg, data, device, run, resume=resume, log=log, label="teacher").seconds
 
     def finish() -> dict:
@@ -301,8 +304,8 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     seed_everything(cfg.seed)  # the rule's random draws start here, as in the Python API
     rule = rule_cls(cfg, info, teacher, calibration_images(data, device))
     rule.model.to(device)
-    log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on {describe_data(data)}, "
-        f"{cfg.epochs} epochs, device {device}, into {run.path}")
+    log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on "
+        f"{describe_data(data, cfg.validation)}, {cfg.epochs} epochs, device {device}, into {run.path}")
     trained = pipelining.wrap(rule, cfg)  # --pipeline-stages: the loop drives the stage wrapper
     seconds = fit(trained, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end).seconds
     if trained is not rule:
@@ -347,7 +350,8 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
     acc_by_T = evaluate(rule, test, windows, progress=log is not None and cfg.progress)
     if log is not None:
         shown = f" at T = {', '.join(map(str, windows))}" if rule.spiking else ""
-        log(f"final evaluation: accuracy{shown} on {len(data.test_y):,} test samples "
+        samples = "validation samples (--validation)" if cfg.validation else "test samples"
+        log(f"final evaluation: accuracy{shown} on {len(data.test_y):,} {samples} "
             f"({time.perf_counter() - started:.0f} s)")
     ratio, extra = 1.0, {}
     if rule.spiking:  # against the teacher, or (rules without one) the same architecture as an ANN

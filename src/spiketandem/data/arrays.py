@@ -86,6 +86,15 @@ class ArrayDataset:
                             test_x=self.test_x[test_idx], test_y=self.test_y[test_idx], classes=list(self.classes),
                             mean=self.mean, std=self.std, augment=self.augment, source=self.source)
 
+    def held_out(self, n: int) -> ArrayDataset:
+        """A validation split: ``n`` training images (always the same ones, :func:`validation_indices`) become
+        the test split and leave the training split; the original test split is dropped.  ``mean``/``std``
+        stay those of the full training split, so a teacher trained on all of it normalises alike."""
+        keep, val = validation_indices(len(self.train_y), n, self.name)
+        return ArrayDataset(name=self.name, train_x=self.train_x[keep], train_y=self.train_y[keep],
+                            test_x=self.train_x[val], test_y=self.train_y[val], classes=list(self.classes),
+                            mean=self.mean, std=self.std, augment=self.augment, source=self.source)
+
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.train_x.shape[1:])
         return (f"ArrayDataset({self.name!r}, train={len(self.train_y)}, test={len(self.test_y)}, "
@@ -104,6 +113,19 @@ def _pick(total: int, n: int | None, generator: torch.Generator, what: str) -> t
     if n < 0:
         raise ValueError(f"{what} must be >= 0, got {n}")
     return torch.randperm(total, generator=generator)[:n].sort().values
+
+
+VALIDATION_SEED = 0  # one held-out split for every run and seed, so that choices compare on the same images
+
+
+def validation_indices(total: int, n: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted (training, validation) indices: ``n`` of ``total`` training samples drawn with a fixed seed."""
+    if not 0 < n < total:
+        from ..errors import SpiketandemError
+        raise SpiketandemError(f"--validation {n}: {name} has {total} training samples; hold out between 1 and "
+                               f"{total - 1} of them")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    return order[n:].sort().values, order[:n].sort().values
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .arrays import ArrayDataset, _pick
+from .arrays import ArrayDataset, _pick, validation_indices
 from .events import SPECS, load_event_dataset
 
 EVENT_DATASETS = tuple(SPECS)
@@ -75,6 +75,12 @@ class EventDataset:
         tr = _pick(len(self.train_y), n_train, generator, "n_train")
         te = _pick(len(self.test_y), n_test, generator, "n_test")
         return EventDataset(self.name, self.train_x[tr], self.train_y[tr], self.test_x[te], self.test_y[te],
+                            list(self.classes), self.T, self.mode, self.augment)
+
+    def held_out(self, n: int) -> EventDataset:
+        """A validation split, as :meth:`ArrayDataset.held_out`."""
+        keep, val = validation_indices(len(self.train_y), n, self.name)
+        return EventDataset(self.name, self.train_x[keep], self.train_y[keep], self.train_x[val], self.train_y[val],
                             list(self.classes), self.T, self.mode, self.augment)
 
     def integrated(self) -> ArrayDataset:
