@@ -12,6 +12,7 @@ import argparse
 import difflib
 import importlib
 import sys
+import warnings
 import textwrap
 from collections.abc import Iterable
 
@@ -135,6 +136,14 @@ def _command_in(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """spiketandem's own warnings (``"spiketandem: ..."``) as the one line they are; others as Python shows them."""
+    if str(message).startswith("spiketandem:"):
+        print(message, file=file or sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_in(argv)
@@ -146,7 +155,9 @@ def main(argv=None) -> int:
         from .allocator import keep_freed_memory
         keep_freed_memory()  # training steps recycle their pages instead of faulting them in again (allocator.py)
     try:
-        args.func(args)
+        with warnings.catch_warnings():  # restores Python's display after the command (main runs in tests too)
+            warnings.showwarning = _show_warning
+            args.func(args)
     except SpiketandemError as e:
         print(f"spiketandem: error: {e}", file=sys.stderr)
         return 2

@@ -119,6 +119,46 @@ def evaluate(rule: Rule, test, T_list, *, reduce: bool = False, progress: bool =
     return {T: correct[T] / max(1, total) for T in T_list}
 
 
+SHORT_WINDOW = 4       # windows up to this many steps get the low-latency advice
+ACCURACY_DROP = 0.10   # a test accuracy this far (a fraction) below the run's best so far is reported
+
+
+def short_window_advice(rule: Rule, cfg) -> str | None:
+    """What to say before a student learns from its teacher at a short window (T <= 4) in a way known to lose
+    accuracy there: membranes starting at 0 (a layer needs a whole threshold of input before its first spike,
+    so spike counts floor rather than round) or a teacher whose activations are not clipped (thresholds at
+    their long tails' percentile, so few spikes in T steps).  None when neither applies."""
+    student = getattr(rule, "model", None)
+    if not (rule.spiking and rule.needs_teacher and cfg.T <= SHORT_WINDOW and hasattr(student, "membrane_inits")):
+        return None
+    causes = []
+    if not any(student.membrane_inits().values()):
+        causes.append("every membrane starts at 0 (--recipe low-latency or --membrane-init 0.5 starts them at "
+                      "theta/2, so spike counts round instead of floor)")
+    if any(math.isinf(layer.ceiling) for layer in student.layers):
+        causes.append("the teacher's activations are not clipped (train it with --act-clip 2: thresholds then "
+                      "sit at the clip, not at the percentile of a long tail)")
+    if not causes:
+        return None
+    return (f"spiketandem: a student at T = {cfg.T} loses accuracy when " + "; and ".join(causes)
+            + " (docs/ltl_offline.md: short windows)")
+
+
+def accuracy_drop(rows: list[dict]) -> str | None:
+    """What to say when the last epoch's test accuracy fell more than ``ACCURACY_DROP`` below the best epoch
+    so far: the run reports the last epoch, not the best one."""
+    scored = [(i, r["test_acc"]) for i, r in enumerate(rows) if r.get("test_acc") is not None]
+    if len(scored) < 2:
+        return None
+    best_epoch, best = max(scored[:-1], key=lambda e: e[1])
+    last_epoch, last = scored[-1]
+    if best - last <= ACCURACY_DROP:
+        return None
+    return (f"spiketandem: test accuracy fell from {100 * best:.2f} % (epoch {best_epoch + 1}) to {100 * last:.2f} % "
+            f"(epoch {last_epoch + 1}); the run reports its last epoch. A lower --lr usually steadies training; "
+            "choose it on a validation split (--validation N), never on the test set")
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` returns: the training wall time (including any time before a resume) and the
@@ -231,6 +271,9 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
         from .metrics.tensorboard import TensorBoardLogger
         board = TensorBoardLogger(run.file("tensorboard"), next(iter(test_batches or train_batches))[0],
                                   cfg.T if rule.spiking else None, config=cfg)
+    advice = short_window_advice(rule, cfg) if main and start < cfg.epochs else None
+    if advice is not None:
+        warnings.warn(advice, stacklevel=2)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         rule.on_epoch_start(epoch)
@@ -284,6 +327,9 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
             shown = f"  test acc {row['test_acc']:.4f}" if row["test_acc"] is not None else ""
             log(f"  {label or cfg.rule} epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}  "
                 f"train acc {row['train_acc']:.4f}{shown}  ({train_time:.1f}s)")
+            drop = accuracy_drop(rows)
+            if drop is not None:
+                warnings.warn(drop, stacklevel=2)
         if stop or (on_epoch_end is not None and on_epoch_end(row)):
             break
     if board is not None:
