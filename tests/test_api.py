@@ -152,6 +152,10 @@ def test_api_student_saves_and_loads(tmp_path, digits_teacher):
     path = api.save_student(student, tmp_path / "student.pt")
     with pytest.raises(SpiketandemError, match="teacher class of your own"):
         load_student(path)
+    for wrong in (build_model("digits-mlp", 10, 1, 8), build_model("digits-cnn", 10, 3, 8)):
+        with pytest.raises(SpiketandemError, match=r"^the teacher given does not fit the trained model .*1-channel "
+                           r"8x8 images and 10 classes .*pass an instance of the class the student was trained from"):
+            load_student(path, teacher=wrong)
     again = load_student(path, teacher=build_model("digits-cnn", 10, 1, 8))  # any weights: the student holds its own
     assert torch.equal(again(test_x[:8], 4), student(test_x[:8], 4))
     stbp = api.train("stbp", train_x, train_y, arch="digits-cnn", T=4, epochs=1)

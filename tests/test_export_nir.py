@@ -127,6 +127,16 @@ def test_maxpool_refused():
         student_to_nir(student)
 
 
+def test_a_layer_nir_itself_refuses_is_named_in_one_line(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("groups must be 1")
+    monkeypatch.setattr(nir, "Conv2d", refuse)  # what NIR's own checks raise for a layer it cannot hold
+    with pytest.raises(SpiketandemError, match=r"^NIR cannot represent the student's conv layer \S+: groups must be "
+                       r"1; export a student whose teacher uses only the layers NIR has") as refused:
+        student_to_nir(_student())
+    assert "\n" not in str(refused.value)
+
+
 def test_export_command_writes_a_readable_file(tmp_path):
     run = RunFolder(tmp_path / "run")
     cfg = make_config({"dataset": "digits", "arch": "digits-mlp", "width": 0.25, "reset": "zero", "T": 4,

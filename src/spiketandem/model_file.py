@@ -111,6 +111,7 @@ def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: st
     cfg = configure(make_config(obj["config"]))
     info = DataInfo(**obj["info"])
     rule_cls = get_rule(obj["rule"])
+    given = teacher is not None  # the caller's own teacher instance (else a zoo teacher is rebuilt here)
     if rule_cls.needs_teacher and teacher is None:
         arch = obj.get("teacher_arch")
         if not arch:
@@ -120,10 +121,22 @@ def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: st
                               arch.get("act_clip"), arch.get("act_levels"))
     if teacher is not None:
         teacher = teacher.to(device).eval()
-    rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, None)
-    for module in rule.modules().values():
-        module.to(device)
-    load_weights(rule, obj["state"], f"trained model {source}" if source is not None else "the trained model")
+    what = f"trained model {source}" if source is not None else "the trained model"
+    try:
+        rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, None)
+        for module in rule.modules().values():
+            module.to(device)
+        load_weights(rule, obj["state"], what)
+    except SpiketandemError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a teacher of another shape fails deep inside tracing or loading
+        if not (given and rule_cls.needs_teacher):
+            raise
+        raise SpiketandemError(
+            f"the teacher given does not fit the {what}: its student was built from a teacher of "
+            f"{info.in_channels}-channel {info.image_size}x{info.image_size} images and {info.num_classes} classes "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no message'}); pass an instance "
+            "of the class the student was trained from (any weights)") from None
     rule.train(False)
     return rule
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import SpiketandemError
 from ..neuron import SpikingNeuron
 
 from .nir_graph import _Graph, _np
@@ -101,53 +102,58 @@ def _emit(nir, g: _Graph, dt: float, reset: str, flavour: str, weight_bits: int 
     counts: dict[str, int] = {}
     names: dict[str, str] = {}
     nodes = {}
-    for key in order:
-        n = g.nodes[key]
-        p = n.params
-        neuron = _neuron_node(nir, p["module"], n.shape, dt, reset, flavour, n.where) if n.kind == "neuron" else None
-        if neuron is not None:
-            base = "if" if isinstance(neuron, nir.IF) else "lif"
-        elif p.get("role") == "scale":
-            base = "scale"
-        elif p.get("role") == "sum pooling":
-            base = "poolconv"
-        else:
-            base = n.kind
-        counts[base] = counts.get(base, 0) + 1
-        names[key] = base if base in ("input", "output") else f"{base}{counts[base]}"
-        meta = {"spiketandem_node": n.where}
-        if p.get("role"):
-            meta["role"] = p["role"]
-        if n.kind == "input":
-            node = nir.Input(input_type=np.array(n.shape))
-        elif n.kind == "output":
-            node = nir.Output(output_type=np.array(n.shape))
-        elif n.kind == "conv":
-            w = _np(p["weight"])
-            if p.get("role") is None:
-                meta.update(_weight_grid(w, weight_bits))
-            cls = nir.Conv2d if len(n.shape) == 3 else nir.Conv1d
-            spatial = tuple(p["in_shape"][1:])
-            node = cls(input_shape=spatial if cls is nir.Conv2d else spatial[0], weight=w,
-                       stride=p["stride"] if cls is nir.Conv2d else p["stride"][0],
-                       padding=p["padding"] if cls is nir.Conv2d else p["padding"][0],
-                       dilation=p["dilation"] if cls is nir.Conv2d else p["dilation"][0], groups=p["groups"],
-                       bias=_np(p["bias"]), metadata=meta)
-        elif n.kind == "affine":
-            w = _np(p["weight"])
-            if p.get("role") is None:
-                meta.update(_weight_grid(w, weight_bits))
-            node = nir.Affine(weight=w, bias=_np(p["bias"]), metadata=meta)
-        elif n.kind == "sumpool":
-            node = nir.SumPool2d(kernel_size=np.array(p["kernel"]), stride=np.array(p["stride"]),
-                                 padding=np.array((0, 0)), metadata=meta)
-        elif n.kind == "flatten":
-            node = nir.Flatten(input_type={"input": np.array(p["in_shape"])}, start_dim=0, end_dim=-1, metadata=meta)
-        elif neuron is not None:
-            node = neuron
-        else:  # pragma: no cover - every kind is handled above
-            raise AssertionError(n.kind)
-        nodes[names[key]] = node
+    n = None
+    try:
+        for key in order:
+            n = g.nodes[key]
+            p = n.params
+            neuron = _neuron_node(nir, p["module"], n.shape, dt, reset, flavour, n.where) if n.kind == "neuron" else None
+            if neuron is not None:
+                base = "if" if isinstance(neuron, nir.IF) else "lif"
+            elif p.get("role") == "scale":
+                base = "scale"
+            elif p.get("role") == "sum pooling":
+                base = "poolconv"
+            else:
+                base = n.kind
+            counts[base] = counts.get(base, 0) + 1
+            names[key] = base if base in ("input", "output") else f"{base}{counts[base]}"
+            meta = {"spiketandem_node": n.where}
+            if p.get("role"):
+                meta["role"] = p["role"]
+            if n.kind == "input":
+                node = nir.Input(input_type=np.array(n.shape))
+            elif n.kind == "output":
+                node = nir.Output(output_type=np.array(n.shape))
+            elif n.kind == "conv":
+                w = _np(p["weight"])
+                if p.get("role") is None:
+                    meta.update(_weight_grid(w, weight_bits))
+                cls = nir.Conv2d if len(n.shape) == 3 else nir.Conv1d
+                spatial = tuple(p["in_shape"][1:])
+                node = cls(input_shape=spatial if cls is nir.Conv2d else spatial[0], weight=w,
+                           stride=p["stride"] if cls is nir.Conv2d else p["stride"][0],
+                           padding=p["padding"] if cls is nir.Conv2d else p["padding"][0],
+                           dilation=p["dilation"] if cls is nir.Conv2d else p["dilation"][0], groups=p["groups"],
+                           bias=_np(p["bias"]), metadata=meta)
+            elif n.kind == "affine":
+                w = _np(p["weight"])
+                if p.get("role") is None:
+                    meta.update(_weight_grid(w, weight_bits))
+                node = nir.Affine(weight=w, bias=_np(p["bias"]), metadata=meta)
+            elif n.kind == "sumpool":
+                node = nir.SumPool2d(kernel_size=np.array(p["kernel"]), stride=np.array(p["stride"]),
+                                     padding=np.array((0, 0)), metadata=meta)
+            elif n.kind == "flatten":
+                node = nir.Flatten(input_type={"input": np.array(p["in_shape"])}, start_dim=0, end_dim=-1, metadata=meta)
+            elif neuron is not None:
+                node = neuron
+            else:  # pragma: no cover - every kind is handled above
+                raise AssertionError(n.kind)
+            nodes[names[key]] = node
+    except ValueError as e:  # NIR's own checks (e.g. a grouped convolution it cannot represent): one line
+        raise SpiketandemError(f"NIR cannot represent the student's {n.kind} layer {n.where}: {e}; export a student "
+                               "whose teacher uses only the layers NIR has (docs/nir.md: what is written)") from None
     edges = [(names[i], names[key]) for key in order for i in g.nodes[key].inputs]
     return nodes, edges
 
