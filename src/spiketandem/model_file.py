@@ -127,9 +127,7 @@ def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: st
         for module in rule.modules().values():
             module.to(device)
         load_weights(rule, obj["state"], what)
-    except SpiketandemError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a teacher of another shape fails deep inside tracing or loading
+    except Exception as e:  # noqa: BLE001 - a teacher of another shape fails in tracing or in loading the weights
         if not (given and rule_cls.needs_teacher):
             raise
         raise SpiketandemError(
