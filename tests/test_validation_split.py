@@ -46,7 +46,9 @@ def test_a_run_on_the_validation_split_says_so_and_reports_it(tmp_path, capsys):
     main(["teacher", "--dataset", "digits", "--arch", "digits-mlp", "--width", "0.25", "--epochs", "1",
           "--validation", "300", "--out", str(tmp_path / "t"), "--device", "cpu"])
     out = capsys.readouterr()
-    assert "1137 train / 300 validation samples held out of the training split" in out.out + out.err
+    said = out.out + out.err
+    assert "1137 train / 300 validation samples held out of the training split" in said
+    assert "validation acc" in said and "test acc" not in said
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["test_samples"] == 300
     assert yaml.safe_load((tmp_path / "t" / "config.yaml").read_text())["validation"] == 300

@@ -324,7 +324,8 @@ def fit(rule: Rule, cfg, data, device: torch.device, run: RunFolder | None = Non
                 board.log_epoch(rule, row)
             atomic_save(_checkpoint(rule, optimizer, scheduler, epoch + 1, elapsed, cfg), checkpoint)
         if main:
-            shown = f"  test acc {row['test_acc']:.4f}" if row["test_acc"] is not None else ""
+            held_out = "validation" if getattr(cfg, "validation", None) else "test"  # --validation N
+            shown = f"  {held_out} acc {row['test_acc']:.4f}" if row["test_acc"] is not None else ""
             log(f"  {label or cfg.rule} epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}  "
                 f"train acc {row['train_acc']:.4f}{shown}  ({train_time:.1f}s)")
             drop = accuracy_drop(rows)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import SpiketandemError
+
 
 @dataclass
 class RawSplits:
@@ -121,7 +123,6 @@ VALIDATION_SEED = 0  # one held-out split for every run and seed, so that choice
 def validation_indices(total: int, n: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Sorted (training, validation) indices: ``n`` of ``total`` training samples drawn with a fixed seed."""
     if not 0 < n < total:
-        from ..errors import SpiketandemError
         raise SpiketandemError(f"--validation {n}: {name} has {total} training samples; hold out between 1 and "
                                f"{total - 1} of them")
     order = torch.randperm(total, generator=torch.Generator().manual_seed(VALIDATION_SEED))
