@@ -124,6 +124,16 @@ def test_a_run_with_several_seeds_is_one_folder_each_reported_as_mean_and_std(tm
     assert measured["one"]["n_seeds"] == 1 and measured["one"]["student_acc_std"] is None
     mean, std = measured["ltl"]["student_acc"], measured["ltl"]["student_acc_std"]
     assert f"{100 * mean:.2f} ± {100 * std:.2f}% (2 seeds)" in (out / "report" / "report.md").read_text()
+    # --report-only reports the finished runs and seeds, names the others, and refuses when none has finished
+    for unfinished in (out / "ltl-seed2", out / "one"):
+        (unfinished / "summary.json").unlink()
+    assert main(["reproduce", str(path), "--out", str(out), "--report-only"]) == 0
+    assert f"not finished, left out of the report: {out / 'ltl-seed2'}, {out / 'one'}" in capsys.readouterr().out
+    partial = json.loads((out / "reproduction.json").read_text())["measured"]
+    assert list(partial) == ["ltl"] and partial["ltl"]["acc_by_seed"] == {"1": accs[0]}
+    (out / "ltl-seed1" / "summary.json").unlink()
+    assert main(["reproduce", str(path), "--out", str(out), "--report-only"]) == 2
+    assert "--report-only: no run of" in capsys.readouterr().err
     # --seeds overrides every run's own seeds
     assert main(["reproduce", str(path), "--out", str(out), "--seeds", "7", "8", "--dry-run", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out.splitlines()[-1])

@@ -99,11 +99,14 @@ def reproduce(exp: Experiment, out: Path, *, only: list[str] | None = None, step
     exp = select(exp, only, steps and not report_only)
     t0 = time.perf_counter()
     teacher_fields, students = run_configs(exp, out)
-    if report_only:
+    if report_only:  # the finished runs (and seeds) are reported, the others named: the table grows run by run
         unfinished = [f["out"] for _, f in students if not (Path(f["out"]) / "summary.json").is_file()]
-        if unfinished:
-            raise SpiketandemError(f"--report-only: unfinished run(s) {', '.join(unfinished)}; run the experiment "
+        if len(unfinished) == len(students):
+            raise SpiketandemError(f"--report-only: no run of {exp.name} has finished in {out}; run the experiment "
                                    "without --report-only first")
+        if unfinished:
+            log(f"[{exp.name}] not finished, left out of the report: {', '.join(unfinished)}")
+        students = [(name, f) for name, f in students if f["out"] not in unfinished]
     else:
         _run_all(exp, out, teacher_fields, students, resume, log)
     result = _collect(exp, out, teacher_fields, students, time.perf_counter() - t0)
