@@ -591,6 +591,7 @@ def _write_nmnist(root: Path) -> None:
 PAGES = pages()
 
 
+@pytest.mark.slow  # runs every page's blocks: far beyond the fast suite on 2 cores; `python -m pytest -m slow`
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_every_code_block_of_the_page_runs(page, environment, tmp_path, capsys):
     blocks = blocks_of(page)
