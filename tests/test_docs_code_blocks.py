@@ -21,6 +21,11 @@ would use; here every ``spiketandem`` command is rewritten to digits-sized value
 - ``reproduce`` prints its plan (``--dry-run``, every run's configuration resolved and checked) at
   ``--scale digits``: an experiment is many runs, which ``tests/test_reproduce.py`` runs;
 - ``--teacher pretrained:NAME`` becomes a digits teacher trained once for this module;
+- a run that depends on nothing in its page's folder (``spiketandem demo``, a teacher, a student of the
+  shared teacher) and was already run with the same arguments on an earlier page is not trained again: its
+  folder is copied (runs are seeded, so it is the same folder);
+- ``bench`` times one small round (``BENCH_SMALL``: ``--repeats 1``, ``--batches 1``, ``--n 256``, ...), its
+  lists of windows, architectures, rules and peers kept to two values;
 - training is one epoch on 128 training and 64 test images: ``--epochs``, ``--teacher-epochs``,
   ``--calibrate-epochs``, ``--quantized-teacher-epochs``, ``--n-train``, ``--n-test``, ``--validation`` and
   ``--verify-n`` are capped at the values of ``SMALL`` (and added where a training command omits them), and
@@ -52,6 +57,7 @@ import io
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -115,10 +121,33 @@ def _is_number(word: str) -> bool:
         return False
 
 
+# benchmarks time a few small rounds: what each one is given (or capped at), and its lists kept to two values
+BENCH_SMALL = {"neuron": {"--repeats": 1, "--warmup": 0, "--n": 256, "--linear-n": 64},
+               "ltl-epoch": {"--repeats": 1, "--batches": 1}, "complexity": {"--repeats": 1}}
+BENCH_FIRST_TWO = ("--T", "--linear-T", "--arch", "--rules", "--peers")
+
+
+def shrink_bench(argv: list[str]) -> list[str]:
+    """A `spiketandem bench NAME ...` command with one short timed round (module docstring)."""
+    small = BENCH_SMALL.get(argv[1] if len(argv) > 1 else "", {})
+    groups = _split_flags(argv[2:])
+    out = []
+    for name, *values in groups:
+        if name in small and len(values) == 1:
+            values = [str(min(int(values[0]), small[name]))]
+        elif name in BENCH_FIRST_TWO:
+            values = values[:2]
+        out.append([name, *values])
+    out += [[name, str(value)] for name, value in small.items() if name not in {g[0] for g in groups}]
+    return [*argv[:2], *(word for group in out for word in group)]
+
+
 def shrink_command(argv: list[str], *, teacher: str, events_dir: str) -> list[str]:
     """A `spiketandem` command (without the program name) rewritten to digits-sized settings (module docstring)."""
     if not argv or {"-h", "--help", "--list", "--version"} & set(argv):
         return list(argv)
+    if argv[0] == "bench":
+        return shrink_bench(argv)
     command, groups = argv[0], _split_flags(argv[1:])
     flags = {g[0]: g for g in groups if g[0].startswith("--")}
     dataset = flags.get("--dataset", [None, None])[1]
@@ -386,6 +415,7 @@ class Runner:
     folder: Path
     teacher: str
     data_dir: Path
+    reuse: dict = field(default_factory=dict)  # shared by the pages: a self-contained run's key -> its saved folder
     namespace: dict = field(default_factory=lambda: {"__name__": "__docs__"})
     log: list[str] = field(default_factory=list)
 
@@ -465,6 +495,11 @@ class Runner:
     def cli(self, words: list[str], cwd: Path) -> tuple[str, str | None]:
         from spiketandem.cli import main
         argv = shrink_command(words, teacher=self.teacher, events_dir=str(self.data_dir))
+        key, out = _reusable(argv, cwd)
+        if key in self.reuse:
+            shutil.copytree(self.reuse[key], out)
+            self.log.append(f"{'reused':>25}  spiketandem {' '.join(argv)}")
+            return "0", None
         captured = io.StringIO()
         start, cpu = time.perf_counter(), time.process_time()
         with _cwd(cwd), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
@@ -478,7 +513,29 @@ class Runner:
             tail = captured.getvalue()[-2000:]
             return str(code), (f"`spiketandem {' '.join(words)}` (run as `spiketandem {' '.join(argv)}`) "
                                f"exited {code}:\n{tail}")
+        if key is not None and out.is_dir():
+            self.reuse[key] = shutil.copytree(out, self.data_dir.parent / "reuse" / str(len(self.reuse)))
         return "0", None
+
+
+def _reusable(argv: list[str], cwd: Path) -> tuple[tuple | None, Path | None]:
+    """A run that depends on nothing in its page's folder (a demo, a teacher, a student that trains its own
+    teacher or learns from the shared one), given its own new folder: the key under which its finished folder is
+    saved for the next page that runs the same command, and that folder.  Runs are seeded: the same command gives
+    the same folder."""
+    if not argv or argv[0] not in ("demo", "teacher", "train") or "--resume" in argv or "--overwrite" in argv:
+        return None, None
+    words = list(argv)
+    out = Path(cwd, "runs", "demo") if argv[0] == "demo" else None
+    if "--out" in words:
+        at = words.index("--out")
+        out = Path(cwd, words[at + 1])
+        del words[at:at + 2]
+    if out is None or out.exists():
+        return None, None
+    if any(not w.startswith("-") and not Path(w).is_absolute() and (Path(cwd) / w).exists() for w in words[1:]):
+        return None, None  # it reads another run of the page (--teacher runs/x): not the same run elsewhere
+    return tuple(words), out
 
 
 def _requests(stream):
@@ -559,7 +616,7 @@ def environment(tmp_path_factory):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["teacher", "--dataset", "digits", "--epochs", "2", "--n-train", "256", "--n-test", "64",
                      "--quiet", "--out", str(teacher)]) == 0
-    yield {"teacher": str(teacher), "data_dir": data_dir}
+    yield {"teacher": str(teacher), "data_dir": data_dir, "reuse": {}}
     for name, original in originals.items():
         setattr(torchvision.datasets, name, original)
     for key, value in saved.items():
@@ -601,7 +658,7 @@ def test_every_code_block_of_the_page_runs(page, environment, tmp_path, capsys):
     assert rendered_code_blocks(text) == len(blocks), (
         f"{page.relative_to(ROOT)}: Markdown renders {rendered_code_blocks(text)} code blocks, {len(blocks)} are "
         "fenced: an indented code block is not run; fence it with its language")
-    runner = Runner(tmp_path, environment["teacher"], environment["data_dir"])
+    runner = Runner(tmp_path, environment["teacher"], environment["data_dir"], environment["reuse"])
     for block in blocks:
         if not block.runnable:
             continue
@@ -672,6 +729,10 @@ def test_commands_are_shrunk_to_digits_sizes():
         "compare --seeds 0 1 --sweep-T 1 2 --epochs 0 --teacher-epochs 1 --n-train 128 --n-test 64")
     assert shrink("eval runs/x --eval-T 1 2 --sweep-T 1 2 4 8") == "eval runs/x --eval-T 1 2 --sweep-T 1 2 4 8"
     assert shrink("train --help") == "train --help"
+    assert shrink("bench ltl-epoch --threads 1 --batches 6 --repeats 5") == (
+        "bench ltl-epoch --threads 1 --batches 1 --repeats 1")
+    assert shrink("bench neuron --T 10 100 1000") == (
+        "bench neuron --T 10 100 --repeats 1 --warmup 0 --n 256 --linear-n 64")
     assert shrink("reproduce table1-cifar10-vgg11 --scale cpu --data-dir D --only a") == (
         "reproduce table1-cifar10-vgg11 --scale digits --only a --dry-run")
 
