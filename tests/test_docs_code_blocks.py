@@ -17,7 +17,9 @@ would use; here every ``spiketandem`` command is rewritten to digits-sized value
   ``imagefolder``) become ``digits``, and every ``--arch`` that is not a digits one becomes ``digits-cnn``;
   ``--width``, ``--data-dir``, ``--download`` and ``--device`` are dropped (the CPU runs them);
 - event datasets (``nmnist``, ``cifar10-dvs``, ``dvs-gesture``) become ``nmnist`` read from a synthetic
-  N-MNIST folder written in the release's format (``--data-dir`` points there, ``--event-size`` is dropped);
+  N-MNIST folder written in the release's format (``--data-dir`` points there, ``--event-size`` is dropped),
+  with a quarter of the channels (``--width 0.25``) on its 34 x 34 frames;
+- ``--rule dspike`` estimates its gradients on 16 first-layer weights and 16 images (``DSPIKE_SMALL``);
 - ``reproduce`` prints its plan (``--dry-run``, every run's configuration resolved and checked) at
   ``--scale digits``: an experiment is many runs, which ``tests/test_reproduce.py`` runs;
 - ``--teacher pretrained:NAME`` becomes a digits teacher trained once for this module;
@@ -36,6 +38,10 @@ Python blocks shrink the same way: a top-level assignment of one of the names of
 (``N_TRAIN = 5000``, ``EPOCHS = 10``, ``DATA_DIR = "~/data"``) is given the value there, and torchvision's
 ``CIFAR10``, ``CIFAR100``, ``MNIST`` and ``FashionMNIST`` are small in-memory stand-ins of the same shapes
 (nothing is downloaded).  So a page states its subset as such a constant, and its code runs unchanged here.
+
+Running it.  The pages take minutes, so their test is marked slow (``pyproject.toml`` leaves slow tests out of the
+default run): ``python -m pytest -m slow tests/test_docs_code_blocks.py``; ``-k tutorials`` picks pages.  Each
+command's CPU and wall time is printed with ``-s``.
 
 Marking a block that cannot run here.  An HTML comment right before the fence (blank lines allowed),
 
@@ -93,6 +99,8 @@ ADDED = {
     "train": ("--epochs", "--teacher-epochs", "--n-train", "--n-test"),
     "compare": ("--epochs", "--teacher-epochs", "--n-train", "--n-test"),
 }
+DSPIKE_SMALL = {"--dspike-fd-coords": 16, "--dspike-fd-batch": 16}
+EVENT_WIDTH = 0.25
 IMAGE_DATASETS = ("cifar10", "cifar100", "tiny-imagenet", "fashion-mnist", "imagefolder")
 EVENT_DATASETS = ("nmnist", "cifar10-dvs", "dvs-gesture")
 SMALL_PYTHON = {"N_TRAIN": 64, "N_TEST": 32, "EPOCHS": 1, "TEACHER_EPOCHS": 1}  # DATA_DIR: the synthetic data
@@ -165,13 +173,17 @@ def shrink_command(argv: list[str], *, teacher: str, events_dir: str) -> list[st
             values = [teacher]
         elif name == "--scale" and command == "reproduce":
             values = ["digits"]
+        elif name in DSPIKE_SMALL and len(values) == 1:
+            values = [str(DSPIKE_SMALL[name] if values[0] == "0" else min(int(values[0]), DSPIKE_SMALL[name]))]
         elif name in SMALL and len(values) == 1 and _is_number(values[0]):
             values = [str(min(int(float(values[0])), SMALL[name]))]
         elif name in FIRST_TWO.get(command, ()):
             values = values[:2]
         out.append([name, *values])
-    if events:
-        out.append(["--data-dir", events_dir])
+    if events:  # the synthetic recordings, and a quarter of the channels on their 34 x 34 frames
+        out += [["--data-dir", events_dir], ["--width", str(EVENT_WIDTH)]]
+    if flags.get("--rule", [None, None])[1] == "dspike":  # its finite-difference search on a few weights only
+        out += [[name, str(value)] for name, value in DSPIKE_SMALL.items() if name not in flags]
     if command == "reproduce":  # a whole experiment is many runs: its plan is checked, tests/test_reproduce.py runs it
         out += [["--scale", "digits"]] if "--scale" not in flags else []
         out += [["--dry-run"]] if "--dry-run" not in flags and "--report-only" not in flags else []
@@ -633,7 +645,7 @@ def _write_nmnist(root: Path) -> None:
     builders = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builders)
     rng = np.random.default_rng(0)
-    for split, per_class in (("Train", 12), ("Test", 4)):
+    for split, per_class in (("Train", 8), ("Test", 3)):
         for digit in range(10):
             for i in range(per_class):
                 n = int(rng.integers(60, 100))
@@ -724,7 +736,11 @@ def test_commands_are_shrunk_to_digits_sizes():
         "train --dataset digits --arch digits-cnn --T 4 --epochs 1 --teacher T --teacher-epochs 1 --n-train 128 "
         "--n-test 64")
     assert shrink("train --dataset cifar10-dvs --event-size 48 --T 8 --n-train=5000") == (
-        "train --dataset nmnist --T 8 --n-train 128 --data-dir E --epochs 1 --teacher-epochs 1 --n-test 64")
+        "train --dataset nmnist --T 8 --n-train 128 --data-dir E --width 0.25 --epochs 1 --teacher-epochs 1 "
+        "--n-test 64")
+    assert shrink("train --rule dspike --dspike-fd-coords 0") == (
+        "train --rule dspike --dspike-fd-coords 16 --dspike-fd-batch 16 --epochs 1 --teacher-epochs 1 --n-train 128 "
+        "--n-test 64")
     assert shrink("compare --seeds 0 1 2 --sweep-T 1 2 4 8 --epochs 0") == (
         "compare --seeds 0 1 --sweep-T 1 2 --epochs 0 --teacher-epochs 1 --n-train 128 --n-test 64")
     assert shrink("eval runs/x --eval-T 1 2 --sweep-T 1 2 4 8") == "eval runs/x --eval-T 1 2 --sweep-T 1 2 4 8"
