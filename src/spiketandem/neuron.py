@@ -9,6 +9,9 @@ The per-step update is a pure function of (input current, state, parameters)::
 with a = 1 for IF and a = exp(-dt / tau_m) for LIF.  ``run_neuron`` drives it over time; the module
 ``SpikingNeuron`` is a thin shell that a student graph uses in place of a teacher's ReLU.
 
+Each neuron model (``choices.NEURON_KINDS``, ``--neuron``) is one :class:`NeuronModel` in ``NEURON_MODELS``:
+its leak from the config, its per-step update and whether the fused kernel computes that update.
+
 ``run_neuron`` has two implementations: the reference (``neuron_step`` in a loop, under autograd) and
 the fused kernel of ``spiketandem.kernels`` (one op over all T steps, saving a 1-byte mask or the
 membrane instead of the whole autograd graph).  ``backend="auto"`` picks the fused one whenever it
@@ -58,19 +61,14 @@ class NeuronConfig:
             raise SpiketandemError(f"reset {self.reset!r} is not one of {RESETS}")
         if not self.threshold > 0:
             raise SpiketandemError(f"threshold must be > 0, got {self.threshold}")
-        if self.kind == "lif" and not 0 < self.alpha <= 1:
-            raise SpiketandemError(f"LIF leak must lie in (0, 1], got {self.alpha} (set leak, or tau_m > 0 and dt > 0)")
+        if not 0 < self.alpha <= 1:
+            raise SpiketandemError(f"{self.kind.upper()} leak must lie in (0, 1], got {self.alpha} (set leak, or "
+                                   "tau_m > 0 and dt > 0)")
 
     @property
     def alpha(self) -> float:
         """The membrane leak factor a of Eq. 1."""
-        if self.kind == "if":
-            return 1.0
-        if self.leak is not None:
-            return float(self.leak)
-        if self.tau_m <= 0 or self.dt <= 0:
-            return float("nan")
-        return math.exp(-self.dt / self.tau_m)
+        return NEURON_MODELS[self.kind].alpha(self)
 
 
 class NeuronState(NamedTuple):
@@ -99,13 +97,38 @@ def neuron_step(current: torch.Tensor, state: NeuronState, alpha, threshold, res
     return s, NeuronState(u, s)
 
 
+def _lif_alpha(c: NeuronConfig) -> float:
+    """a = ``leak`` if given, else exp(-dt / tau_m) (nan when tau_m or dt is not positive)."""
+    if c.leak is not None:
+        return float(c.leak)
+    return math.exp(-c.dt / c.tau_m) if c.tau_m > 0 and c.dt > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class NeuronModel:
+    """One neuron model: its leak a from a ``NeuronConfig``, its per-step update (the signature of
+    ``neuron_step``: (S[t], new state)), and whether the fused kernel computes exactly that update (read by
+    ``kernels.unfused_reason``; a model without runs the per-step reference on every device)."""
+
+    name: str
+    alpha: Callable[[NeuronConfig], float]
+    step: Callable = neuron_step
+    fused: bool = True
+
+
+# a model's name is declared torch-free in choices.NEURON_KINDS; its parameters are NeuronConfig fields
+NEURON_MODELS: dict[str, NeuronModel] = {m.name: m for m in (
+    NeuronModel("if", lambda c: 1.0),
+    NeuronModel("lif", _lif_alpha),
+)}
+
 CurrentHook = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def run_neuron(currents: torch.Tensor, T: int, alpha, threshold, reset: str, surrogate: Surrogate,
                state: NeuronState | None = None, *, static: bool = False, detach_reset: bool = False,
                current_hook: CurrentHook | None = None, truncate: bool = False,
-               backend: str = "auto") -> tuple[torch.Tensor, NeuronState]:
+               backend: str = "auto", kind: str = "lif") -> tuple[torch.Tensor, NeuronState]:
     """Run the neuron for T steps.
 
     ``currents`` is ``[T, ...]``, or with ``static=True`` one ``[...]`` current applied at every
@@ -113,14 +136,15 @@ def run_neuron(currents: torch.Tensor, T: int, alpha, threshold, reset: str, sur
     current (hardware noise).  ``truncate`` detaches the state between steps, so the gradient of
     step t flows through step t's current only.  Returns spikes ``[T, ...]`` and the final state.
     ``backend``: "auto" (the fused kernel when it applies), "fused" (it, or an error saying why
-    not), "reference" (``neuron_step`` in a loop).
+    not), "reference" (the model's update in a loop).  ``kind``: the neuron model whose update runs
+    (``NEURON_MODELS``; IF and LIF share Eq. 1-3 and differ only in ``alpha``).
     """
     if not static and currents.shape[0] != T:
         raise SpiketandemError(f"neuron got {currents.shape[0]} time steps of input, expected T={T}")
     if backend not in NEURON_BACKENDS:
         raise SpiketandemError(f"neuron backend {backend!r} is not one of {NEURON_BACKENDS}")
     if backend != "reference":
-        reason = unfused_reason(currents, alpha, threshold, state, truncate, static)
+        reason = unfused_reason(currents, alpha, threshold, state, truncate, static, NEURON_MODELS[kind])
         if reason is None:
             if current_hook is not None:  # hooks see the current only, never the state: apply them up front
                 steps = currents.unsqueeze(0).expand(T, *currents.shape) if static else currents
@@ -143,7 +167,7 @@ def run_neuron(currents: torch.Tensor, T: int, alpha, threshold, reset: str, sur
             current = current_hook(current, t)
         if truncate:
             state = state.detach()
-        s, state = neuron_step(current, state, alpha, threshold, reset, surrogate, detach_reset)
+        s, state = NEURON_MODELS[kind].step(current, state, alpha, threshold, reset, surrogate, detach_reset)
         out.append(s)
     return torch.stack(out), state
 
@@ -318,6 +342,9 @@ class SpikingNeuron(TimeAware):
         if state is None:
             state = self.start_state()
         if ctx.bptt == "printed" and torch.is_grad_enabled():
+            if NEURON_MODELS[self.config.kind].step is not neuron_step:
+                raise SpiketandemError(f"--bptt printed is Eq. 6-7 of the IF/LIF update, not of the "
+                                       f"{self.config.kind} neuron; use --bptt full or per-step")
             if state is not None:
                 raise SpiketandemError("--bptt printed runs whole windows from U[0] = 0; it takes no starting membrane "
                                        "(--membrane-init, --recipe low-latency) and no incoming state (online LTL)")
@@ -330,7 +357,7 @@ class SpikingNeuron(TimeAware):
                                        self.config.surrogate, state, static=self.static_input,
                                        detach_reset=self.config.detach_reset,
                                        current_hook=ctx.current_hooks.get(self.name), truncate=ctx.bptt == "per-step",
-                                       backend=self.config.backend)
+                                       backend=self.config.backend, kind=self.config.kind)
         if self.name in ctx.output_hooks:
             spikes = ctx.output_hooks[self.name](spikes)
         ctx.state_out[self.name] = state

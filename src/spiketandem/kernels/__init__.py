@@ -59,8 +59,11 @@ def _scalar(x) -> float | None:
 
 
 def unfused_reason(currents: torch.Tensor, alpha, threshold, state=None, truncate: bool = False,
-                   static: bool = False) -> str | None:
-    """Why the fused kernel cannot run this call (None when it can)."""
+                   static: bool = False, model=None) -> str | None:
+    """Why the fused kernel cannot run this call (None when it can).  ``model``: the neuron model
+    (``neuron.NeuronModel``; None: IF/LIF), whose ``fused`` says whether this kernel computes its update."""
+    if model is not None and not model.fused:
+        return f"the {model.name} neuron has no fused kernel (it runs the per-step reference)"
     if truncate:
         return "truncate=True (gradient cut between steps) runs on the reference path"
     if state is not None:

@@ -177,7 +177,7 @@ class DirectRule(Rule):
         if not self.voting:
             return out.mean(0)
         c = self.neuron
-        spikes, _ = run_neuron(out, out.shape[0], c.alpha, c.threshold, c.reset, c.surrogate)
+        spikes, _ = run_neuron(out, out.shape[0], c.alpha, c.threshold, c.reset, c.surrogate, kind=c.kind)
         return spikes.mean(0).reshape(out.shape[1], self.info.num_classes, self.voting).mean(2)
 
     def main_loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
