@@ -83,6 +83,41 @@ def test_roundtrip_matches_reference_simulation(tmp_path, arch, kind, reset):
         assert any(isinstance(n, nir.SumPool2d) for n in graph.nodes.values())
 
 
+class _PooledResidual(nn.Module):
+    """Average pooling whose output feeds a convolution and the skip of a residual addition, as in a resnet18
+    with its max pooling swapped for average pooling: pooling's 1/4 cannot fold into a weight on the skip."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.pool, self.fc = nn.AvgPool2d(2), nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        return self.fc(torch.relu(self.conv2(x) + x).flatten(1))
+
+
+def test_a_pooling_scale_that_meets_no_weight_is_written_as_a_diagonal_layer(tmp_path):
+    """With unit spike amplitudes pooling's 1/4 stands alone on the skip and becomes a diagonal 1x1 conv, in
+    float64 like the weights it sits among; the file computes the student's spikes."""
+    torch.manual_seed(0)
+    student = build_student(_PooledResidual().eval(), NeuronConfig(kind="if", reset="zero"), torch.zeros(2, 1, 8, 8),
+                            calibration_images=torch.randn(64, 1, 8, 8)).eval()
+    for neuron in student.neurons.values():
+        neuron.amplitude.fill_(1.0)  # no amplitude scale to merge with: the pooling scale is alone
+    graph = nir.read(str(write_nir(student, tmp_path / "s.nir")))
+    diagonal = [n for n in graph.nodes.values() if isinstance(n, nir.Conv2d) and n.weight.shape[-2:] == (1, 1)]
+    assert len(diagonal) == 1
+    np.testing.assert_array_equal(diagonal[0].weight[:, :, 0, 0], np.eye(4, dtype=np.float32) / 4)
+    x = torch.randn(8, 1, 8, 8)
+    out, ours = _our_spikes(student, x)
+    ref_out, counts = simulate_nir(graph, x, T)
+    for name, mine in zip(neuron_node_names(graph), ours):
+        assert mine.sum() > 0, f"{name} is silent: the comparison would be vacuous"
+        assert torch.equal(mine.double(), counts[name]), name
+    torch.testing.assert_close(ref_out.float(), out, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["lif", "if"])
 def test_norse_import_gives_our_spike_counts(tmp_path, kind):
     with warnings.catch_warnings():

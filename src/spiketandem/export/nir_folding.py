@@ -48,8 +48,20 @@ def _through_flatten(t, in_shape):
     return t if t is None or t.dim() == 0 else t.expand(in_shape).reshape(-1).clone()
 
 
+def _in_float64(g: _Graph) -> None:
+    """Every scale node's scale and shift as float64, the dtype of the weights they fold into: the graph's
+    translation writes some constant factors (average pooling's 1/k, an addition's alpha) as float32 scalars, and
+    one that meets no weight is written into a float64 diagonal weight by index, which needs matching dtypes."""
+    for node in g.nodes.values():
+        if node.kind == "scale":
+            for key in ("scale", "shift"):
+                if isinstance(node.params.get(key), torch.Tensor):
+                    node.params[key] = node.params[key].to(torch.float64)
+
+
 def _fold_scales(g: _Graph) -> None:
     """Fold every scale node into a neighbouring weight where the algebra allows; repeat until none moves."""
+    _in_float64(g)
     changed = True
     while changed:
         changed = False
@@ -147,6 +159,7 @@ def _fold_step(g: _Graph, name: str, node: _Node) -> bool:
 
 def _materialise(g: _Graph) -> None:
     """Scale nodes that meet no weight become a 1x1 conv (or affine) with the scale on the diagonal."""
+    _in_float64(g)
     for name, node in list(g.nodes.items()):
         if node.kind != "scale":
             continue
