@@ -4,7 +4,8 @@ import torch
 
 from spiketandem.errors import SpiketandemError
 from spiketandem.hardware import noise
-from spiketandem.hardware.chip import Chip, QuantizedWeight
+from spiketandem.hardware.chip import Chip
+from spiketandem.hardware.noise import QuantizedWeight
 from spiketandem.hardware.noise import NoiseSpec
 from spiketandem.models import build_model
 from spiketandem.neuron import NeuronConfig

@@ -13,7 +13,7 @@ from ..workflow import load_run, prepare
 from ..train import evaluate
 from .calibrate import METHODS, calibrate, uncalibrated_accuracy
 from .chip import Chip
-from .noise import PAPER_LEVELS, NoiseSpec
+from .noise import NOISE_MODELS, PAPER_LEVELS, NoiseSpec
 
 
 def _stats(values: list[float]) -> dict:
@@ -69,8 +69,7 @@ def run_sweep(run_dir: str | Path, kind: str, levels=None, *, seeds=(0,), epochs
             "seconds": time.perf_counter() - t0}
 
 
-LEVEL_LABEL = {"mismatch": "mismatch sigma", "quantization": "bits", "thermal": "thermal noise sigma",
-               "silencing": "fraction of neurons silenced"}
+LEVEL_LABEL = {name: kind.label for name, kind in NOISE_MODELS.items()}
 
 
 def sweep_table(result: dict) -> str:
