@@ -13,6 +13,7 @@ import yaml
 # torch-free, so that the command line can parse and help without importing torch
 from .choices import (AMP_MODES, BIN_MODES, ENCODINGS, INITS, LR_SCHEDULES, NEURON_BACKENDS, NEURON_KINDS, OPTIMIZERS,
                       RESETS, SURROGATES, SYNOPS_CONVENTIONS)
+from .data.registry import DATASET_HELP  # torch-free: the one table of datasets
 from .errors import SpiketandemError
 from .settings import setting, settings_of
 
@@ -64,9 +65,7 @@ class RunConfig:
                         metavar="RULE")
     name: str | None = setting(None, "run name", group="run", metavar="NAME", shown="<dataset>-<arch>-{kind}")
     # data
-    dataset: str = setting("digits", "digits, cifar10, cifar100, tiny-imagenet, fashion-mnist, imagefolder; event "
-                           "cameras: nmnist, cifar10-dvs, dvs-gesture (binned into --T frames, docs/events.md)",
-                           group="data", metavar="NAME")
+    dataset: str = setting("digits", DATASET_HELP, group="data", metavar="NAME")
     data_dir: str | None = setting(None, "where the dataset lives (see README: Data)", group="data", metavar="DIR")
     download: bool = setting(False, "download through torchvision if missing", group="data")
     n_train: int | None = setting(None, "use a random subset of this many training images", group="data",

@@ -63,7 +63,8 @@ def test_zip_archive_made_by_macos_archive_utility(tmp_path, cache_dir, cifar_im
 def test_event_recordings_skip_appledouble_files(tmp_path):
     pytest.importorskip("tonic", reason="tonic parses the AEDAT 2.0 container")
     from event_builders import write_aedat2_dvs128
-    from spiketandem.data.events import CIFAR10_CLASSES, load_event_dataset
+    from spiketandem.data.events import load_event_dataset
+    from spiketandem.data.formats.cifar import CIFAR10_CLASSES
 
     root = tmp_path / "CIFAR10DVS"
     for k, cls in enumerate(CIFAR10_CLASSES):

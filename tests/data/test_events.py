@@ -34,7 +34,7 @@ def test_nmnist_format_roundtrip_through_tonic(tmp_path):
     x, y = rng.integers(0, 34, 50), rng.integers(0, 34, 50)
     t, p = np.sort(rng.integers(0, 300_000, 50)), rng.integers(0, 2, 50)
     write_nmnist_recording(tmp_path / "a.bin", x, y, t, p)
-    rx, ry, rt, rp = events._read(tmp_path / "a.bin", events.SPECS["nmnist"])
+    rx, ry, rt, rp = events._read(tmp_path / "a.bin", events.event_spec("nmnist"))
     for a, b in ((x, rx), (y, ry), (t, rt), (p, rp)):
         np.testing.assert_array_equal(a, np.asarray(b))
 

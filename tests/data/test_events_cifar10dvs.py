@@ -9,7 +9,8 @@ from spiketandem.data import events
 from event_builders import write_aedat2_dvs128
 from spiketandem.data.aedat import read_aedat2_dvs128
 from spiketandem.data.errors import DatasetNotFoundError
-from spiketandem.data.events import CIFAR10_CLASSES, load_event_dataset
+from spiketandem.data.events import load_event_dataset
+from spiketandem.data.formats.cifar import CIFAR10_CLASSES
 
 pytest.importorskip("tonic", reason="tonic parses the AEDAT 2.0 container")
 

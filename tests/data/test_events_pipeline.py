@@ -12,7 +12,7 @@ from spiketandem.data import DeviceBatches
 from event_builders import write_aedat2_dvs128
 from spiketandem.data.event_data import load_event_data
 from event_builders import write_nmnist_recording
-from spiketandem.data.events import CIFAR10_CLASSES
+from spiketandem.data.formats.cifar import CIFAR10_CLASSES
 
 pytest.importorskip("tonic", reason="tonic reads the event files")
 

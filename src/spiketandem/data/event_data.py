@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from .arrays import ArrayDataset, _pick, validation_indices
-from .events import SPECS, load_event_dataset
+from .events import load_event_dataset
 
-EVENT_DATASETS = tuple(SPECS)
 
 
 def _to_uint8(x: np.ndarray, what: str) -> torch.Tensor:

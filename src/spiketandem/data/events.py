@@ -30,25 +30,31 @@ import hashlib
 import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..choices import BIN_MODES  # declared torch-free for the command line
-from .aedat import read_aedat2_dvs128, read_aedat31_polarity
+from .aedat import read_aedat31_polarity
 from .cache import atomic_file, default_cache_dir
 from .errors import DatasetFormatError, DatasetNotFoundError
 from .files import is_junk
 from .progress import Feedback, LogFn, Step
+from .registry import DATASETS, EVENT_DATASETS
 
 FORMAT_VERSION = 1
 TEST_FRACTION = 0.1  # CIFAR10-DVS: last 100 of the 1000 recordings per class are the test set
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+Columns = tuple  # (x, y, t, p) of one recording's events, t in microseconds
 
 
 @dataclass(frozen=True)
 class EventDatasetSpec:
+    """How to find and read one event dataset, declared by its reader module under ``formats/`` (``SPECS``)."""
+
     name: str
     sensor: tuple[int, int]           # (H, W)
     classes: tuple[str, ...]
@@ -56,31 +62,18 @@ class EventDatasetSpec:
     splits: tuple[str, str]           # sub-folders holding <class>/<recording> for train and test
     suffix: str
     how_to_get: str
+    read: Callable[[Path], Columns]   # one recording file -> its event columns
     layout: str = "class-folders"     # class-folders: <split>/<class>/*; label-files: <split>/<any>/<label>.npy;
     #                                   unsplit: <class>/* (the split is made by file order, see _unsplit)
     extra_layouts: tuple[str, ...] = ()  # also accepted; gesture-release: DVS128 Gesture as published (see above)
 
 
-SPECS: dict[str, EventDatasetSpec] = {s.name: s for s in (
-    EventDatasetSpec("nmnist", (34, 34), tuple(str(d) for d in range(10)), ("NMNIST", "nmnist", "N-MNIST"),
-                     ("Train", "Test"), ".bin",
-                     "download N-MNIST (https://www.garrickorchard.com/datasets/n-mnist, or tonic.datasets.NMNIST"
-                     "(save_to=DIR)), unzip Train.zip and Test.zip, and pass data_dir=DIR (the folder holding "
-                     "Train/ and Test/, or its parent holding NMNIST/)"),
-    EventDatasetSpec("dvs-gesture", (128, 128), tuple(str(c) for c in range(11)),
-                     ("DVSGesture", "DvsGesture", "dvs-gesture"), ("ibmGestureTrain", "ibmGestureTest"), ".npy",
-                     "unpack the original release (IBM's DvsGesture.tar.gz, https://research.ibm.com/interactive/"
-                     "dvsgesture/) into DIR, giving DIR/DvsGesture/ with the userNN_<lighting>.aedat recordings, their "
-                     "_labels.csv files, trials_to_train.txt and trials_to_test.txt; or run "
-                     "tonic.datasets.DVSGesture(save_to=DIR) once for both splits (it converts the recordings to "
-                     ".npy); then pass data_dir=DIR", layout="label-files", extra_layouts=("gesture-release",)),
-    EventDatasetSpec("cifar10-dvs", (128, 128), CIFAR10_CLASSES, ("CIFAR10DVS", "CIFAR10-DVS", "cifar10-dvs"),
-                     ("", ""), ".aedat",
-                     "download the CIFAR10-DVS release (Li et al. 2017, https://figshare.com/articles/dataset/"
-                     "CIFAR10-DVS_New/4724671: airplane.zip ... truck.zip), unzip each into DIR/<class>/ (AEDAT 2.0 "
-                     "*.aedat files) and pass data_dir=DIR. (tonic's CIFAR10DVS download holds .aedat4 conversions, "
-                     "which are not read here.)", layout="unsplit"),
-)}
+def event_spec(name: str) -> EventDatasetSpec:
+    """The spec of event dataset ``name`` (``registry.DATASETS``)."""
+    entry = DATASETS.get(name)
+    if entry is None or entry.kind != "event":
+        raise DatasetNotFoundError(f"unknown event dataset {name!r}; choose one of {', '.join(EVENT_DATASETS)}")
+    return entry.spec()
 
 
 @dataclass
@@ -95,7 +88,7 @@ class EventFrames:
     classes: tuple[str, ...]
 
 
-def _need_tonic():
+def need_tonic():
     try:
         import tonic  # noqa: F401
         import tonic.io
@@ -204,32 +197,18 @@ def _recordings(root: Path, split: str, spec: EventDatasetSpec, test_fraction: f
 
 
 def _read(path: Path, spec: EventDatasetSpec, layout: str | None = None):
-    dtype = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", np.int8)])
-    try:
-        if layout == "gesture-release":  # AEDAT 3.1, decoded here: no tonic needed
-            columns = read_aedat31_polarity(path)
-            ev = np.zeros(len(columns[0]), dtype=dtype)
-            ev["x"], ev["y"], ev["t"], ev["p"] = columns
-        elif spec.suffix == ".npy":  # tonic's DVS Gesture conversion: float columns x, y, p, t (ms)
-            raw = np.load(path)
-            ev = np.zeros(len(raw), dtype=dtype)
-            ev["x"], ev["y"], ev["p"] = raw[:, 0], raw[:, 1], raw[:, 2]
-            ev["t"] = np.rint(raw[:, 3] * 1000)
-        elif spec.suffix == ".aedat":
-            _need_tonic()
-            columns = read_aedat2_dvs128(path)
-            ev = np.zeros(len(columns[0]), dtype=dtype)
-            ev["x"], ev["y"], ev["t"], ev["p"] = columns
-        else:
-            ev = _need_tonic().io.read_mnist_file(str(path), dtype=dtype)
+    """The recording's event columns (x, y int16, t int64 in us, p int8), checked against the sensor."""
+    try:  # the published DVS128 Gesture layout is AEDAT 3.1, decoded here: no tonic needed
+        columns = read_aedat31_polarity(path) if layout == "gesture-release" else spec.read(path)
+        x, y, t, p = (np.asarray(c).astype(d) for c, d in zip(columns, (np.int16, np.int16, np.int64, np.int8)))
     except Exception as e:
         if type(e).__name__ == "SpiketandemError":
             raise
         raise DatasetFormatError(f"{path} is not a readable {spec.name} recording ({type(e).__name__}: {e})") from None
     H, W = spec.sensor
-    if len(ev) and (ev["x"].max() >= W or ev["y"].max() >= H):
+    if len(x) and (x.max() >= W or y.max() >= H):
         raise DatasetFormatError(f"{path}: event coordinates exceed the {W}x{H} {spec.name} sensor")
-    return ev["x"], ev["y"], ev["t"], ev["p"]
+    return x, y, t, p
 
 
 def _split_names(spec: EventDatasetSpec, layout: str | None = None) -> tuple[str, str]:
@@ -352,13 +331,11 @@ def load_event_dataset(name: str, data_dir: str | Path | None, T: int = 10, mode
     ``size`` S sum-pools the sensor to ``S x S`` frames (see :func:`bin_events`); default the sensor's size.
     The conversion says what it reads through ``log`` or the ``spiketandem.data`` logger, with a bar
     on a terminal (``progress`` forces it on/off; see :mod:`spiketandem.data.progress`)."""
-    if name not in SPECS:
-        raise DatasetNotFoundError(f"unknown event dataset {name!r}; choose one of {', '.join(SPECS)}")
+    spec = event_spec(name)
     if mode not in BIN_MODES or T < 1:
         raise DatasetFormatError(f"binning needs T >= 1 and mode in {BIN_MODES}, got T={T}, mode={mode!r}")
     if not 0 < test_fraction < 1:
         raise DatasetFormatError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    spec = SPECS[name]
     if size is not None and not (isinstance(size, int) and 1 <= size <= min(spec.sensor)):
         raise DatasetFormatError(f"{name}: the frame size must be a whole number in 1..{min(spec.sensor)} (the "
                                  f"sensor is {spec.sensor[1]}x{spec.sensor[0]}), got {size!r}")

@@ -11,11 +11,11 @@ from .cache import array_cache_path, default_cache_dir, extract_archive, is_arch
 from .download import torchvision_download
 from .errors import DatasetNotFoundError
 from .files import subfolders
-from .formats.digits import load_digits_splits
 from .layouts import Layout
 from .locate import SearchReport, candidates, default_data_dir, search_roots
 from .progress import Feedback, LogFn
-from .specs import IMAGE_DATASETS, KNOWN_ARCHIVE_MD5, SPECS, DatasetSpec
+from .registry import DATASETS, IMAGE_DATASETS
+from .specs import DatasetSpec
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
@@ -35,21 +35,22 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
 
     Raises :class:`DatasetNotFoundError` (unknown name; dataset missing or incomplete, listing every
     place searched and how to get it) or :class:`DatasetFormatError` (a corrupt file, named)."""
-    spec = SPECS.get(name.strip().lower().replace("_", "-"))
-    if spec is None:
+    entry = DATASETS.get(name.strip().lower().replace("_", "-"))
+    if entry is None or entry.kind != "image":
         raise DatasetNotFoundError(f"unknown dataset {name!r}; the datasets are: {', '.join(IMAGE_DATASETS)}")
-    if spec.name == "digits":
-        return ArrayDataset.from_raw(spec.name, load_digits_splits(), augment=spec.augment,
+    spec = entry.spec()
+    if spec.shipped is not None:
+        return ArrayDataset.from_raw(spec.name, spec.shipped(), augment=spec.augment,
                                      source="the copy shipped in spiketandem")
-    if spec.name == "imagefolder" and data_dir is None:
-        raise DatasetNotFoundError(f"dataset 'imagefolder' needs a folder: {spec.how_to_get}.")
+    if spec.needs_data_dir and data_dir is None:
+        raise DatasetNotFoundError(f"dataset {spec.name!r} needs a folder: {spec.how_to_get}.")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
     feedback = Feedback(log, bar=progress)
     report = SearchReport(spec)
     raw, source = _search(spec, search_roots(data_dir), cache, report, feedback)
     if raw is None and download:
-        if not spec.downloadable:
+        if spec.download is None:
             raise DatasetNotFoundError(report.message(f"download=True cannot fetch '{spec.name}' automatically."))
         target = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         target = target.parent if target.is_file() else target
@@ -116,7 +117,7 @@ def _read_archive(spec: DatasetSpec, archive: Path, cache_dir: Path, note: Calla
     raw = load_arrays(cache_file)
     if raw is not None:
         return raw
-    unpacked = extract_archive(archive, cache_dir, KNOWN_ARCHIVE_MD5.get(archive.name), feedback)
+    unpacked = extract_archive(archive, cache_dir, dict(spec.archive_md5).get(archive.name), feedback)
     for folder in (unpacked, *subfolders(unpacked)):  # subfolders skips __MACOSX/ and hidden ones
         inside = "" if folder == unpacked else f"{folder.name}/ "
         layout = _match(spec, folder, note, prefix=f"inside the archive: {inside}")

@@ -15,7 +15,10 @@ import numpy as np
 
 from ..arrays import RawSplits
 from ..errors import DatasetFormatError
+from ..layouts import Layout, required_files
 from ..progress import NULL_STEP, Step
+from ..specs import DatasetSpec
+from .images import IMAGE_FOLDER
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -99,3 +102,23 @@ def decode_cifar100(folder: Path, step: Step = NULL_STEP) -> RawSplits:
     if "fine_label_names" not in meta:
         raise DatasetFormatError(f"{folder / 'meta'} has no 'fine_label_names' entry (keys: {sorted(meta)})")
     return RawSplits(train_x, train_y, test_x, test_y, _names(meta["fine_label_names"]))
+
+
+CIFAR10_PICKLES = Layout(
+    "CIFAR-10 python release", "official python release: cifar-10-batches-py/ with data_batch_1..5 and test_batch",
+    required_files(CIFAR10_FILES), decode_cifar10)
+CIFAR100_PICKLES = Layout(
+    "CIFAR-100 python release", "official python release: cifar-100-python/ with train, test and meta",
+    required_files(CIFAR100_FILES), decode_cifar100)
+_HOW_TO_GET = ("pass download=True (CLI: --download) to fetch it with torchvision, or point data_dir (--data-dir) "
+               "at a copy or at a .tar.gz of one")
+SPECS = {s.name: s for s in (
+    DatasetSpec("cifar10", (CIFAR10_PICKLES, IMAGE_FOLDER),
+                ("cifar-10-batches-py", "cifar10", "cifar-10", "cifar10-jpeg"),
+                ("cifar-10-python.tar.gz", "cifar10-jpeg.tar.gz"), augment=True, download="CIFAR10",
+                how_to_get=_HOW_TO_GET, archive_md5=(("cifar10-jpeg.tar.gz", "dab9011423fd02e2d44b297cac6116c4"),
+                                                     ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"))),
+    DatasetSpec("cifar100", (CIFAR100_PICKLES, IMAGE_FOLDER), ("cifar-100-python", "cifar100", "cifar-100"),
+                ("cifar-100-python.tar.gz",), augment=True, download="CIFAR100", how_to_get=_HOW_TO_GET,
+                archive_md5=(("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),)),
+)}

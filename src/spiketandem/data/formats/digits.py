@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arrays import RawSplits
+from ..specs import DatasetSpec
 
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -40,6 +41,10 @@ def load_digits_splits() -> RawSplits:
     labels = arrays["target"].astype(np.int64)
     train, test = arrays["train_index"], arrays["test_index"]
     return RawSplits(images[train], labels[train], images[test], labels[test], [str(d) for d in range(10)])
+
+
+SPECS = {"digits": DatasetSpec("digits", (), (), (), augment=False, how_to_get="it ships inside spiketandem",
+                              shipped=load_digits_splits)}
 
 
 def write_digits_npz(path: Path = DIGITS_FILE) -> None:

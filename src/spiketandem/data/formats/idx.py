@@ -13,7 +13,9 @@ import numpy as np
 
 from ..arrays import RawSplits
 from ..errors import DatasetFormatError
+from ..layouts import Layout
 from ..progress import NULL_STEP, Step
+from ..specs import DatasetSpec
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -74,3 +76,19 @@ def decode_fashion_mnist(folder: Path, step: Step = NULL_STEP) -> RawSplits:
     test_x, test_y = _split(folder, FASHION_MNIST_FILES[2], FASHION_MNIST_FILES[3])
     step.advance(2)
     return RawSplits(train_x, train_y, test_x, test_y, list(FASHION_MNIST_CLASSES))
+
+
+def _probe_idx(folder: Path) -> list[str] | None:
+    missing = [f"{n}[.gz]" for n in FASHION_MNIST_FILES if find_idx(folder, n) is None]
+    return None if len(missing) == len(FASHION_MNIST_FILES) else missing
+
+
+FASHION_MNIST_IDX = Layout(
+    "Fashion-MNIST IDX files", f"the four IDX files {', '.join(FASHION_MNIST_FILES)} (each optionally .gz)",
+    _probe_idx, decode_fashion_mnist)
+SPECS = {"fashion-mnist": DatasetSpec(
+    "fashion-mnist", (FASHION_MNIST_IDX,), ("fashion-mnist", "FashionMNIST/raw", "fashion_mnist"), (),
+    augment=False, download="FashionMNIST",
+    how_to_get="on Debian/Ubuntu `apt-get install dataset-fashion-mnist` (puts it in /usr/share/datasets/"
+               "fashion-mnist/), or pass download=True (CLI: --download) to fetch it with torchvision, or point "
+               "data_dir (--data-dir) at the IDX files")}

@@ -18,7 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from ..arrays import RawSplits
 from ..errors import DatasetFormatError
 from ..files import data_files, subfolders
+from ..layouts import Layout
 from ..progress import NULL_STEP, Step
+from ..specs import DatasetSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -123,3 +125,21 @@ def decode_image_folder(root: Path, step: Step = NULL_STEP) -> RawSplits:
     x = decode_images(train_paths + test_paths, step)  # one pass, so both splits get the same channel count
     n = len(train_paths)
     return RawSplits(x[:n], np.array(train_labels, np.int64), x[n:], np.array(test_labels, np.int64), classes)
+
+
+def _probe_image_folder(folder: Path) -> list[str] | None:
+    train = folder / "train"
+    has_train = train.is_dir() and bool(subfolders(train))  # __MACOSX/, .hidden/ are no classes
+    has_test = image_folder_test_dir(folder) is not None
+    if not (has_train or has_test):
+        return None
+    return ([] if has_train else ["train/<class>/ folders"]) + ([] if has_test else ["test/<class>/ (or val/<class>/)"])
+
+
+IMAGE_FOLDER = Layout(
+    "image folder", "image folder: train/<class>/*.png|jpg and test/<class>/* (or val/<class>/*)",
+    _probe_image_folder, decode_image_folder)
+SPECS = {"imagefolder": DatasetSpec(
+    "imagefolder", (IMAGE_FOLDER,), (), (), augment=True, needs_data_dir=True,
+    how_to_get="pass data_dir (--data-dir) pointing at a folder with train/<class>/ and test/<class>/ (or "
+               "val/<class>/) sub-folders of equally sized images")}

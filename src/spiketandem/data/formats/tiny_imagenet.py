@@ -27,7 +27,9 @@ import numpy as np
 from ..arrays import RawSplits
 from ..errors import DatasetFormatError
 from ..files import subfolders
+from ..layouts import Layout
 from ..progress import NULL_STEP, Step
+from ..specs import DatasetSpec
 from .images import decode_images, list_images
 
 TINY_IMAGENET_REQUIRED = ("wnids.txt", "train", "val/images", "val/val_annotations.txt")
@@ -111,3 +113,21 @@ def decode_tiny_imagenet(root: Path, step: Step = NULL_STEP) -> RawSplits:
     n = len(train_paths)
     return RawSplits(x[:n], np.array(train_labels, np.int64), x[n:], np.array(test_labels, np.int64),
                      _class_names(root, wnids))
+
+
+def _probe_tiny_imagenet(folder: Path) -> list[str] | None:
+    missing = [n for n in TINY_IMAGENET_REQUIRED if not (folder / n).exists()]
+    if "wnids.txt" in missing and "val/val_annotations.txt" in missing:
+        return None
+    return missing
+
+
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINY_IMAGENET = Layout(
+    "tiny-imagenet-200", "official tiny-imagenet-200/ with wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG "
+    "and val/val_annotations.txt", _probe_tiny_imagenet, decode_tiny_imagenet)
+SPECS = {"tiny-imagenet": DatasetSpec(
+    "tiny-imagenet", (TINY_IMAGENET,), ("tiny-imagenet-200", "tiny-imagenet"),
+    ("tiny-imagenet-200.zip", "tiny-imagenet-200.tar.gz"), augment=True,
+    how_to_get=f"download {TINY_IMAGENET_URL} (no automatic download) and put the zip, or the unpacked "
+               "tiny-imagenet-200/ folder, in data_dir (--data-dir)")}
