@@ -23,6 +23,8 @@ from .errors import SpiketandemError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spiketandem.commands:add_demo",
              "the whole pipeline on the embedded digits data, in a few minutes on a CPU"),
+    "check-teacher": ("spiketandem.commands:add_check_teacher",
+                      "before training: what the student builder and NIR export refuse in a teacher, each with its fix"),
     "teacher": ("spiketandem.commands:add_teacher", "train an ANN teacher from the zoo"),
     "train": ("spiketandem.commands:add_train", "train a spiking student by a learning rule"),
     "eval": ("spiketandem.commands:add_eval", "evaluate a trained run folder at several time windows"),
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():  # restores Python's display after the command (main runs in tests too)
             warnings.showwarning = _show_warning
-            args.func(args)
+            status = args.func(args)
     except SpiketandemError as e:
         print(f"spiketandem: error: {e}", file=sys.stderr)
         return 2
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("spiketandem: interrupted; `--resume` continues from the last checkpoint", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0  # a command may answer with its exit status (check-teacher)
 
 
 if __name__ == "__main__":

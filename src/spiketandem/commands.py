@@ -1,4 +1,4 @@
-"""The commands `demo`, `teacher`, `train` and `eval`: their parsers (``add_*``, named in ``cli.COMMANDS``) and
+"""The commands `demo`, `teacher`, `train`, `eval` and `check-teacher`: their parsers (``add_*``, named in ``cli.COMMANDS``) and
 what they do (``cmd_*``): build the run config, hand it to the workflow, print the summary."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import sys
 import time
 
-from .config import CHOICES, SYNOPS_CONVENTION_HELP
-from .run_flags import add_run_flags, config_from_args
+from .config import CHOICES, SETTINGS, SYNOPS_CONVENTION_HELP
+from .run_flags import _add_setting_flag, add_run_flags, config_from_args
 
 # the demo's LTL student starts every membrane at theta/2 (the low-latency recipe's first part): its spike counts
 # round instead of floor, so the short windows of its table work too (T = 2: 98.9 % rather than chance); the
@@ -56,6 +56,34 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+
+# the run settings `check-teacher` takes: which teacher, and the data that shape its example input
+CHECK_TEACHER_SETTINGS = ("teacher", "arch", "width", "act_clip", "act_levels", "dataset", "data_dir", "download")
+# its own words for the settings that describe a teacher to train elsewhere: (help, default)
+CHECK_TEACHER_WORDS = {
+    "teacher": ("the teacher to check: teacher.pt, a teacher run folder or pretrained:NAME", "a zoo --arch"),
+    "act_clip": ("the zoo --arch's ReLUs clipped at C, min(max(x, 0), C)", "plain ReLU"),
+    "act_levels": ("the zoo --arch's activations quantized to L levels (QCFS)", "full precision"),
+}
+
+
+def add_check_teacher(p: argparse.ArgumentParser) -> None:
+    p.description = ("Check a teacher before any training: every operation the student builder refuses, each with its "
+                     "fix; what NIR export will refuse; what to expect at short windows. The teacher is --teacher "
+                     "(its example input shaped as its record says) or a zoo --arch with fresh weights (shaped by "
+                     "--dataset). Exit status 0: the builder accepts it; 1: it refuses it.")
+    words = {"kind": "<rule>", "rules": "", "recipe": "the rule's own"}
+    for name in CHECK_TEACHER_SETTINGS:
+        _add_setting_flag(p, SETTINGS[name], {}, words, [], CHECK_TEACHER_WORDS.get(name))
+    p.add_argument("--T", type=int, metavar="N",
+                   help="the window the student will run at: windows up to 4 steps get the short-window advice "
+                        "(default: 4)")
+    p.add_argument("--membrane-init", type=float, default=0.0, metavar="FRACTION",
+                   help="the student's starting membrane, as a fraction of the threshold (default: 0; --recipe "
+                        "low-latency: 0.5)")
+    p.add_argument("--json", action="store_true", help="print the findings as one JSON object")
+    p.set_defaults(func=cmd_check_teacher)
 
 
 def _secondary_rank() -> bool:
@@ -128,3 +156,17 @@ def cmd_eval(args):
     summary = eval_run(args.run_dir, T_list, device=args.device or "auto", energy=EnergyModel(args.mac_pj, args.ac_pj),
                        sweep=args.sweep_T is not None, synops_convention=args.synops_convention, log=logger_for(args))
     _print_summary(args, summary, args.run_dir)
+
+
+def cmd_check_teacher(args) -> int:
+    """Print the teacher check; 0 when the builder accepts the teacher, 1 when it refuses it."""
+    import dataclasses
+    from .config import make_config
+    from .teacher_check import check_teacher, teacher_and_example
+    cfg = make_config({}, {name: getattr(args, name) for name in CHECK_TEACHER_SETTINGS})
+    model, example, name = teacher_and_example(cfg)
+    options = {"T": args.T} if args.T is not None else {}
+    result = dataclasses.replace(check_teacher(model, example, membrane_init=args.membrane_init, **options),
+                                 teacher=name)
+    print(json.dumps(result.as_dict()) if args.json else result.render())
+    return 0 if result.ok else 1

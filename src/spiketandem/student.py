@@ -27,38 +27,246 @@ from .models.quantized import QCFS, quantize_activation
 from .neuron import NeuronConfig, RunContext, SpikingNeuron, TimeAware, TimeRepeat
 from .percentile import percentile_of
 
-RELU_MODULES = (nn.ReLU, nn.ReLU6)
-RELU_FUNCTIONS = (F.relu, torch.relu, F.relu6)
-RELU_METHODS = ("relu", "relu_")
-STATELESS_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool1d, nn.AvgPool2d,
-                     nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten,
-                     nn.Identity, nn.Dropout, nn.Dropout2d)
-STATELESS_FUNCTIONS = (operator.add, operator.iadd, torch.add, torch.flatten, torch.cat, F.avg_pool2d, F.max_pool2d,
-                       F.adaptive_avg_pool2d, F.dropout, operator.getitem, getattr)
-STATELESS_METHODS = ("view", "reshape", "flatten", "size", "add", "add_", "contiguous")
+# ---- what each teacher operation becomes: the one table of operations, shared by the builder and check_teacher ----
+
+NEURON, LAYER, DROPOUT, REFUSED = "neuron", "layer", "dropout", "refused"  # an operation's role in the student
 
 
-def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
-    """ReLU, ReLU6, clipped ReLUs (Hardtanh with a lower bound of 0) and quantized ones (QCFS) become spiking
-    neurons."""
-    if node.op == "call_module":
-        module = gm.get_submodule(node.target)
-        return (isinstance(module, RELU_MODULES + (QCFS,))
-                or (isinstance(module, nn.Hardtanh) and module.min_val == 0))
-    if node.op == "call_function":
-        return node.target in RELU_FUNCTIONS
-    return node.op == "call_method" and node.target in RELU_METHODS
+@dataclass(frozen=True)
+class Operation:
+    """One operation in all its forms (module classes, functions, Tensor methods), what it becomes in the student
+    (``role``: a NEURON layer, a stateless LAYER, a DROPOUT that vanishes, or REFUSED with ``problem`` and ``fix``), and
+    ``refusal(gm, node) -> (problem, fix) | None``, which refuses some calls of an otherwise accepted operation."""
+
+    name: str
+    role: str
+    modules: tuple = ()
+    functions: tuple = ()
+    methods: tuple = ()
+    problem: str = ""
+    fix: str = ""
+    refusal: object = None
+
+    def matches(self, gm: fx.GraphModule, node: fx.Node) -> bool:
+        if node.op == "call_module":
+            return isinstance(gm.get_submodule(node.target), self.modules)
+        if node.op == "call_function":
+            return node.target in self.functions
+        return node.op == "call_method" and node.target in self.methods
 
 
-def _ceiling(gm: fx.GraphModule, node: fx.Node) -> float:
-    """The upper clip of a ReLU node: inf for ReLU, 6 for ReLU6, max_val for a clipped ReLU (Hardtanh(0, c)),
-    the learned clip s of a QCFS activation."""
+def _arg(node: fx.Node, index: int, name: str, default):
+    """Argument ``index`` (counting the input as 0) of a function or method call, given by position or by ``name``."""
+    return node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
+
+
+def _bounds(gm: fx.GraphModule, node: fx.Node) -> tuple:
+    """(lower, upper) clip of an activation node: (0, inf) for ReLU, (0, 6) for ReLU6, (min_val, max_val) for
+    Hardtanh, (min, max) for clamp (+-inf where it has none), (0, s) for a QCFS activation with learned clip s."""
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
         if isinstance(module, QCFS):
-            return float(module.scale.detach())
-        return 6.0 if isinstance(module, nn.ReLU6) else float(getattr(module, "max_val", math.inf))
-    return 6.0 if node.target is F.relu6 else math.inf
+            return 0.0, float(module.scale.detach())
+        if isinstance(module, nn.ReLU6):
+            return 0.0, 6.0
+        if isinstance(module, nn.Hardtanh):
+            return module.min_val, module.max_val
+        return 0.0, math.inf
+    if node.target in (F.hardtanh, F.hardtanh_):
+        return _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0)
+    if node.target in CLAMPS or node.target in CLAMP_METHODS:
+        lower, upper = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
+        return -math.inf if lower is None else lower, math.inf if upper is None else upper
+    return 0.0, 6.0 if node.target is F.relu6 else math.inf
+
+
+def _clip_refusal(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str] | None:
+    """A clip is a ReLU (a neuron layer) only with constant bounds, the lower one 0 and the upper one above it."""
+    lower, upper = _bounds(gm, node)
+    if not all(isinstance(b, (int, float)) for b in (lower, upper)):
+        return ("its bounds are tensors or computed in forward",
+                "give constant bounds, e.g. F.hardtanh(x, 0.0, 2.0), and retrain the teacher")
+    if lower != 0 or upper <= 0:
+        return (f"it clips to [{lower:g}, {upper:g}], and a neuron's output (spike count x amplitude) is a ReLU clipped to "
+                "[0, c] with c > 0", "clip to [0, c]: nn.Hardtanh(0.0, c), F.hardtanh(x, 0.0, c) or x.clamp(0.0, c), "
+                "and retrain the teacher")
+    return None
+
+
+def _batchnorm_refusal(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str] | None:
+    """BatchNorm is folded at its running statistics: one without them is refused."""
+    if gm.get_submodule(node.target).running_var is not None:
+        return None
+    return ("it normalises with each batch's statistics (track_running_stats=False), and the student folds BatchNorm "
+            "at running statistics", "keep running statistics (track_running_stats=True, the default) and retrain "
+            "the teacher")
+
+
+CLAMPS = (torch.clamp, torch.clip)
+CLAMP_METHODS = ("clamp", "clamp_", "clip", "clip_")
+RETRAIN = "and retrain the teacher"
+OPERATIONS: tuple[Operation, ...] = (
+    # neuron layers: the ReLUs, clipped (ReLU6, Hardtanh(0, c), clamp(0, c)) or quantized (QCFS); ReLU6 is a Hardtanh
+    Operation("ReLU", NEURON, (nn.ReLU,), (F.relu, F.relu_, torch.relu, torch.relu_), ("relu", "relu_")),
+    Operation("ReLU6", NEURON, (nn.ReLU6,), (F.relu6,)),
+    Operation("QCFS", NEURON, (QCFS,)),
+    Operation("clipped ReLU", NEURON, (nn.Hardtanh,), (F.hardtanh, F.hardtanh_) + CLAMPS, CLAMP_METHODS,
+              refusal=_clip_refusal),
+    # stateless layers (computed on the folded [T*B, ...] batch), and dropout (the identity on spikes)
+    Operation("convolution", LAYER, (nn.Conv1d, nn.Conv2d)),
+    Operation("linear", LAYER, (nn.Linear,)),
+    Operation("BatchNorm", LAYER, (nn.BatchNorm1d, nn.BatchNorm2d), refusal=_batchnorm_refusal),
+    Operation("average pooling", LAYER, (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d),
+              (F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d)),
+    Operation("max pooling", LAYER, (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d),
+              (F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d)),
+    Operation("flatten", LAYER, (nn.Flatten,), (torch.flatten, torch.reshape), ("flatten", "view", "reshape")),
+    Operation("identity", LAYER, (nn.Identity,)),
+    Operation("addition", LAYER, (), (operator.add, operator.iadd, torch.add), ("add", "add_")),
+    Operation("concatenation", LAYER, (), (torch.cat, torch.concat)),
+    Operation("shape and indexing", LAYER, (), (operator.getitem, getattr), ("size", "contiguous")),
+    Operation("dropout", DROPOUT, (nn.Dropout, nn.Dropout1d, nn.Dropout2d), (F.dropout, F.dropout1d, F.dropout2d)),
+    # refused, each with its fix
+    Operation("activation", REFUSED,
+              (nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU, nn.PReLU, nn.RReLU,
+               nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink),
+              (F.gelu, F.silu, F.sigmoid, torch.sigmoid, F.tanh, torch.tanh, F.elu, F.selu, torch.selu, F.celu,
+               F.leaky_relu, F.prelu, torch.prelu, F.rrelu, F.mish, F.hardswish, F.hardsigmoid, F.softplus, F.softsign,
+               F.logsigmoid, F.tanhshrink),
+              ("sigmoid", "sigmoid_", "tanh", "tanh_"),
+              problem="an activation other than ReLU has no spiking counterpart (a neuron's spike count is a ReLU of "
+                      "its input)",
+              fix=f"use nn.ReLU() or F.relu (nn.Hardtanh(0.0, c) for a clipped ReLU) {RETRAIN}"),
+    Operation("mean", REFUSED, (), (torch.mean,), ("mean",),
+              problem="a mean over dimensions is no layer the student has",
+              fix="average with pooling: x.mean((2, 3)) is F.adaptive_avg_pool2d(x, 1).flatten(1) (or "
+                  "nn.AdaptiveAvgPool2d(1) then nn.Flatten()), the same values, so the trained weights stay"),
+    Operation("softmax", REFUSED, (nn.Softmax, nn.LogSoftmax, nn.Softmax2d),
+              (F.softmax, torch.softmax, F.log_softmax, torch.log_softmax), ("softmax", "log_softmax"),
+              problem="a softmax inside the network has no spiking counterpart",
+              fix="remove it and return the logits: the loss applies the softmax (F.cross_entropy), and the "
+                  "predicted class (argmax) is the same"),
+    Operation("normalisation", REFUSED,
+              (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.LocalResponseNorm),
+              (F.layer_norm, F.group_norm, F.instance_norm, F.local_response_norm, F.normalize),
+              problem="it normalises by each input's own statistics, which no fixed layer of the student computes",
+              fix=f"use nn.BatchNorm2d / nn.BatchNorm1d (folded into the preceding conv/linear) {RETRAIN}"),
+    Operation("weight layer as a function", REFUSED, (),
+              (F.conv1d, F.conv2d, torch.conv1d, torch.conv2d, F.linear, F.batch_norm),
+              problem="a weight layer called as a function has no module whose weights the student can take",
+              fix="hold the weights in the module (nn.Conv2d, nn.Linear, nn.BatchNorm2d) and call it"),
+    Operation("product", REFUSED, (),
+              (operator.mul, operator.imul, torch.mul, operator.truediv, torch.div, operator.matmul, torch.matmul,
+               torch.bmm), ("mul", "mul_", "div", "div_", "matmul"),
+              problem="a product or quotient of tensors (gating, attention, squeeze-and-excitation, a scale) has no "
+                      "spiking counterpart",
+              fix=f"remove it (a constant factor folds into the preceding conv/linear's weights) {RETRAIN}"),
+)
+UNLISTED = Operation("other", REFUSED, problem="it has no spiking counterpart",
+                     fix="a teacher is built of conv/linear/BatchNorm, pooling, flatten, dropout, add, concatenation and "
+                         f"ReLU (clipped: nn.Hardtanh(0.0, c)); express it with those {RETRAIN}")
+
+
+def operation_of(gm: fx.GraphModule, node: fx.Node) -> Operation | None:
+    """The row of ``OPERATIONS`` that a call node is (``UNLISTED`` when none); None for the graph's own nodes
+    (input, output, attribute reads)."""
+    if node.op in ("placeholder", "output", "get_attr"):
+        return None
+    return next((op for op in OPERATIONS if op.matches(gm, node)), UNLISTED)
+
+
+def role_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """What a teacher node becomes in the student: NEURON, LAYER, DROPOUT or REFUSED (None: the graph's own)."""
+    op = operation_of(gm, node)
+    if op is None:
+        return None
+    return REFUSED if op.refusal is not None and op.refusal(gm, node) else op.role
+
+
+def op_label(gm: fx.GraphModule, node: fx.Node) -> str:
+    """The operation as the teacher's code names it: "GELU", "F.gelu", "torch.mean", "Tensor.mean"."""
+    if node.op == "call_module":
+        return type(gm.get_submodule(node.target)).__name__
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    name = getattr(node.target, "__name__", str(node.target))
+    for prefix, namespace in (("F.", F), ("torch.", torch), ("operator.", operator)):
+        if getattr(namespace, name, None) is node.target:
+            return prefix + name
+    return name
+
+
+def node_location(node: fx.Node) -> str:
+    """Where a teacher node is: "module 'layer1.0.conv1'" for a module call, "node 'mean' inside 'head'" otherwise."""
+    if node.op == "call_module":
+        return f"module {node.target!r}"
+    stack = node.meta.get("nn_module_stack") or {}
+    return f"node {node.name!r}" + (f" inside {list(stack)[-1]!r}" if stack else "")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing found at one operation of a teacher: ``kind`` REFUSED (the student builder refuses it), "nir" (NIR
+    export refuses it) or "short-window" (what to expect at short windows); ``op`` as the code names it, ``where``
+    it is (``node_location``), the problem and its fix."""
+
+    kind: str
+    op: str
+    where: str
+    problem: str
+    fix: str
+
+    def line(self) -> str:
+        """One line: the operation and where it is, the problem, the fix (a finding about the whole teacher names
+        no operation; one whose problem says its fix has no separate fix)."""
+        head = " at ".join(part for part in (self.op, self.where) if part)
+        text = f"{head}: {self.problem}" if head else self.problem
+        return f"{text}; fix: {self.fix}" if self.fix else text
+
+
+def refused_operations(gm: fx.GraphModule) -> list[Finding]:
+    """Every operation of a traced teacher that the builder refuses, in graph order, each with its fix."""
+    found = []
+    for node in gm.graph.nodes:
+        op = operation_of(gm, node)
+        if op is None or op.role != REFUSED and op.refusal is None:
+            continue
+        why = (op.problem, op.fix) if op.role == REFUSED else op.refusal(gm, node)
+        if why:
+            found.append(Finding(REFUSED, op_label(gm, node), node_location(node), *why))
+    return found
+
+
+def render_findings(heading: str, findings: list[Finding]) -> str:
+    """``heading``, then one indented line per finding."""
+    return "\n".join([heading] + [f"  {f.line()}" for f in findings])
+
+
+def refusal_heading(findings: list[Finding]) -> str:
+    """The heading of the builder's refusal: how many problems the listed lines name."""
+    count = f"{len(findings)} problem{'s' if len(findings) != 1 else ''}"
+    return f"cannot build a spiking student from this teacher ({count}, each with its fix):"
+
+
+class TeacherRefused(SpiketandemError):
+    """The builder's refusal of a teacher: every operation it cannot make spiking (``findings``), each with its fix,
+    rendered as ``check_teacher`` renders them."""
+
+    def __init__(self, findings: list[Finding]):
+        self.findings = list(findings)
+        super().__init__(render_findings(refusal_heading(self.findings), self.findings))
+
+
+def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """ReLU, ReLU6, clipped ReLUs (a Hardtanh or clamp with a lower bound of 0, module or function) and quantized ones
+    (QCFS) become spiking neurons."""
+    return role_of(gm, node) == NEURON
+
+
+def _ceiling(gm: fx.GraphModule, node: fx.Node) -> float:
+    """The upper clip of a ReLU node: inf for ReLU, 6 for ReLU6, c for a clipped ReLU (Hardtanh(0, c), clamp(0, c)),
+    the learned clip s of a QCFS activation."""
+    return float(_bounds(gm, node)[1])
 
 
 def _levels(gm: fx.GraphModule, node: fx.Node) -> tuple[int | None, float]:
@@ -80,33 +288,22 @@ def _describe(node: fx.Node) -> str:
     return f"{node.op} {getattr(node.target, '__name__', node.target)!s} (fx node {node.name!r}{where})"
 
 
-def _check_mappable(gm: fx.GraphModule) -> None:
-    """Refuse teachers with operations that have no spiking counterpart, naming the first one."""
-    for node in gm.graph.nodes:
-        if node.op in ("placeholder", "output", "get_attr") or _is_relu(gm, node):
-            continue
-        if node.op == "call_module":
-            ok = isinstance(gm.get_submodule(node.target), STATELESS_MODULES)
-            kind = type(gm.get_submodule(node.target)).__name__
-        elif node.op == "call_function":
-            ok, kind = node.target in STATELESS_FUNCTIONS, getattr(node.target, "__name__", str(node.target))
-        else:
-            ok, kind = node.target in STATELESS_METHODS, f"Tensor.{node.target}"
-        if not ok:
-            raise SpiketandemError(
-                f"cannot build a spiking student: teacher operation {kind} at {_describe(node)} has no spiking "
-                f"counterpart. A teacher may use conv/linear/BatchNorm/pooling/flatten/dropout/add and ReLU; replace "
-                f"{kind} (e.g. GELU/SiLU/Sigmoid -> ReLU) and retrain the teacher.")
-
-
-def trace_teacher(teacher: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
-    """fx-trace a teacher and annotate shapes; clear errors for untraceable or unmappable teachers."""
+def trace_graph(teacher: nn.Module) -> fx.GraphModule:
+    """The teacher's fx graph (QCFS activations kept as one call); one clear error for a teacher fx cannot trace."""
     try:
-        gm = fx.GraphModule(teacher, _TeacherTracer().trace(teacher), type(teacher).__name__)
+        return fx.GraphModule(teacher, _TeacherTracer().trace(teacher), type(teacher).__name__)
     except Exception as e:  # fx raises many kinds for data-dependent control flow
         raise SpiketandemError(f"cannot trace the teacher with torch.fx ({type(e).__name__}: {e}); its forward must not "
                                "branch on tensor values") from None
-    _check_mappable(gm)
+
+
+def trace_teacher(teacher: nn.Module, example_input: torch.Tensor) -> fx.GraphModule:
+    """fx-trace a teacher and annotate shapes; clear errors for untraceable or unmappable teachers (every refused
+    operation at once, ``TeacherRefused``)."""
+    gm = trace_graph(teacher)
+    refused = refused_operations(gm)
+    if refused:
+        raise TeacherRefused(refused)
     was_training = teacher.training
     gm.eval()
     with torch.no_grad():
@@ -418,10 +615,7 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     if not layers:
         raise SpiketandemError("the teacher has no ReLU: there is nothing to make spiking")
     for node in list(graph.nodes):  # dropout is the identity at inference and on spikes
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), (nn.Dropout, nn.Dropout2d)):
-            node.replace_all_uses_with(node.args[0])
-            graph.erase_node(node)
-        elif node.op == "call_function" and node.target is F.dropout:
+        if role_of(gm, node) == DROPOUT:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     names = {f"neurons.{info.name}" for info in layers}
