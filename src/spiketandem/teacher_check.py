@@ -169,7 +169,7 @@ class _NirProbe(_Translator):
                 NIR, op_label(self.gm, node), node_location(node),
                 f"a grouped convolution (groups={module.groups}{depthwise}) does not type-check in NIR 1.0, whose "
                 "Conv node takes in_channels / groups input channels", "use groups=1 (a dense convolution) and retrain "
-                "the teacher to export its student; training is not affected"))
+                "the teacher"))
 
 
 def _nir_findings(gm: fx.GraphModule, input_shape: tuple) -> list[Finding]:
