@@ -158,6 +158,10 @@ def test_bad_input_is_one_clear_error_before_any_work():
         check_teacher(Everything(), torch.zeros(2, 1, 8, 8))
     with pytest.raises(SpiketandemError, match="takes the teacher as an nn.Module"):
         check_teacher(lambda x: x, X)
+    with pytest.raises(SpiketandemError, match="whole number >= 1; got 0"):
+        check_teacher(Everything(), X, T=0)
+    with pytest.raises(SpiketandemError, match=r"in \[0, 1\) .*; got -0.5"):
+        check_teacher(Everything(), X, membrane_init=-0.5)
 
 
 # ---- the check and the builder agree --------------------------------------------------------------------------
@@ -241,7 +245,9 @@ def test_the_command_exits_1_with_every_refusal(monkeypatch, capsys):
     assert report["ok"] is False and [f["kind"] for f in report["findings"]] == [REFUSED, REFUSED, NIR, NIR]
 
 
-def test_the_command_refuses_a_missing_teacher_in_one_line(capsys):
-    assert main(["check-teacher", "--teacher", "no-such-teacher.pt"]) == 2
+@pytest.mark.parametrize("argv, named", [(["--teacher", "no-such-teacher.pt"], "no-such-teacher.pt"),
+                                         (["--T", "0"], "got 0"), (["--membrane-init", "1"], "got 1.0")])
+def test_the_command_refuses_bad_input_in_one_line(argv, named, capsys):
+    assert main(["check-teacher", *argv]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no-such-teacher.pt" in err
+    assert err.count("\n") == 1 and err.startswith("spiketandem: error: ") and named in err

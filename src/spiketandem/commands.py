@@ -1,5 +1,5 @@
-"""The commands `demo`, `teacher`, `train`, `eval` and `check-teacher`: their parsers (``add_*``, named in ``cli.COMMANDS``) and
-what they do (``cmd_*``): build the run config, hand it to the workflow, print the summary."""
+"""The commands `demo`, `teacher`, `train`, `eval` and `check-teacher`: their parsers (``add_*``, named in
+``cli.COMMANDS``) and what they do (``cmd_*``): build the run config, hand it to the workflow, print the summary."""
 from __future__ import annotations
 
 import argparse

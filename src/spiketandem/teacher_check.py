@@ -84,6 +84,11 @@ def check_teacher(model: nn.Module, example: torch.Tensor, *, T: int = SHORT_WIN
     if not isinstance(example, torch.Tensor) or example.dim() < 2:
         raise SpiketandemError("check_teacher's example is a batch of inputs [B, ...] as the teacher takes them "
                                "(e.g. one batch of its training data)")
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise SpiketandemError(f"check_teacher's T is the student's window in steps, a whole number >= 1; got {T!r}")
+    if not 0 <= membrane_init < 1:
+        raise SpiketandemError(f"check_teacher's membrane_init is a fraction of the threshold in [0, 1) (0.5: --recipe "
+                               f"low-latency); got {membrane_init!r}")
     teacher = copy.deepcopy(model).eval()
     _check_example_fits(teacher, example)
     try:
