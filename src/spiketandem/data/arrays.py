@@ -1,6 +1,7 @@
 """In-memory datasets: uint8 image tensors plus labels, class names and normalisation statistics."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,8 +23,37 @@ class RawSplits:
     classes: list[str]
 
 
+class Splits:
+    """What every in-memory dataset shares (``ArrayDataset``, ``event_data.EventDataset``): a training and a
+    test split of samples ``*_x`` and labels ``*_y``, class names, subsets and a held-out validation split."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def _split(self, train: torch.Tensor, test: torch.Tensor, test_from_train: bool = False):
+        x, y = (self.train_x, self.train_y) if test_from_train else (self.test_x, self.test_y)
+        return dataclasses.replace(self, train_x=self.train_x[train], train_y=self.train_y[train], test_x=x[test],
+                                   test_y=y[test], classes=list(self.classes))
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0):
+        """A random (seeded, not stratified) subset for quick runs: at most ``n_train`` training and
+        ``n_test`` test samples; ``None`` keeps a split whole. Samples keep their original relative order;
+        ``mean``/``std`` stay those of the full training split."""
+        generator = torch.Generator().manual_seed(seed)
+        train_idx = _pick(len(self.train_y), n_train, generator, "n_train")
+        return self._split(train_idx, _pick(len(self.test_y), n_test, generator, "n_test"))
+
+    def held_out(self, n: int):
+        """A validation split: ``n`` training samples (always the same ones, :func:`validation_indices`) become
+        the test split and leave the training split; the original test split is dropped.  ``mean``/``std``
+        stay those of the full training split, so a teacher trained on all of it normalises alike."""
+        keep, val = validation_indices(len(self.train_y), n, self.name)
+        return self._split(keep, val, test_from_train=True)
+
+
 @dataclass
-class ArrayDataset:
+class ArrayDataset(Splits):
     """A whole dataset held as uint8 tensors (both splits), ready to move to a device once.
 
     ``mean``/``std`` are the per-channel mean and (population) standard deviation of
@@ -65,10 +95,6 @@ class ArrayDataset:
                    classes=list(raw.classes), mean=mean, std=std, augment=augment, source=source)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
     def in_channels(self) -> int:
         return int(self.train_x.shape[1])
 
@@ -76,26 +102,6 @@ class ArrayDataset:
     def image_size(self) -> int:
         """Image height (all built-in datasets are square)."""
         return int(self.train_x.shape[2])
-
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> ArrayDataset:
-        """A random (seeded, not stratified) subset for quick runs: at most ``n_train`` training and
-        ``n_test`` test samples; ``None`` keeps a split whole. Samples keep their original relative order;
-        ``mean``/``std`` stay those of the full training split."""
-        generator = torch.Generator().manual_seed(seed)
-        train_idx = _pick(len(self.train_y), n_train, generator, "n_train")
-        test_idx = _pick(len(self.test_y), n_test, generator, "n_test")
-        return ArrayDataset(name=self.name, train_x=self.train_x[train_idx], train_y=self.train_y[train_idx],
-                            test_x=self.test_x[test_idx], test_y=self.test_y[test_idx], classes=list(self.classes),
-                            mean=self.mean, std=self.std, augment=self.augment, source=self.source)
-
-    def held_out(self, n: int) -> ArrayDataset:
-        """A validation split: ``n`` training images (always the same ones, :func:`validation_indices`) become
-        the test split and leave the training split; the original test split is dropped.  ``mean``/``std``
-        stay those of the full training split, so a teacher trained on all of it normalises alike."""
-        keep, val = validation_indices(len(self.train_y), n, self.name)
-        return ArrayDataset(name=self.name, train_x=self.train_x[keep], train_y=self.train_y[keep],
-                            test_x=self.train_x[val], test_y=self.train_y[val], classes=list(self.classes),
-                            mean=self.mean, std=self.std, augment=self.augment, source=self.source)
 
     def __repr__(self) -> str:
         shape = "x".join(str(s) for s in self.train_x.shape[1:])

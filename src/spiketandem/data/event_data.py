@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .arrays import ArrayDataset, _pick, validation_indices
+from .arrays import ArrayDataset, Splits
 from .events import load_event_dataset
 
 
@@ -35,7 +35,7 @@ def _to_uint8(x: np.ndarray, what: str) -> torch.Tensor:
 
 
 @dataclass
-class EventDataset:
+class EventDataset(Splits):
     """Binned recordings as uint8 tensors ``[N, T, 2, H, W]`` (event counts per bin) plus labels."""
 
     name: str
@@ -57,30 +57,12 @@ class EventDataset:
         return (1 / 255,) * self.in_channels   # DeviceBatches' scale 1/(255 std) is then exactly 1
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
     def in_channels(self) -> int:
         return int(self.train_x.shape[2])
 
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[3])
-
-    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> EventDataset:
-        """A random (seeded) subset, as :meth:`ArrayDataset.subset`."""
-        generator = torch.Generator().manual_seed(seed)
-        tr = _pick(len(self.train_y), n_train, generator, "n_train")
-        te = _pick(len(self.test_y), n_test, generator, "n_test")
-        return EventDataset(self.name, self.train_x[tr], self.train_y[tr], self.test_x[te], self.test_y[te],
-                            list(self.classes), self.T, self.mode, self.augment)
-
-    def held_out(self, n: int) -> EventDataset:
-        """A validation split, as :meth:`ArrayDataset.held_out`."""
-        keep, val = validation_indices(len(self.train_y), n, self.name)
-        return EventDataset(self.name, self.train_x[keep], self.train_y[keep], self.train_x[val], self.train_y[val],
-                            list(self.classes), self.T, self.mode, self.augment)
 
     def integrated(self) -> ArrayDataset:
         """The time-integrated frames for an ANN teacher: uint8 ``sum_t x[t]`` (clipped at 255) with
