@@ -99,9 +99,16 @@ class RunConfig:
                                  "weighted by the layer's MACs; logged as act_cost) to the loss: sparser teachers, "
                                  "students with fewer SynOps (needs a clipped activation)", group="model",
                                  scope="teacher", metavar="P", minimum=0)
-    teacher: str | None = setting(None, "teacher.pt, a teacher run folder, or pretrained:NAME, a teacher shipped "
-                                  "with the package (docs/teachers.md)", group="model", metavar="PATH",
+    teacher: str | None = setting(None, "teacher.pt, a teacher run folder, pretrained:NAME (a teacher shipped "
+                                  "with the package), or your own state_dict file with --arch or --teacher-class "
+                                  "(docs/teachers.md)", group="model", metavar="PATH",
                                   shown="one is trained, with --teacher-epochs")
+    teacher_class: str | None = setting(None, "your own teacher module as MODULE:NAME (a torch.nn.Module class, or a "
+                                        "function of no arguments returning one), imported from the current folder "
+                                        "or the installed packages; --teacher then names its state_dict file, read "
+                                        "with weights_only=True (docs/teachers.md)", group="model", scope="student",
+                                        metavar="MODULE:NAME", null="a zoo architecture (--arch)",
+                                        shown="a zoo architecture (--arch)")
     teacher_epochs: int = setting(30, "epochs of the teacher trained when --teacher is omitted", group="model",
                                   scope="student", metavar="N", minimum=1)
     # neuron

@@ -22,8 +22,11 @@ from .errors import SpiketandemError
 from .runs import MODEL_FORMAT, atomic_save, safe_load
 
 
-def zoo_architecture(cfg) -> dict:
-    """The ``teacher_arch`` entry of a student built from the zoo architecture of ``cfg``."""
+def zoo_architecture(cfg) -> dict | None:
+    """The ``teacher_arch`` entry of a student built from the zoo architecture of ``cfg`` (None for a student
+    of the user's own module, ``cfg.teacher_class``)."""
+    if getattr(cfg, "teacher_class", None):
+        return None
     return {"name": cfg.arch, "width": cfg.width, "act_clip": cfg.act_clip, "act_levels": cfg.act_levels}
 
 
@@ -86,17 +89,39 @@ def check_record(obj: dict, path) -> None:
         raise SpiketandemError(f"{damaged}: its stored config is invalid ({e})") from None
 
 
-def load_weights(module: nn.Module, state, label: str) -> None:
+def load_weights(module: nn.Module, state, label: str, fix: str | None = None) -> None:
     """``module.load_state_dict(state)``; weights that do not fit (missing, extra, of another shape) are
     one clear error naming the file (``label``: e.g. "trained model run/student.pt"), not torch's
-    many-line report."""
+    many-line report.  ``fix``: what the error tells the user to do (default: the file spiketandem wrote
+    is damaged; re-create it)."""
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         detail = next((line for line in lines if not line.startswith("Error(s) in loading")), lines[0] if lines else "")
+        if fix is not None:
+            raise SpiketandemError(f"{label}: its weights do not fit the network named "
+                                   f"({misfit(module, state) or detail[:200]}); {fix}") from None
         raise SpiketandemError(f"{label} is damaged: its weights do not fit the model it describes "
                                f"({detail[:200]}); re-create it with spiketandem") from None
+
+
+def misfit(module: nn.Module, state) -> str:
+    """How the weights ``state`` differ from ``module``'s, in a few words: the names missing from the file, the
+    names the network lacks (three of each, and how many) and the first tensor of another shape; "" if none."""
+    if not isinstance(state, dict):
+        return ""
+    own = module.state_dict()
+
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    missing, extra = [k for k in own if k not in state], [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and torch.is_tensor(state[k]) and state[k].shape != own[k].shape]
+    parts = ([f"the file lacks {few(missing)}"] if missing else []) + \
+        ([f"the network has no {few(extra)}"] if extra else []) + \
+        ([f"{shaped[0]} is {list(state[shaped[0]].shape)} in the file, {list(own[shaped[0]].shape)} in the network"]
+         if shaped else [])
+    return "; ".join(parts)
 
 
 def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: str | Path | None = None):
@@ -115,8 +140,10 @@ def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: st
     if rule_cls.needs_teacher and teacher is None:
         arch = obj.get("teacher_arch")
         if not arch:
-            raise SpiketandemError("this student was built from a teacher class of your own: pass an instance of it "
-                                   "(any weights), e.g. load_student(path, teacher=MyNet())")
+            own = cfg.teacher_class or "a teacher class of your own"
+            name = cfg.teacher_class.partition(":")[2] if cfg.teacher_class else "MyNet"
+            raise SpiketandemError(f"this student was built from {own} (--teacher-class): pass an instance of it "
+                                   f"(any weights), e.g. load_student(path, teacher={name}())")
         teacher = build_model(arch["name"], info.num_classes, info.in_channels, info.image_size, arch["width"],
                               arch.get("act_clip"), arch.get("act_levels"))
     if teacher is not None:

@@ -25,7 +25,7 @@ from .rules import configure, get_rule
 from .rules.base import DataInfo, Rule
 from .ownership import check_folder, claim, latest_path, unique_path
 from .provenance import provenance
-from .teachers import load_teacher, read_teacher_record, save_teacher, teacher_file
+from .teachers import given_teacher_record, load_given_teacher, load_teacher, save_teacher, teacher_file
 from .runs import RunFolder
 from .train import evaluate, fit, peak_memory_bytes, resolve_device, seed_everything
 
@@ -47,7 +47,7 @@ RESUMABLE = {"progress", "device", "out", "name", "data_dir", "download", "tenso
 
 # fields that only a spiking student uses (an ANN teacher's run ignores them)
 SPIKING_FIELDS = {"T", "eval_T", "neuron", "threshold", "tau_m", "dt", "leak", "reset", "surrogate", "surrogate_param",
-                  "detach_reset", "init", "encoding", "percentile", "teacher", "teacher_epochs"}
+                  "detach_reset", "init", "encoding", "percentile", "teacher", "teacher_class", "teacher_epochs"}
 
 
 def check_resume(run: RunFolder, cfg: RunConfig) -> None:
@@ -106,8 +106,16 @@ def _event_settings(cfg: RunConfig) -> dict:
 
 def _teacher_settings(cfg: RunConfig) -> dict:
     """A student of ``--teacher FILE`` is built from that teacher's graph: its architecture, width and
-    activation, read from the file (a contradicting flag is one error naming the fix)."""
-    meta = read_teacher_record(cfg.teacher)
+    activation, read from the file (a contradicting flag is one error naming the fix); a state_dict file's
+    network is the one ``--arch`` (with ``--width``, ``--act-clip``, ``--act-levels``) or ``--teacher-class``
+    names."""
+    if cfg.teacher_class:
+        _refuse_zoo_flags_with_class(cfg)
+    meta = given_teacher_record(cfg)
+    if meta["teacher_class"]:
+        return {"arch": None, "act_clip": None, "act_levels": None}
+    if meta["given"] == "weights":  # the flags describe the network the weights belong to
+        return {}
     if cfg.arch is not None and cfg.arch != meta["arch"]:
         raise SpiketandemError(f"--arch {cfg.arch} contradicts the teacher {cfg.teacher}, which is a {meta['arch']}: "
                                "the student is built from the teacher's graph; drop --arch")
@@ -125,18 +133,45 @@ def _teacher_settings(cfg: RunConfig) -> dict:
             "act_levels": meta.get("act_levels")}
 
 
+def _refuse_zoo_flags_with_class(cfg: RunConfig) -> None:
+    """--arch, --act-clip and --act-levels describe a zoo network; with --teacher-class they are one error."""
+    given = [flag for flag, value in (("--arch", cfg.arch), ("--act-clip", cfg.act_clip),
+                                      ("--act-levels", cfg.act_levels)) if value is not None]
+    if given:
+        raise SpiketandemError(f"{' and '.join(given)} describe a zoo teacher, but --teacher-class "
+                               f"{cfg.teacher_class} names your own module, whose layers are used as they are: drop "
+                               f"{' and '.join(given)}")
+
+
+def _architecture_of(cfg: RunConfig) -> dict:
+    """The architecture of a run that names no --arch: a given teacher record's (architecture and width; a
+    rule that trains from scratch uses no teacher's weights), else the dataset's default."""
+    if cfg.teacher:
+        meta = given_teacher_record(cfg)
+        if meta["given"] == "record" and meta["arch"]:
+            return {"arch": meta["arch"], "width": meta["width"]}
+    return {"arch": default_arch(cfg.dataset)}
+
+
 def plan(cfg: RunConfig, *, training: bool = False) -> RunConfig:
     """The configuration a command runs with, settled in one step before any work and before a run folder is
-    touched: the rule's options checked (``rules.configure``), the dataset's architecture, an event dataset's
-    frames; for a training run also the given teacher's architecture (a student of ``--teacher``) and the
-    optimizer, learning rate and weight decay the rule's defaults fill in.  What a training run records in
-    config.yaml is exactly this."""
+    touched: the rule's options checked (``rules.configure``), the dataset's architecture (or a given teacher
+    record's), an event dataset's frames; for a training run also the given teacher's architecture (a student
+    of ``--teacher``) and the optimizer, learning rate and weight decay the rule's defaults fill in.  What a
+    training run records in config.yaml is exactly this."""
     rule_cls = get_rule(cfg.rule)
     changes = _event_settings(cfg)
+    if cfg.teacher_class and not rule_cls.needs_teacher:
+        raise SpiketandemError(f"--teacher-class names the module of a teacher a student learns from, but rule "
+                               f"{cfg.rule} {'trains a zoo ANN' if cfg.rule == 'ann' else 'trains a zoo architecture from scratch'} "
+                               "and learns from no teacher: drop --teacher-class (choose the network with --arch)")
     if training and rule_cls.needs_teacher and cfg.teacher:
         changes.update(_teacher_settings(cfg))
-    elif cfg.arch is None and not cfg.teacher:  # a teacher fine-tuned from --teacher is that teacher's architecture
-        changes["arch"] = default_arch(cfg.dataset)
+    elif cfg.teacher_class and not cfg.teacher:
+        raise SpiketandemError(f"--teacher-class {cfg.teacher_class} needs its weights: pass --teacher FILE, the "
+                               "module's state_dict saved with torch.save(model.state_dict(), FILE)")
+    elif cfg.arch is None and not cfg.teacher_class:
+        changes.update(_architecture_of(cfg))
     if training:
         changes.update(optimizer=cfg.optimizer or rule_cls.default_optimizer,
                        lr=cfg.lr if cfg.lr is not None else rule_cls.default_lr,
@@ -241,7 +276,7 @@ def start_from_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, i
     """`spiketandem teacher --teacher FILE`: fine-tune from FILE's weights (same architecture and width).
     Quantizing a full-precision teacher (``--act-levels L``): the QCFS clips start where the
     fine-tuning starts from a working network (``calibrate_clips``)."""
-    source, meta = load_teacher(cfg.teacher, info, device)
+    source, meta = load_given_teacher(cfg.replace(act_levels=None), info, device)  # plain weights: full precision
     if (meta["arch"], meta["width"]) != (cfg.arch, cfg.width):
         raise SpiketandemError(f"--teacher {cfg.teacher} is a {meta['arch']} of width {meta['width']}, this teacher a "
                                f"{cfg.arch} of width {cfg.width}: pass --arch {meta['arch']} --width {meta['width']}")
@@ -253,11 +288,17 @@ def start_from_teacher(model: torch.nn.Module, cfg: RunConfig, info: DataInfo, i
         + (f"; QCFS clips at the p{cfg.percentile} of each layer's activation)" if clips else ")"))
 
 
-def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, resume: bool, log) -> tuple:
-    """The teacher given by --teacher, or (when none is given) one trained now into RUN/teacher/."""
+def obtain_teacher(cfg: RunConfig, info: DataInfo, device, run: RunFolder, *, resume: bool, log, data=None) -> tuple:
+    """The teacher given by --teacher, or (when none is given) one trained now into RUN/teacher/; RUN/teacher.pt
+    is its record (a copy of a given teacher.pt; a given state_dict written as a record, with its test accuracy
+    on ``data`` where given)."""
     if cfg.teacher:  # its architecture and activation were checked against the flags when the run was planned
-        teacher, meta = load_teacher(cfg.teacher, info, device)
-        if distributed.is_main():
+        teacher, meta = load_given_teacher(cfg, info, device)
+        if meta["given"] == "weights":
+            meta["accuracy"] = teacher_accuracy(teacher, data, cfg, device) if data is not None else None
+            if distributed.is_main():
+                save_teacher(teacher, cfg, info, meta["accuracy"], run.file("teacher.pt"))
+        elif distributed.is_main():
             shutil.copyfile(teacher_file(cfg.teacher), run.file("teacher.pt"))
         return teacher, meta
     sub = RunFolder(run.path / "teacher")
@@ -299,12 +340,15 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
     record_config(run, cfg, device, resume)  # on resume: refused here, before anything is trained or written
     teacher, teacher_acc = (None, None)
     if rule_cls.needs_teacher:
-        teacher, meta = obtain_teacher(cfg, info, device, run, resume=resume, log=log)
+        teacher, meta = obtain_teacher(cfg, info, device, run, resume=resume, log=log, data=data)
         teacher_acc = meta["accuracy"]
+    elif cfg.teacher:
+        log(f"note: rule {cfg.rule} trains from scratch: --teacher {cfg.teacher} gives its architecture only "
+            f"({cfg.arch}, width {cfg.width}), not its weights")
     seed_everything(cfg.seed)  # the rule's random draws start here, as in the Python API
     rule = rule_cls(cfg, info, teacher, calibration_images(data, device))
     rule.model.to(device)
-    log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.arch} on "
+    log(f"training {cfg.rule} student ({cfg.neuron.upper()}, T={cfg.T}) of {cfg.teacher_class or cfg.arch} on "
         f"{describe_data(data, cfg.validation)}, {cfg.epochs} epochs, device {device}, into {run.path}")
     trained = pipelining.wrap(rule, cfg)  # --pipeline-stages: the loop drives the stage wrapper
     seconds = fit(trained, cfg, data, device, run, resume=resume, log=log, on_epoch_end=on_epoch_end).seconds
@@ -324,14 +368,14 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
 
 
 def _probe_teacher(cfg: RunConfig, info: DataInfo, rule_cls, device) -> torch.nn.Module | None:
-    """A teacher of the run's architecture with random weights, for planning its memory (``memory.py``): the
-    given teacher's architecture, width and activation, else the one a teacher would be trained with."""
+    """A teacher of the run's network, for planning its memory (``memory.py``): the given teacher (loaded and
+    checked against the data), else the architecture a teacher would be trained with, random weights."""
     if not rule_cls.needs_teacher:
         return None
-    meta = read_teacher_record(cfg.teacher) if cfg.teacher else {"arch": cfg.arch, "width": cfg.width,
-                                                                  "act_clip": cfg.act_clip, "act_levels": cfg.act_levels}
-    return build_model(meta["arch"], info.num_classes, info.in_channels, info.image_size, meta["width"],
-                       meta.get("act_clip"), meta.get("act_levels")).to(device).eval()
+    if cfg.teacher:  # the given teacher itself: its weights and network checked against the data before any work
+        return load_given_teacher(cfg, info, device)[0]
+    return build_model(cfg.arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
+                       cfg.act_levels).to(device).eval()
 
 
 def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds, T_list=None,
@@ -399,15 +443,18 @@ def eval_run(path: str | Path, T_list=None, device: str = "auto", log=print, ene
     if synops_convention is not None:
         cfg = cfg.replace(synops_convention=synops_convention)  # checked before any evaluation or write
     cfg, data, _, _ = prepare(cfg)
-    teacher_acc = None
-    if rule.teacher is not None:
-        teacher_acc = evaluate(_AsRule(rule.teacher), evaluation_batches(data, cfg, dev), [1])[1]
+    teacher_acc = teacher_accuracy(rule.teacher, data, cfg, dev) if rule.teacher is not None else None
     summary = evaluate_run_objects(cfg, rule, rule.teacher, data, dev, teacher_acc, old.get("train_seconds"), T_list,
                                    run=run, energy=energy, log=log)
     run.write_json("summary.json", {**old, **summary})
     if sweep:
         write_T_sweep(run.path, summary)
     return summary
+
+
+def teacher_accuracy(teacher: torch.nn.Module, data, cfg: RunConfig, device) -> float:
+    """The ANN ``teacher``'s top-1 accuracy on the evaluation split of ``data`` (as a student's is counted)."""
+    return evaluate(_AsRule(teacher), evaluation_batches(data, cfg, device), [1])[1]
 
 
 class _AsRule:
