@@ -6,24 +6,27 @@
     acc = api.accuracy(student, test_x, test_y, T=8)
     ratio = api.synops_ratio(student, teacher, test_x, T=8)                 # SynOps / teacher MACs
     api.save_student(student, "student.pt"); student = spiketandem.load_student("student.pt", teacher=MyNet())
-    api.export_nir(student, "student.nir")
+    chip_ready, report = api.retarget(student, teacher, train_x, train_y, test=(test_x, test_y))
+    api.export_nir(chip_ready, "student.nir")                               # reset to zero, from v = 0
 
 Data is a float tensor ``[N, C, H, W]`` of images (already normalised the way the teacher expects) with
 int64 labels ``[N]``, an ``(images, labels)`` pair, any ``torch.utils.data.Dataset`` of
 ``(image, label)`` (torchvision datasets with their transforms, tonic datasets with ``ToFrame``) or a
-``DataLoader``, or a built-in dataset (``spiketandem.data.load_dataset``).  Training runs through the
-one training loop, ``spiketandem.train.fit``, exactly as the CLI's.
+``DataLoader``, or a built-in dataset (``spiketandem.data.load_dataset``: training uses its training split,
+evaluation its test split, both normalised as the CLI's runs are).  Training runs through the one training
+loop, ``spiketandem.train.fit``, exactly as the CLI's.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
 from torch import nn
 
 from .config import make_config
-from .data.feeding import calibration_images
+from .data.feeding import calibration_images, evaluation_batches
 from .data.user_data import UserData, _as_dataset, _check_tensors, _Epochs
 from .errors import SpiketandemError
 from .metrics import count_ops, teacher_macs
@@ -48,9 +51,20 @@ def _check_data(images: torch.Tensor, labels: torch.Tensor | None = None) -> Non
 EVAL_BATCH = 256
 
 
+def _is_builtin(data) -> bool:
+    """``data`` is a built-in dataset (``ArrayDataset`` / ``EventDataset``: uint8 splits and their normalisation)."""
+    return hasattr(data, "train_x") and hasattr(data, "mean")
+
+
 def _batches(data, labels, device, *, need_labels: bool):
     """``data`` in order as (images, labels) batches on ``device``: a tensor of images (labels None where
-    none are given and none are needed), an (images, labels) pair, a Dataset or a DataLoader (its own batches)."""
+    none are given and none are needed), an (images, labels) pair, a Dataset or a DataLoader (its own batches),
+    or a built-in dataset's test split, normalised exactly as the training loop evaluates it."""
+    if _is_builtin(data):
+        if labels is not None:
+            raise SpiketandemError("a built-in dataset carries its own labels (its test split is evaluated); pass "
+                                   "it alone")
+        return evaluation_batches(data, SimpleNamespace(batch_size=EVAL_BATCH, seed=0, channels_last=False), device)
     if torch.is_tensor(data) and labels is None and not need_labels:
         _check_data(data)
         return [(chunk.to(device), None) for chunk in data.split(EVAL_BATCH)]
@@ -62,7 +76,8 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _as_training_data(data, labels, test, test_labels, num_classes, augment):
-    if hasattr(data, "train_x") and hasattr(data, "mean"):  # a built-in dataset (ArrayDataset / EventDataset)
+    """What the training loop takes: a built-in dataset as it is, anything else as :class:`UserData`."""
+    if _is_builtin(data):
         if labels is not None or test is not None:
             raise SpiketandemError("a built-in dataset carries its own labels and test split; pass it alone")
         return data
@@ -143,7 +158,8 @@ def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, tes
 @torch.no_grad()
 def predict(student: Student, data, T: int) -> torch.Tensor:
     """Class scores ``[N, classes]``: the readout averaged over T steps, (1/T) sum_t logits[t].  ``data``:
-    a tensor of images, or what training takes (an (images, labels) pair, a Dataset, a DataLoader)."""
+    a tensor of images, or what training takes (an (images, labels) pair, a Dataset, a DataLoader, a
+    built-in dataset: its test split)."""
     student.eval()
     batches = _batches(data, None, _device_of(student), need_labels=False)
     return torch.cat([student(x, T).mean(0).cpu() for x, _ in batches])
@@ -152,7 +168,8 @@ def predict(student: Student, data, T: int) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, T: int | None = None) -> float:
     """Top-1 accuracy of a student (at window T) or of a plain ANN (T omitted) on ``data``: images with
-    their ``labels``, or what training takes (an (images, labels) pair, a Dataset, a DataLoader)."""
+    their ``labels``, or what training takes (an (images, labels) pair, a Dataset, a DataLoader, a built-in
+    dataset: its test split, normalised as training evaluates it)."""
     if isinstance(model, Student) and T is None:
         raise SpiketandemError("accuracy of a spiking student needs the time window T")
     model.eval()
@@ -167,7 +184,7 @@ def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, T: int 
 def synops_ratio(student: Student, teacher: nn.Module, data, T: int, convention: str = "exact") -> float:
     """(student SynOps + student MACs) / teacher MACs per inference at window T (the LTL paper's
     operation ratio), counted by ``spiketandem.metrics.count_ops`` on ``data``: a tensor of images, or the
-    first batch of a Dataset (256 samples) or DataLoader; SynOps in ``convention``: "exact" (every event
+    first batch of a Dataset (256 samples), a DataLoader or a built-in dataset's test split; SynOps in ``convention``: "exact" (every event
     times its fan-out) or "standard" (each non-zero input value times its fan-out; docs/metrics.md)."""
     images = next(iter(_batches(data, None, _device_of(student), need_labels=False)))[0]
     student.eval()
@@ -179,10 +196,89 @@ def synops_ratio(student: Student, teacher: nn.Module, data, T: int, convention:
     return (counts.total_synops(convention) + counts.total_macs()) / max(1, reference.total_macs())
 
 
+def retarget(student: Student, teacher: nn.Module, data, labels: torch.Tensor | None = None, *, test=None,
+             test_labels=None, to: str | None = "zero-reset", weight_bits: int | None = None,
+             weight_quant: str | None = None, epochs: int = 1, lr: float | None = None,
+             batch_size: int | None = None, num_classes: int | None = None,
+             log: Callable[[str], None] | None = None) -> tuple[Student, dict]:
+    """The student made deployable, as ``spiketandem export --retarget zero-reset --weight-bits K`` makes a run's:
+    returns ``(new_student, report)``; ``student`` itself is not changed.
+
+    ``to="zero-reset"``: a copy that resets its membranes to zero and starts them at 0 (NIR's IF/LIF neurons),
+    its thresholds re-balanced to the spike counts of ``student`` and recovered by ``epochs`` epochs of offline
+    LTL against ``teacher`` (``export.retarget.retarget_zero_reset``; learning rate ``lr``, default 1e-4);
+    ``to=None`` keeps the reset.  ``weight_bits=K``: then every weight quantized to K bits and calibrated by
+    on-chip online LTL (``export.retarget.quantize_weights``, ``weight_quant``: its quantizer, default
+    symmetric).  Of the starting state and each epoch, the one best on a held-out tenth of the training data
+    is kept.  ``data``/``labels``/``test``: as for :func:`train` (a test split is required: the report gives
+    test accuracy before and after; a built-in dataset brings its own).  ``report``: ``{"retarget": ...,
+    "weight_quantization": ...}`` (the steps that ran), the records the CLI writes into the exported file.
+    The new student saves with :func:`save_student` and exports with :func:`export_nir`."""
+    from .export.options import RETARGETS, WEIGHT_QUANT_DEFAULT
+    from .export.retarget import quantize_weights, retarget_zero_reset
+    if to is not None and to not in RETARGETS:
+        raise SpiketandemError(f"retarget to={to!r} is not one of {', '.join(map(repr, RETARGETS))} or None (keep "
+                               "the reset)")
+    if to is None and weight_bits is None:
+        raise SpiketandemError("retarget with to=None and no weight_bits has nothing to do: pass to='zero-reset' "
+                               "and/or weight_bits=K")
+    rule, training = _rule_of(student, teacher, data, labels, test, test_labels, num_classes)
+    dev, info, cfg, say = _device_of(student), rule.info, rule.cfg, log or (lambda *a, **k: None)
+    report: dict = {}
+    if to == "zero-reset":
+        start = max(student.membrane_inits().values())
+        if all(n.config.reset == "zero" for n in student.neurons.values()) and not start:
+            report["retarget"] = {"to_reset": "zero", "note": "the student already resets to zero from v = 0; "
+                                                              "nothing to do"}
+        else:
+            rule, cfg, report["retarget"] = retarget_zero_reset(cfg, rule, info, training, dev, epochs=epochs, lr=lr,
+                                                                batch_size=batch_size, log=say)
+    result = rule.model
+    if weight_bits is not None:
+        result, report["weight_quantization"] = quantize_weights(
+            cfg, rule, info, training, dev, bits=weight_bits, mode=weight_quant or WEIGHT_QUANT_DEFAULT,
+            epochs=epochs, lr=lr if lr is not None else cfg.lr, batch_size=batch_size, log=say)
+    result.eval()
+    result.origin = model_record(rule, student.origin.get("teacher_arch"))
+    return result, report
+
+
+def _rule_of(student: Student, teacher: nn.Module, data, labels, test, test_labels, num_classes):
+    """The rule ``student`` was trained by (from its record), holding a copy of it and ``teacher``, and the data
+    as the training loop takes it, checked to fit the student and to have a test split."""
+    import copy
+    from .rules.base import DataInfo
+    origin = getattr(student, "origin", None)
+    if origin is None:
+        raise SpiketandemError("retarget takes a student that spiketandem.api.train or load_student returned (it "
+                               "carries the record of how it was built)")
+    if not isinstance(teacher, nn.Module):
+        raise SpiketandemError(f"retarget recovers the accuracy by LTL against the teacher: pass the trained teacher "
+                               f"(an nn.Module), got {type(teacher).__name__}")
+    training = _as_training_data(data, labels, test, test_labels, num_classes, augment=False)
+    info = DataInfo(**origin["info"])
+    given = DataInfo(training.num_classes, training.in_channels, training.image_size)
+    if given != info:
+        raise SpiketandemError(f"the data given ({given}) do not fit the student, trained for {info}: pass the "
+                               "data it was trained on")
+    if isinstance(training, UserData) and training.test is None:
+        raise SpiketandemError("retarget reports test accuracy before and after: pass test= (images with "
+                               "test_labels=, an (images, labels) pair, a Dataset or a DataLoader)")
+    dev = _device_of(student)
+    cfg = configure(make_config(origin["config"]))
+    rule_cls = get_rule(origin["rule"])
+    teacher = teacher.to(dev).eval()
+    rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, calibration_images(training, dev))
+    rule.model = copy.deepcopy(student).to(dev)
+    rule.teacher = teacher
+    return rule, training
+
+
 def export_nir(student: Student, path: str | Path, dt: float | None = None, allow_subtract_reset: bool = False) -> Path:
     """Write the student as a NIR graph (docs/nir.md); returns the path.  Needs ``pip install nir``."""
     from .export import DEFAULT_DT, write_nir
     return write_nir(student.eval(), path, dt=dt or DEFAULT_DT, allow_subtract_reset=allow_subtract_reset)
 
 
-__all__ = ["train_ltl", "train", "predict", "accuracy", "synops_ratio", "export_nir", "save_student", "load_student"]
+__all__ = ["train_ltl", "train", "predict", "accuracy", "synops_ratio", "retarget", "export_nir", "save_student",
+           "load_student"]

@@ -140,10 +140,10 @@ def rebuild_rule(obj: dict, device, teacher: nn.Module | None = None, source: st
     if rule_cls.needs_teacher and teacher is None:
         arch = obj.get("teacher_arch")
         if not arch:
-            own = cfg.teacher_class or "a teacher class of your own"
+            own = f"{cfg.teacher_class} (--teacher-class)" if cfg.teacher_class else "a teacher class of your own"
             name = cfg.teacher_class.partition(":")[2] if cfg.teacher_class else "MyNet"
-            raise SpiketandemError(f"this student was built from {own} (--teacher-class): pass an instance of it "
-                                   f"(any weights), e.g. load_student(path, teacher={name}())")
+            raise SpiketandemError(f"this student was built from {own}: pass an instance of it (any weights), e.g. "
+                                   f"load_student(path, teacher={name}())")
         teacher = build_model(arch["name"], info.num_classes, info.in_channels, info.image_size, arch["width"],
                               arch.get("act_clip"), arch.get("act_levels"))
     if teacher is not None:
