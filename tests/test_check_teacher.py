@@ -233,16 +233,64 @@ def test_the_command_gives_short_window_advice_for_an_unclipped_teacher(capsys):
     assert lines[1] == "at short windows (T = 2):" and "--act-clip 2" in lines[2] and len(lines) == 3
 
 
-def test_the_command_exits_1_with_every_refusal(monkeypatch, capsys):
-    import spiketandem.teacher_check as teacher_check
-    monkeypatch.setattr(teacher_check, "teacher_and_example", lambda cfg: (Everything(), X, "my net"))
-    assert main(["check-teacher", "--teacher", "my_net.pt"]) == 1
+USER_MODULE = """
+import torch.nn.functional as F
+from torch import nn
+
+
+class GeluNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.act = nn.GELU()
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.act(self.conv(x))))
+        return self.fc(x.mean((2, 3)))
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """The current folder holds the user's module check_teacher_nets.py (GELU, x.mean, max pooling) and its weights."""
+    (tmp_path / "check_teacher_nets.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import check_teacher_nets
+    torch.save(check_teacher_nets.GeluNet().state_dict(), tmp_path / "gelu.pt")
+    return tmp_path
+
+
+def test_the_command_exits_1_with_every_refusal_of_a_users_module(user_module, capsys):
+    assert main(["check-teacher", "--teacher-class", "check_teacher_nets:GeluNet"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("my net: cannot build a spiking student from this teacher (2 problems")
-    assert sum(line.startswith("  ") for line in lines) == 4
-    assert main(["check-teacher", "--teacher", "my_net.pt", "--json"]) == 1
+    assert lines[0] == ("check_teacher_nets:GeluNet: cannot build a spiking student from this teacher (2 problems, "
+                        "each with its fix):")
+    assert [line.split(":")[0].strip() for line in lines if line.startswith("  ")] == [
+        "GELU at module 'act'", "Tensor.mean at node 'mean'", "MaxPool2d at module 'pool'"]
+    assert main(["check-teacher", "--teacher-class", "check_teacher_nets:GeluNet", "--teacher", "gelu.pt",
+                 "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["ok"] is False and [f["kind"] for f in report["findings"]] == [REFUSED, REFUSED, NIR, NIR]
+    assert report["ok"] is False and [f["kind"] for f in report["findings"]] == [REFUSED, REFUSED, NIR]
+
+
+def test_train_refuses_a_users_module_with_the_whole_list_before_any_work(user_module, capsys):
+    assert main(["train", "--teacher-class", "check_teacher_nets:GeluNet", "--teacher", "gelu.pt", "--epochs", "1",
+                 "--n-train", "64", "--n-test", "32", "--out", "runs/refused"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spiketandem: error: cannot build a spiking student from this teacher (2 problems")
+    assert "GELU at module 'act'" in err and "Tensor.mean at node 'mean'" in err
+    assert not (user_module / "runs" / "refused").exists()
+
+
+def test_the_command_checks_a_zoo_architectures_state_dict(tmp_path, capsys):
+    torch.save(build_model("digits-cnn", 10, 1, 8).state_dict(), tmp_path / "zoo.pt")
+    assert main(["check-teacher", "--teacher", str(tmp_path / "zoo.pt"), "--arch", "digits-cnn", "--T", "8"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"teacher {tmp_path / 'zoo.pt'} (digits-cnn): OK: the student builder accepts it, NIR export writes it, and "
+        "nothing is known to cost accuracy at T = 8"]
 
 
 @pytest.mark.parametrize("argv, named", [(["--teacher", "no-such-teacher.pt"], "no-such-teacher.pt"),

@@ -59,10 +59,15 @@ def add_eval(p: argparse.ArgumentParser) -> None:
 
 
 # the run settings `check-teacher` takes: which teacher, and the data that shape its example input
-CHECK_TEACHER_SETTINGS = ("teacher", "arch", "width", "act_clip", "act_levels", "dataset", "data_dir", "download")
+CHECK_TEACHER_SETTINGS = ("teacher", "teacher_class", "arch", "width", "act_clip", "act_levels", "dataset", "data_dir",
+                          "download")
 # its own words for the settings that describe a teacher to train elsewhere: (help, default)
 CHECK_TEACHER_WORDS = {
-    "teacher": ("the teacher to check: teacher.pt, a teacher run folder or pretrained:NAME", "a zoo --arch"),
+    "teacher": ("the teacher to check: teacher.pt, a teacher run folder, pretrained:NAME, or your own state_dict file "
+                "with --arch or --teacher-class", "--teacher-class or a zoo --arch with fresh weights"),
+    "teacher_class": ("your own teacher module as MODULE:NAME (an nn.Module class, or a function of no arguments "
+                      "returning one), imported from the current folder or the installed packages; checked with "
+                      "fresh weights, or with --teacher FILE, its state_dict", "a zoo architecture (--arch)"),
     "act_clip": ("the zoo --arch's ReLUs clipped at C, min(max(x, 0), C)", "plain ReLU"),
     "act_levels": ("the zoo --arch's activations quantized to L levels (QCFS)", "full precision"),
 }
@@ -71,8 +76,8 @@ CHECK_TEACHER_WORDS = {
 def add_check_teacher(p: argparse.ArgumentParser) -> None:
     p.description = ("Check a teacher before any training: every operation the student builder refuses, each with its "
                      "fix; what NIR export will refuse; what to expect at short windows. The teacher is --teacher "
-                     "(its example input shaped as its record says) or a zoo --arch with fresh weights (shaped by "
-                     "--dataset). Exit status 0: the builder accepts it; 1: it refuses it.")
+                     "(a teacher record: its example input shaped as the record says), your own --teacher-class, or a "
+                     "zoo --arch (shaped by --dataset). Exit status 0: the builder accepts it; 1: it refuses it.")
     words = {"kind": "<rule>", "rules": "", "recipe": "the rule's own"}
     for name in CHECK_TEACHER_SETTINGS:
         _add_setting_flag(p, SETTINGS[name], {}, words, [], CHECK_TEACHER_WORDS.get(name))

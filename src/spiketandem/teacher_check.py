@@ -20,6 +20,7 @@ from torch import fx, nn
 from .errors import SpiketandemError
 from .export.nir_graph import _Translator
 from .neuron import NeuronConfig
+from .rules.base import DataInfo
 from .student import (DROPOUT, NEURON, REFUSED, Finding, TeacherRefused, build_student, node_location, op_label,
                       refusal_heading, refused_operations, render_findings, role_of, trace_graph)
 from .train import SHORT_WINDOW, short_window_advice
@@ -187,22 +188,35 @@ def _nir_findings(gm: fx.GraphModule, input_shape: tuple) -> list[Finding]:
 # ---- the command ------------------------------------------------------------------------------------------
 
 def teacher_and_example(cfg) -> tuple[nn.Module, torch.Tensor, str]:
-    """The teacher a `check-teacher` config names (``--teacher``: its file, shaped by its own record; else a zoo
-    ``--arch`` with fresh weights, shaped by ``--dataset``), a seeded example batch, and the teacher's name."""
+    """The teacher a `check-teacher` config names, a seeded example batch for it, and the teacher's name:
+    ``--teacher`` (a record spiketandem wrote, shaped as it says; plain weights with ``--arch`` or
+    ``--teacher-class``, shaped by ``--dataset``), else the user's ``--teacher-class`` or a zoo ``--arch`` with
+    fresh weights, shaped by ``--dataset``."""
     from .models import build_model
-    from .rules.base import DataInfo
-    from .teachers import load_teacher
-    from .workflow import default_arch, load_data, plan
+    from .teachers import build_teacher_class, check_teacher_output, given_teacher_record, load_given_teacher
+    from .workflow import _refuse_zoo_flags_with_class, default_arch
+    if cfg.teacher_class:
+        _refuse_zoo_flags_with_class(cfg)
     if cfg.teacher:
-        model, record = load_teacher(cfg.teacher)
-        info, name = DataInfo(**record["info"]), f"teacher {cfg.teacher} ({record['arch']})"
+        record = given_teacher_record(cfg)
+        info = DataInfo(**record["info"]) if record["info"] else _dataset_info(cfg)
+        model, record = load_given_teacher(cfg, info)
+        name = f"teacher {cfg.teacher} ({record['teacher_class'] or record['arch']})"
+    elif cfg.teacher_class:
+        info, model = _dataset_info(cfg), build_teacher_class(cfg.teacher_class)
+        check_teacher_output(model, info, f"--teacher-class {cfg.teacher_class}")
+        name = cfg.teacher_class
     else:
-        cfg = plan(cfg)
-        info = load_data(cfg)[1]
-        arch = cfg.arch or default_arch(cfg.dataset)
+        info, arch = _dataset_info(cfg), cfg.arch or default_arch(cfg.dataset)
         model = build_model(arch, info.num_classes, info.in_channels, info.image_size, cfg.width, cfg.act_clip,
                             cfg.act_levels)
         name = f"{arch} on {cfg.dataset}"
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(8, info.in_channels, info.image_size, info.image_size, generator=generator)
     return model, example, name
+
+
+def _dataset_info(cfg) -> DataInfo:
+    """The shape of ``cfg.dataset``'s images and its number of classes (the dataset is read, once cached)."""
+    from .workflow import load_data
+    return load_data(cfg)[1]
