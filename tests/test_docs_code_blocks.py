@@ -24,13 +24,14 @@ would use; here every ``spiketandem`` command is rewritten to digits-sized value
   ``--scale digits``: an experiment is many runs, which ``tests/test_reproduce.py`` runs;
 - ``--teacher pretrained:NAME`` becomes a digits teacher trained once for this module;
 - a run that depends on nothing in its page's folder (``spiketandem demo``, a teacher, a student of the
-  shared teacher) and was already run with the same arguments on an earlier page is not trained again: its
-  folder is copied (runs are seeded, so it is the same folder);
+  shared teacher, a comparison) and was already run with the same arguments on an earlier page is not
+  trained again: its folder is copied (runs are seeded, so it is the same folder);
 - ``bench`` times one small round (``BENCH_SMALL``: ``--repeats 1``, ``--batches 1``, ``--n 256``, ...), its
   lists of windows, architectures, rules and peers kept to two values;
 - training is one epoch on 128 training and 64 test images: ``--epochs``, ``--teacher-epochs``,
   ``--calibrate-epochs``, ``--quantized-teacher-epochs``, ``--n-train``, ``--n-test``, ``--validation`` and
-  ``--verify-n`` are capped at the values of ``SMALL`` (and added where a training command omits them), and
+  ``--verify-n`` are capped at the values of ``SMALL`` (and added where a training command omits them;
+  ``--rule ptl`` keeps three epochs, one per neuron layer of digits-cnn, as it needs), and
   the lists of runs or chips to make (``compare --seeds --sweep-T --rate-penalties``, ``noise --seeds --levels``,
   ``reproduce --seeds``) keep their first two values.
 
@@ -39,9 +40,10 @@ Python blocks shrink the same way: a top-level assignment of one of the names of
 ``CIFAR10``, ``CIFAR100``, ``MNIST`` and ``FashionMNIST`` are small in-memory stand-ins of the same shapes
 (nothing is downloaded).  So a page states its subset as such a constant, and its code runs unchanged here.
 
-Running it.  The pages take minutes, so their test is marked slow (``pyproject.toml`` leaves slow tests out of the
-default run): ``python -m pytest -m slow tests/test_docs_code_blocks.py``; ``-k tutorials`` picks pages.  Each
-command's CPU and wall time is printed with ``-s``.
+Running it.  The pages run in the default suite: about 250 CPU seconds in all on a 2-core machine, which the
+settings above keep within five minutes:
+``python -m pytest tests/test_docs_code_blocks.py``; ``-k tutorials`` picks pages.  Each command's CPU and wall
+time is printed with ``-s``.
 
 Marking a block that cannot run here.  An HTML comment right before the fence (blank lines allowed),
 
@@ -100,6 +102,9 @@ ADDED = {
     "compare": ("--epochs", "--teacher-epochs", "--n-train", "--n-test"),
 }
 DSPIKE_SMALL = {"--dspike-fd-coords": 16, "--dspike-fd-batch": 16}
+# rules that need more than SMALL's one epoch: ptl converts one neuron layer per stage, at least an epoch each
+# (digits-cnn has three neuron layers; test_ptl_is_given_an_epoch_per_neuron_layer checks it)
+RULE_SMALL = {"ptl": {"--epochs": 3}}
 EVENT_WIDTH = 0.25
 IMAGE_DATASETS = ("cifar10", "cifar100", "tiny-imagenet", "fashion-mnist", "imagefolder")
 EVENT_DATASETS = ("nmnist", "cifar10-dvs", "dvs-gesture")
@@ -160,6 +165,7 @@ def shrink_command(argv: list[str], *, teacher: str, events_dir: str) -> list[st
     flags = {g[0]: g for g in groups if g[0].startswith("--")}
     dataset = flags.get("--dataset", [None, None])[1]
     events = dataset in EVENT_DATASETS
+    small = {**SMALL, **RULE_SMALL.get(flags.get("--rule", [None, None])[1], {})}
     out: list[list[str]] = []
     for group in groups:
         name, values = group[0], group[1:]
@@ -175,8 +181,8 @@ def shrink_command(argv: list[str], *, teacher: str, events_dir: str) -> list[st
             values = ["digits"]
         elif name in DSPIKE_SMALL and len(values) == 1:
             values = [str(DSPIKE_SMALL[name] if values[0] == "0" else min(int(values[0]), DSPIKE_SMALL[name]))]
-        elif name in SMALL and len(values) == 1 and _is_number(values[0]):
-            values = [str(min(int(float(values[0])), SMALL[name]))]
+        elif name in small and len(values) == 1 and _is_number(values[0]):
+            values = [str(min(int(float(values[0])), small[name]))]
         elif name in FIRST_TWO.get(command, ()):
             values = values[:2]
         out.append([name, *values])
@@ -189,7 +195,7 @@ def shrink_command(argv: list[str], *, teacher: str, events_dir: str) -> list[st
         out += [["--dry-run"]] if "--dry-run" not in flags and "--report-only" not in flags else []
     for name in ADDED.get(command, ()):
         if name not in flags:
-            out.append([name, str(SMALL[name])])
+            out.append([name, str(small[name])])
     return [command, *(word for group in out for word in group)]
 
 
@@ -532,10 +538,11 @@ class Runner:
 
 def _reusable(argv: list[str], cwd: Path) -> tuple[tuple | None, Path | None]:
     """A run that depends on nothing in its page's folder (a demo, a teacher, a student that trains its own
-    teacher or learns from the shared one), given its own new folder: the key under which its finished folder is
+    teacher or learns from the shared one, a comparison of such students), given its own new folder: the key under which its finished folder is
     saved for the next page that runs the same command, and that folder.  Runs are seeded: the same command gives
     the same folder."""
-    if not argv or argv[0] not in ("demo", "teacher", "train") or "--resume" in argv or "--overwrite" in argv:
+    if (not argv or argv[0] not in ("demo", "teacher", "train", "compare") or "--resume" in argv
+            or "--overwrite" in argv):
         return None, None
     words = list(argv)
     out = Path(cwd, "runs", "demo") if argv[0] == "demo" else None
@@ -547,7 +554,8 @@ def _reusable(argv: list[str], cwd: Path) -> tuple[tuple | None, Path | None]:
         return None, None
     if any(not w.startswith("-") and not Path(w).is_absolute() and (Path(cwd) / w).exists() for w in words[1:]):
         return None, None  # it reads another run of the page (--teacher runs/x): not the same run elsewhere
-    return tuple(words), out
+    # the flags in any order: `--T 8 --seed 0` and `--seed 0 --T 8` are the same run
+    return (words[0], *sorted(tuple(group) for group in _split_flags(words[1:]))), out
 
 
 def _requests(stream):
@@ -660,7 +668,6 @@ def _write_nmnist(root: Path) -> None:
 PAGES = pages()
 
 
-@pytest.mark.slow  # runs every page's blocks: far beyond the fast suite on 2 cores; `python -m pytest -m slow`
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_every_code_block_of_the_page_runs(page, environment, tmp_path, capsys):
     blocks = blocks_of(page)
@@ -751,6 +758,33 @@ def test_commands_are_shrunk_to_digits_sizes():
         "bench neuron --T 10 100 --repeats 1 --warmup 0 --n 256 --linear-n 64")
     assert shrink("reproduce table1-cifar10-vgg11 --scale cpu --data-dir D --only a") == (
         "reproduce table1-cifar10-vgg11 --scale digits --only a --dry-run")
+    assert shrink("train --rule ptl --neuron if --T 8 --epochs 30 --teacher runs/t") == (
+        "train --rule ptl --neuron if --T 8 --epochs 3 --teacher runs/t --teacher-epochs 1 --n-train 128 --n-test 64")
+
+
+def test_runs_that_depend_on_nothing_of_their_page_are_reused_under_their_arguments(tmp_path):
+    key, out = _reusable(["compare", "--dataset", "digits", "--rules", "stbp", "tet", "--out", "runs/a"], tmp_path)
+    assert out == tmp_path / "runs" / "a"
+    assert key == _reusable(["compare", "--rules", "stbp", "tet", "--out", "runs/b", "--dataset", "digits"], tmp_path)[0]
+    assert key != _reusable(["compare", "--rules", "tet", "stbp", "--dataset", "digits", "--out", "runs/c"], tmp_path)[0]
+    assert key != _reusable(["compare", "--dataset", "digits", "--rules", "stbp", "--out", "runs/d"], tmp_path)[0]
+    assert _reusable(["demo"], tmp_path)[1] == tmp_path / "runs" / "demo"
+    (tmp_path / "runs" / "teacher").mkdir(parents=True)  # a run of the page: not the same run on another page
+    assert _reusable(["compare", "--teacher", "runs/teacher", "--out", "runs/b"], tmp_path) == (None, None)
+    assert _reusable(["train", "--resume", "--out", "runs/c"], tmp_path) == (None, None)
+    assert _reusable(["eval", "runs/teacher"], tmp_path) == (None, None)
+
+
+def test_ptl_is_given_an_epoch_per_neuron_layer():
+    """ptl converts one neuron layer per stage, an epoch each at the least: RULE_SMALL gives it as many epochs as
+    the digits-sized student has neuron layers."""
+    import torch
+    from spiketandem.models import build_model
+    from spiketandem.neuron import NeuronConfig
+    from spiketandem.student import build_student
+    student = build_student(build_model("digits-cnn", 10, 1, 8, 1.0).eval(), NeuronConfig(kind="if"),
+                            torch.zeros(2, 1, 8, 8))
+    assert RULE_SMALL["ptl"]["--epochs"] == len(student.layers)
 
 
 def test_shell_commands_are_split_as_bash_would():
