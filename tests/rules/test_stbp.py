@@ -37,6 +37,7 @@ def test_neunorm_follows_its_recursion_on_a_hand_example():
 
 
 def test_neunorm_sits_between_layers_and_alpha_gets_gradient():
+    torch.manual_seed(1)  # a draw whose layers fire: about two random draws in three leave alpha's gradient 0
     rule = stbp(neunorm=True)
     assert set(rule.neunorm) == {"relu", "relu_1"}  # the two convolutional spiking layers
     layer = rule.neunorm["relu"]

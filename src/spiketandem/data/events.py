@@ -21,7 +21,8 @@ original release (``DvsGesture/``: ``userNN_<lighting>.aedat`` AEDAT 3.1 recordi
 ``trials_to_train.txt`` / ``trials_to_test.txt``; each csv row is one sample: the recording's
 events with ``startTime_usec <= t < endTime_usec``, class 1..11 becoming label 0..10; read without
 tonic).  Hidden files and macOS's ``._*`` files are skipped.  Students take the frames with
-``encoding="frames"`` (see docs/events.md).
+``encoding="frames"`` (see docs/events.md).  Each dataset's ``EventDatasetSpec`` and file reader live in its
+module under ``formats/`` (these three: ``formats/event_cameras.py``), named in ``registry.DATASETS``.
 """
 from __future__ import annotations
 
