@@ -24,9 +24,9 @@ def trained(digits_teacher):
     return teacher, data, student, history
 
 
-def _loop_tensors(data):
-    """The test images and labels exactly as the training loop evaluates them."""
-    batches = list(evaluation_batches(data, make_config({"batch_size": 64}), "cpu"))
+def _loop_tensors(data, split="test"):
+    """The images and labels of a split, in order, exactly as the training loop evaluates them."""
+    batches = list(evaluation_batches(data, make_config({"batch_size": 64}), "cpu", split=split))
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
 
@@ -71,6 +71,14 @@ def test_retarget_to_k_bit_weights(trained, tmp_path):
     api.save_student(quantized, tmp_path / "q.pt")
     again = spiketandem.load_student(tmp_path / "q.pt", teacher=teacher)
     assert api.accuracy(again, data, T=T) == report["weight_quantization"]["accuracy_after"]
+
+
+def test_retarget_takes_the_callers_tensors(trained):
+    teacher, data, student, _ = trained
+    images, labels = _loop_tensors(data)
+    new, report = api.retarget(student, teacher, *_loop_tensors(data, "train"), test=(images, labels), epochs=0)
+    assert report["retarget"]["test_images"] == len(labels)
+    assert report["retarget"]["accuracy_after"] == api.accuracy(new, images, labels, T=T)
 
 
 @pytest.mark.parametrize("call,words", [

@@ -2,8 +2,11 @@
 user's own module with --teacher-class MODULE:NAME; the student's run reloads (``eval``, ``load_student``) and
 agrees with the training loop's number; every bad spec is one line before any work.  A rule that trains from
 scratch takes its architecture from a teacher run folder."""
+import importlib
 import json
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,9 +66,7 @@ def own_module(tmp_path, monkeypatch):
     """The user's folder: their module file and its trained weights (a few steps of SGD on digits)."""
     (tmp_path / f"{MODULE}.py").write_text(textwrap.dedent(NETS))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delitem(__import__("sys").modules, MODULE, raising=False)
-    import importlib
-    import sys
+    monkeypatch.delitem(sys.modules, MODULE, raising=False)
     sys.path.insert(0, str(tmp_path))
     try:
         nets = importlib.import_module(MODULE)
@@ -74,7 +75,8 @@ def own_module(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = nets.SmallNet()
     data = load_dataset("digits")
-    x = (data.train_x.float() / 255 - torch.tensor(data.mean).view(1, -1, 1, 1)) / torch.tensor(data.std).view(1, -1, 1, 1)
+    mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+    x = (data.train_x.float() / 255 - mean) / std
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for _ in range(60):
         opt.zero_grad()
@@ -176,7 +178,6 @@ def test_a_class_without_weights_names_the_missing_file(own_module, tmp_path, ca
 
 @pytest.mark.parametrize("rule", ["tandem", "shortcut"])
 def test_a_rule_from_scratch_takes_the_teacher_runs_architecture(tmp_path, digits_teacher, capsys, rule):
-    from pathlib import Path
     run = tmp_path / "run"
     code, err = _run(["train", *RUN, "--rule", rule, "--teacher", str(Path(digits_teacher).parent),
                       "--out", str(run)], capsys)

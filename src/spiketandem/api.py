@@ -184,8 +184,9 @@ def accuracy(model: nn.Module, data, labels: torch.Tensor | None = None, T: int 
 def synops_ratio(student: Student, teacher: nn.Module, data, T: int, convention: str = "exact") -> float:
     """(student SynOps + student MACs) / teacher MACs per inference at window T (the LTL paper's
     operation ratio), counted by ``spiketandem.metrics.count_ops`` on ``data``: a tensor of images, or the
-    first batch of a Dataset (256 samples), a DataLoader or a built-in dataset's test split; SynOps in ``convention``: "exact" (every event
-    times its fan-out) or "standard" (each non-zero input value times its fan-out; docs/metrics.md)."""
+    first batch of a Dataset (256 samples), a DataLoader or a built-in dataset's test split; SynOps in
+    ``convention``: "exact" (every event times its fan-out) or "standard" (each non-zero input value times
+    its fan-out; docs/metrics.md)."""
     images = next(iter(_batches(data, None, _device_of(student), need_labels=False)))[0]
     student.eval()
     teacher.eval()

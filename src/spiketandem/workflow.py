@@ -162,9 +162,10 @@ def plan(cfg: RunConfig, *, training: bool = False) -> RunConfig:
     rule_cls = get_rule(cfg.rule)
     changes = _event_settings(cfg)
     if cfg.teacher_class and not rule_cls.needs_teacher:
+        trains = "trains a zoo ANN" if cfg.rule == "ann" else "trains a zoo architecture from scratch"
         raise SpiketandemError(f"--teacher-class names the module of a teacher a student learns from, but rule "
-                               f"{cfg.rule} {'trains a zoo ANN' if cfg.rule == 'ann' else 'trains a zoo architecture from scratch'} "
-                               "and learns from no teacher: drop --teacher-class (choose the network with --arch)")
+                               f"{cfg.rule} {trains} and learns from no teacher: drop --teacher-class (choose the "
+                               "network with --arch)")
     if training and rule_cls.needs_teacher and cfg.teacher:
         changes.update(_teacher_settings(cfg))
     elif cfg.teacher_class and not cfg.teacher:
@@ -343,8 +344,8 @@ def _train_student(cfg, run, resume, log, on_epoch_end) -> dict:
         teacher, meta = obtain_teacher(cfg, info, device, run, resume=resume, log=log, data=data)
         teacher_acc = meta["accuracy"]
     elif cfg.teacher:
-        log(f"note: rule {cfg.rule} trains from scratch: --teacher {cfg.teacher} gives its architecture only "
-            f"({cfg.arch}, width {cfg.width}), not its weights")
+        log(f"note: rule {cfg.rule} trains {cfg.arch} (width {cfg.width}) from scratch; the weights of --teacher "
+            f"{cfg.teacher} are not used (without --arch, it names the architecture)")
     seed_everything(cfg.seed)  # the rule's random draws start here, as in the Python API
     rule = rule_cls(cfg, info, teacher, calibration_images(data, device))
     rule.model.to(device)

@@ -39,6 +39,14 @@ BALANCE_IMAGES = 256
 RETARGET_LR = 1e-4  # a tenth of offline LTL's default: the student is already trained
 
 
+def _test_count(data) -> int:
+    """How many samples the evaluation split of ``data`` holds (a built-in dataset, or the user's ``UserData``)."""
+    from ..data.user_data import UserData
+    if isinstance(data, UserData):
+        return len(UserData._dataset(data.test))
+    return len(data.test_y)
+
+
 def _accuracy(rule, data, cfg, device) -> float:
     from ..data.feeding import evaluation_batches
     from ..train import evaluate
@@ -106,7 +114,7 @@ def _fit_and_select(rule, cfg, data, device, epochs: int, label: str, log) -> di
     if epochs > 0:
         fit(rule, cfg, train_part, device, log=log, label=label, on_epoch_end=on_epoch_end)
     rule.load_state_dict(best["state"])
-    return {"epochs": int(epochs), "lr": float(cfg.lr), "batch_size": int(cfg.batch_size), "validation_images": int(len(validation.test_y)),
+    return {"epochs": int(epochs), "lr": float(cfg.lr), "batch_size": int(cfg.batch_size), "validation_images": _test_count(validation),
             "validation_accuracy_start": start, "history": history, "chosen_epoch": best["epoch"],
             "selection": f"the epoch (0 = unchanged) with the best accuracy on a held-out "
                          f"{int(100 * VALIDATION_FRACTION)}% of the training images, which it does not train on"}
@@ -170,7 +178,7 @@ def retarget_zero_reset(cfg, rule, info, data, device, *, epochs: int = 1, lr: f
     report = {"from_reset": resets, "to_reset": "zero", "from_membrane_init": start, "to_membrane_init": 0.0,
               "method": "offline LTL (rule ltl-offline through train.fit) against the run's teacher, starting from "
                         "the run's weights, thresholds and amplitudes",
-              "T": int(cfg.T), "test_images": int(len(data.test_y)),
+              "T": int(cfg.T), "test_images": _test_count(data),
               "accuracy_subtract_reset": before, "accuracy_zero_reset_uncalibrated": uncalibrated,
               "accuracy_zero_reset_balanced": balanced, "threshold_factors": factors,
               "balanced_thresholds_kept": keep_balanced, "accuracy_after": after, **selection}
@@ -213,7 +221,7 @@ def quantize_weights(cfg, rule, info, data, device, *, bits: int, mode: str = WE
     report = {"bits": int(bits), "mode": mode, "quantizer": "spiketandem.hardware.noise.quantize, per layer",
               "method": "online LTL on a simulated chip with k-bit weights (hardware.calibrate.calibration_rule: "
                         "straight-through float shadows) through train.fit",
-              "biases": "float (not quantized)", "test_images": int(len(data.test_y)),
+              "biases": "float (not quantized)", "test_images": _test_count(data),
               "accuracy_float_weights": float_acc, "accuracy_quantized_uncalibrated": float(before),
               "accuracy_after": float(after), **selection}
     return student, report
