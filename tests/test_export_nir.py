@@ -1,5 +1,6 @@
 """NIR export: the mapping in closed form, the round trip through nir.write/nir.read, an independent
 reference simulation of the NIR graph, and an import into Norse, all against our student's spikes."""
+import copy
 import warnings
 
 import nir
@@ -159,6 +160,29 @@ def test_maxpool_refused():
                             nn.Linear(64, 10)).eval()
     student = build_student(teacher, NeuronConfig(reset="zero"), torch.zeros(2, 1, 8, 8))
     with pytest.raises(SpiketandemError, match="MaxPool2d"):
+        student_to_nir(student)
+
+
+@pytest.mark.parametrize("groups", [2, 4])
+def test_grouped_convolution_refused_by_name_in_one_line(groups):
+    """NIR 1.0's Conv node does not type a grouped convolution: refused before NIR sees it, with the fix."""
+    teacher = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, groups=groups),
+                            nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
+    student = build_student(teacher, NeuronConfig(reset="zero"), torch.zeros(2, 1, 8, 8))
+    kind = ", depthwise" if groups == 4 else ""
+    with pytest.raises(SpiketandemError, match=rf"Conv2d\(groups={groups}\).*grouped convolution \(groups={groups}"
+                       rf"{kind}\).*use groups=1") as refused:
+        student_to_nir(student)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_neuron_kind_without_nir_node_is_refused():
+    """Only IF and LIF neurons have NIR nodes: any other kind is refused by name, never written as LIF."""
+    student = _student(kind="lif")
+    for layer in student.neurons.values():  # a kind added by the neuron recipe (neuron.NEURON_MODELS), not IF/LIF
+        layer.config = copy.copy(layer.config)
+        object.__setattr__(layer.config, "kind", "adaptive")
+    with pytest.raises(SpiketandemError, match="'adaptive' neuron of layer .* has no NIR node.*--neuron if or lif"):
         student_to_nir(student)
 
 

@@ -3,7 +3,7 @@
 - every operation the student builder refuses, each with its fix (the builder's own table, ``student.OPERATIONS``,
   and then the builder itself, so that the check refuses exactly what the builder refuses);
 - what NIR export will refuse (the export's own node-by-node translation, ``export.nir_graph``, run on the teacher's
-  graph, every refusal recorded instead of the first raised; and grouped convolutions, which NIR 1.0 cannot type);
+  graph, every refusal recorded instead of the first raised);
 - what to expect at short windows (``train.short_window_advice``, the advice a training run gives).
 
 ``TeacherCheck.ok`` says whether the builder accepts the teacher; only its refusals make a teacher unusable."""
@@ -154,7 +154,6 @@ class _NirProbe(_Translator):
         if role_of(self.gm, node) in (NEURON, DROPOUT, REFUSED):
             return self.signal[signals[0]]
         try:
-            self._grouped(node)
             return super().translate(node, signals)
         except _NirRefusal as refusal:
             problem, _, fix = str(refusal).partition("; ")
@@ -166,16 +165,6 @@ class _NirProbe(_Translator):
             super().output(node)
         except _NirRefusal:  # an output not computed from the input: the builder refuses that teacher
             pass
-
-    def _grouped(self, node) -> None:
-        module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
-        if isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1:
-            depthwise = ", depthwise" if module.groups == module.in_channels else ""
-            self.findings.append(Finding(
-                NIR, op_label(self.gm, node), node_location(node),
-                f"a grouped convolution (groups={module.groups}{depthwise}) does not type-check in NIR 1.0, whose "
-                "Conv node takes in_channels / groups input channels", "use groups=1 (a dense convolution) and retrain "
-                "the teacher"))
 
 
 def _nir_findings(gm: fx.GraphModule, input_shape: tuple) -> list[Finding]:

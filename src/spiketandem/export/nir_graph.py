@@ -278,6 +278,11 @@ class _Translator:
         if m.padding_mode != "zeros":
             self.refuse(node, f"Conv{dims}d(padding_mode={m.padding_mode!r})", "NIR convolutions pad with zeros; "
                         "use padding_mode='zeros'")
+        if m.groups > 1:
+            depthwise = ", depthwise" if m.groups == m.in_channels else ""
+            self.refuse(node, f"Conv{dims}d(groups={m.groups})", f"a grouped convolution (groups={m.groups}"
+                        f"{depthwise}) does not type-check in NIR 1.0, whose Conv node takes in_channels / groups "
+                        "input channels; use groups=1 (a dense convolution) and retrain the teacher")
         kernel, dilation = _pair(m.kernel_size, dims), _pair(m.dilation, dims)
         padding = m.padding
         if padding == "valid":

@@ -9,6 +9,7 @@ from ..neuron import SpikingNeuron
 
 from .nir_graph import _Graph, _np
 
+NIR_NEURON_KINDS = ("if", "lif")  # the neuron kinds (neuron.NEURON_MODELS) written as NIR nodes; others are refused
 IF_AS_LIF_EXPONENT = 40  # flavour "snntorch": IF written as LIF with tau = 2^40 dt, membrane scaled by 2^-40
 
 
@@ -63,6 +64,10 @@ def _neuron_node(nir, m: SpikingNeuron, shape: tuple, dt: float, reset: str, fla
     meta = {"spiketandem_layer": m.name or where, "teacher_relu": m.path, "reset": reset,
             "spiketandem_threshold": float(theta.flat[0]) if np.all(theta == theta.flat[0]) else theta.tolist(),
             "spiketandem_leak": float(a.flat[0]) if np.all(a == a.flat[0]) else a.tolist()}
+    if m.config.kind not in NIR_NEURON_KINDS:
+        raise SpiketandemError(f"NIR export: the {m.config.kind!r} neuron of layer {m.name or where} has no NIR node "
+                               f"(NIR 1.0 has IF and LIF, written from {', '.join(NIR_NEURON_KINDS)} neurons); train the "
+                               "student with --neuron if or lif to export it")
     is_if = m.config.kind == "if" or bool(np.all(a >= 1.0))
     if is_if and flavour == "nir":
         # ours subtracts theta one step later, unleaked; with a = 1 that equals subtracting theta now
