@@ -185,3 +185,17 @@ def test_a_rule_from_scratch_takes_the_teacher_runs_architecture(tmp_path, digit
     assert _summary(run)["arch"] == "digits-cnn"
     code, err = _run(["eval", str(run), "--eval-T", "4", "--device", "cpu", "--quiet"], capsys)
     assert code == 0, err
+
+
+def test_compare_takes_a_zoo_state_dict_and_records_its_accuracy(tmp_path, digits_teacher, capsys):
+    """`compare --teacher STATE_DICT --arch NAME`: the plain weights become the comparison's teacher record (its test
+    accuracy measured, as `train` measures it), and every rule learns from it."""
+    teacher, record = load_teacher(digits_teacher)
+    torch.save(teacher.state_dict(), tmp_path / "mine.pt")
+    out = tmp_path / "cmp"
+    code, err = _run(["compare", *RUN, "--arch", "digits-cnn", "--teacher", str(tmp_path / "mine.pt"),
+                      "--rules", "ltl-offline", "--sweep", "none", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert load_teacher(out / "teacher")[1]["accuracy"] == pytest.approx(record["accuracy"])
+    runs = [p for p in out.iterdir() if (p / "summary.json").is_file()]
+    assert runs and all(_summary(p)["teacher_acc"] == pytest.approx(record["accuracy"]) for p in runs)

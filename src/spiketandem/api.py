@@ -1,6 +1,7 @@
 """A small Python API: bring your own teacher and data, get a trained spiking student in a few lines.
 
     from spiketandem import api
+    print(api.check_teacher(teacher, example).render())                    # what the builder and NIR refuse
     student = api.train_ltl(teacher, train_x, train_y, T=8, epochs=3)       # offline LTL on tensors
     student = api.train_ltl(teacher, my_dataset, test=my_test_set, T=8)      # any Dataset / DataLoader
     acc = api.accuracy(student, test_x, test_y, T=8)
@@ -35,6 +36,7 @@ from .rules import configure, get_rule
 from .rules.base import DataInfo, missing_teacher
 from .runs import RunFolder
 from .student import Student
+from .teacher_check import check_teacher
 from .train import fit, resolve_device, seed_everything
 
 LTL_RULES = ("ltl-offline", "ltl-online")
@@ -281,5 +283,5 @@ def export_nir(student: Student, path: str | Path, dt: float | None = None, allo
     return write_nir(student.eval(), path, dt=dt or DEFAULT_DT, allow_subtract_reset=allow_subtract_reset)
 
 
-__all__ = ["train_ltl", "train", "predict", "accuracy", "synops_ratio", "retarget", "export_nir", "save_student",
+__all__ = ["check_teacher", "train_ltl", "train", "predict", "accuracy", "synops_ratio", "retarget", "export_nir", "save_student",
            "load_student"]

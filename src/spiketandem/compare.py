@@ -99,18 +99,23 @@ class Teachers:
         self.quantized: dict[int, dict] = {}  # T -> {"path", "accuracy", "epochs"}
 
     def _full_precision(self) -> tuple[str, float]:
-        from .teachers import load_teacher
+        """The teacher every rule shares and its test accuracy: a given teacher record as it is; given plain
+        weights (``--arch`` or ``--teacher-class``) written as a record into OUT/teacher/, its accuracy measured
+        on the test split; else one trained into OUT/teacher/ (reused when there)."""
+        from .teachers import given_teacher_record, load_teacher
         from .workflow import obtain_teacher, prepare
         from .runs import RunFolder
         cfg, out = self.cfg, self.out
-        if cfg.teacher:
+        if cfg.teacher and given_teacher_record(cfg)["given"] == "record":
             _, meta = load_teacher(cfg.teacher)
             return cfg.teacher, meta["accuracy"]
         path = out / "teacher" / "teacher.pt"
-        if path.is_file():
+        if path.is_file() and not cfg.teacher:
             return str(path), load_teacher(path)[1]["accuracy"]
-        cfg, _, info, device = prepare(cfg)
-        _, meta = obtain_teacher(cfg, info, device, RunFolder(out), resume=self.resume, log=self.log)
+        cfg, data, info, device = prepare(cfg)
+        run = RunFolder(path.parent) if cfg.teacher else RunFolder(out)
+        run.path.mkdir(parents=True, exist_ok=True)
+        _, meta = obtain_teacher(cfg, info, device, run, resume=self.resume, log=self.log, data=data)
         return str(path), meta["accuracy"]
 
     def path_for(self, rule: str, T: int) -> str:
