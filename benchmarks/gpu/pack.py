@@ -37,13 +37,16 @@ PIP_TARGET = ["--only-binary=:all:", "--python-version", "3.12", "--implementati
 
 
 def known_md5(name: str) -> str | None:
-    """The md5 spiketandem knows for an archive of that name (data/specs.py), if any."""
+    """The md5 spiketandem knows for an archive of that name (an image dataset's ``DatasetSpec.archive_md5``,
+    declared by its reader under data/formats/), if any."""
     sys.path.insert(0, str(REPO / "src"))
     try:
-        from spiketandem.data.specs import KNOWN_ARCHIVE_MD5
+        from spiketandem.data.registry import DATASETS
+        known = {archive: digest for entry in DATASETS.values() if entry.kind == "image"
+                 for archive, digest in entry.spec().archive_md5}
     finally:
         sys.path.pop(0)
-    return KNOWN_ARCHIVE_MD5.get(name)
+    return known.get(name)
 
 
 def md5(path: Path) -> str:
