@@ -161,3 +161,46 @@ def test_api_student_saves_and_loads(tmp_path, digits_teacher):
     stbp = api.train("stbp", train_x, train_y, arch="digits-cnn", T=4, epochs=1)
     assert torch.equal(load_student(api.save_student(stbp, tmp_path / "stbp.pt"))(test_x[:8], 4),
                        stbp(test_x[:8], 4))
+
+
+def test_api_run_folder_holds_what_a_cli_run_folder_holds(tmp_path, digits_teacher):
+    """The same run through both doors writes the same files (but the teacher record, which a user's module
+    has not), the same settings (the optimizer's values that ran, never null) and the same summary."""
+    cfg = make_config({**SMALL, "rule": "ltl-offline", "T": 4, "epochs": 1, "eval_T": [4], "teacher": digits_teacher})
+    cli = train_student(cfg, RunFolder(tmp_path / "cli"), log=lambda *a, **k: None)
+    _, data, info, _ = prepare(cfg)
+    teacher = load_teacher(digits_teacher, info)[0]
+    api.train("ltl-offline", data, teacher=teacher, T=4, epochs=1, batch_size=64, out=tmp_path / "api")
+    files = {folder: {p.name for p in (tmp_path / folder).iterdir()} for folder in ("cli", "api")}
+    assert files["cli"] - files["api"] == {"teacher.pt"} and files["api"] <= files["cli"]
+    cli_run, api_run = RunFolder(tmp_path / "cli"), RunFolder(tmp_path / "api")
+    cli_cfg, api_cfg = cli_run.read_config(), api_run.read_config()
+    for key in ("optimizer", "lr", "weight_decay", "lr_schedule", "T", "neuron", "reset", "seed"):
+        assert api_cfg[key] == cli_cfg[key] is not None, key
+    assert api_cfg["provenance"]["entry"] == "spiketandem.api.train"
+    assert {"git_commit", "torch", "started", "seed"} <= set(api_cfg["provenance"])
+    summary = api_run.read_json("summary.json")
+    assert set(cli) - set(summary) == set() or set(cli) - set(summary) == {"memory_planned_bytes"}
+    for key in ("student_acc", "acc_by_T", "synops_ratio", "test_samples", "num_classes"):
+        assert summary[key] == cli[key], key
+    # the CLI reports its teacher record's accuracy (the full test set); the API measures it on the test data given
+    assert summary["teacher_acc"] == api.accuracy(teacher, data)
+
+
+def test_api_run_folder_without_test_data_records_training_only(tmp_path, digits_teacher):
+    train_x, train_y, _, _ = _digits_tensors(200)
+    teacher = load_teacher(digits_teacher)[0]
+    api.train("ltl-offline", train_x, train_y, teacher=teacher, T=2, epochs=1, out=tmp_path / "run")
+    summary = RunFolder(tmp_path / "run").read_json("summary.json")
+    assert summary["student_acc"] is None and summary["teacher_acc"] is None and summary["test_samples"] == 0
+    assert summary["epochs"] == 1 and summary["train_seconds"] > 0
+
+
+def test_api_refuses_an_out_folder_holding_a_run_before_any_work(tmp_path, digits_teacher):
+    train_x, train_y, _, _ = _digits_tensors(200)
+    teacher = load_teacher(digits_teacher)[0]
+    api.train("ltl-offline", train_x, train_y, teacher=teacher, T=2, epochs=1, out=tmp_path / "run")
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(SpiketandemError, match=r"holds a run already.*another out="):
+        api.train("ltl-offline", train_x, train_y, teacher=teacher, T=2, epochs=1, out=tmp_path / "run")
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()} == before

@@ -19,6 +19,7 @@ loop, ``spiketandem.train.fit``, exactly as the CLI's.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -27,13 +28,15 @@ import torch
 from torch import nn
 
 from .config import make_config
-from .data.feeding import calibration_images, evaluation_batches
+from .data.feeding import calibration_images, evaluation_batches, split_size
 from .data.user_data import UserData, _as_dataset, _check_tensors, _Epochs
 from .errors import SpiketandemError
 from .metrics import count_ops, teacher_macs
 from .model_file import load_student, model_record, save_model, save_student, zoo_architecture
 from .rules import configure, get_rule
 from .rules.base import DataInfo, missing_teacher
+from .ownership import check_folder, claim
+from .provenance import provenance
 from .runs import RunFolder
 from .student import Student
 from .teacher_check import check_teacher
@@ -112,9 +115,12 @@ def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, tes
     rules (STBP, TET, ...) build a random student of the zoo architecture ``arch``
     (``spiketandem.models``).  Extra keyword arguments are ``RunConfig`` fields (``tau_m=4.0``,
     ``percentile=99.9``, ``lr_schedule="constant"``) or the rule's options (``ynorm="fixed"``, ``kd=0.5``,
-    ``schedule="sequential"``).  ``out``: also write a run folder there (metrics, checkpoint, config and
-    ``student.pt``); ``history``: a list that receives every epoch's metrics row (with ``test_acc`` when
-    ``test`` is given).  The student can be saved with :func:`save_student`.
+    ``schedule="sequential"``).  ``out``: also write a run folder there, a new or empty folder, with the
+    files of a CLI run: ``config.yaml`` (the settings that ran, the optimizer's included, and their
+    provenance), ``metrics.jsonl``, the checkpoint, ``student.pt``, ``learning_curve.png`` and
+    ``summary.json`` (with ``test``: accuracy at ``T`` (and at ``eval_T=[...]`` if given), SynOps against
+    the teacher, firing rates).  ``history``: a list that receives every epoch's metrics row (with
+    ``test_acc`` when ``test`` is given).  The student can be saved with :func:`save_student`.
     """
     rule_cls = get_rule(rule)
     if rule_cls.needs_teacher and teacher is None:
@@ -133,6 +139,9 @@ def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, tes
                                    f"(or pass T={steps})")
         fields["encoding"] = "frames"
     cfg = configure(make_config(fields))  # every setting checked before any work
+    cfg = configure(cfg, **rule_cls.optimizer_settings(cfg))  # the values that run, as the record says
+    if out is not None:
+        check_folder(Path(out), "new", "out=")
     dev = resolve_device(device)
     info = DataInfo(training.num_classes, training.in_channels, training.image_size)
     seed_everything(seed)
@@ -141,20 +150,40 @@ def train(rule: str, data, labels: torch.Tensor | None = None, *, test=None, tes
     model_rule = rule_cls(cfg, info, teacher if rule_cls.needs_teacher else None, calibration_images(training, dev))
     for module in model_rule.modules().values():
         module.to(dev)
-    run = RunFolder(out) if out is not None else None
     teacher_arch = zoo_architecture(cfg) if not rule_cls.needs_teacher else None
-    if run is not None:
-        run.write_config(cfg)
-    from .pipelining import wrap  # pipeline_stages=S under torchrun: the loop drives the stage wrapper
-    result = fit(wrap(model_rule, cfg), cfg, training, dev, run, log=log or (lambda *a, **k: None))
-    if history is not None:
-        history.extend(result.rows)
-    if run is not None:
-        save_model(model_rule, run.file("student.pt"), teacher_arch)
+    with (claim(out, "new", out="out=") if out is not None else contextlib.nullcontext()):
+        run = RunFolder(out) if out is not None else None
+        if run is not None:
+            run.write_config(cfg, {**provenance(cfg, dev), "entry": "spiketandem.api.train"})
+        from .pipelining import wrap  # pipeline_stages=S under torchrun: the loop drives the stage wrapper
+        result = fit(wrap(model_rule, cfg), cfg, training, dev, run, log=log or (lambda *a, **k: None))
+        if history is not None:
+            history.extend(result.rows)
+        if run is not None:
+            save_model(model_rule, run.file("student.pt"), teacher_arch)
+            _write_summary(run, cfg, model_rule, teacher, training, dev, result.seconds, explicit_T="eval_T" in config)
     model_rule.train(False)
     student = model_rule.model
     student.origin = model_record(model_rule, teacher_arch)
     return student
+
+
+def _write_summary(run: RunFolder, cfg, rule, teacher, training, device, seconds: float, explicit_T: bool) -> None:
+    """summary.json and learning_curve.png of an API run, as a CLI run writes them: evaluated on the test data
+    when it was given (at ``cfg.T``, and at ``cfg.eval_T`` when the caller set it), else the training record
+    alone (``student_acc`` null, ``test_samples`` 0)."""
+    from .report import plot_learning_curve
+    from .workflow import evaluate_run_objects, summary_row, teacher_accuracy
+    has_test = split_size(training) > 0
+    teacher_acc = teacher_accuracy(teacher, training, cfg, device) if teacher is not None and has_test else None
+    if has_test:
+        summary = evaluate_run_objects(cfg, rule, teacher, training, device, teacher_acc, seconds,
+                                       T_list=None if explicit_T else [cfg.T], run=run)
+    else:
+        summary = {**summary_row(cfg, rule, {}, None, None, seconds, device), "test_samples": 0}
+    run.write_json("summary.json", summary)
+    plot_learning_curve(run.read_metrics(), run.file("learning_curve.png"), teacher_acc=teacher_acc,
+                        title=f"{cfg.rule} student on {cfg.dataset} (T={cfg.T})")
 
 
 @torch.no_grad()

@@ -49,7 +49,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _take_lock(folder: Path) -> Path:
+def _take_lock(folder: Path, out: str) -> Path:
     lock = folder / LOCK
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(2):
@@ -66,21 +66,22 @@ def _take_lock(folder: Path) -> Path:
                 continue
             who = f"process {pid} on {host}" if pid else "another process"
             raise SpiketandemError(f"{folder} is in use by {who} (lock file {lock}); wait for it to finish or choose "
-                                   "another --out (delete the lock file only if that process is really gone)") from None
+                                   f"another {out} (delete the lock file only if that process is really gone)") from None
         except OSError as e:
-            raise SpiketandemError(f"cannot write into {folder}: {e.strerror}; choose a writable --out") from None
+            raise SpiketandemError(f"cannot write into {folder}: {e.strerror}; choose a writable {out}") from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         return lock
     raise SpiketandemError(f"could not take the lock {lock}; try again")
 
 
-def check_folder(folder: Path, mode: str) -> None:
-    """Refuse ``mode`` for ``folder`` (one clear line) unless it is allowed; changes nothing."""
+def check_folder(folder: Path, mode: str, out: str = "--out") -> None:
+    """Refuse ``mode`` for ``folder`` (one clear line) unless it is allowed; changes nothing.  ``out``: how the
+    caller names the folder's setting (the CLI's ``--out``, the Python API's ``out=``)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     if folder.exists() and not folder.is_dir():
-        raise SpiketandemError(f"--out {folder} is a file, not a folder; choose a folder for the run")
+        raise SpiketandemError(f"{out} {folder} is a file, not a folder; choose a folder for the run")
     entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     holds_run = (folder / "config.yaml").is_file()
     foreign = [n for n in entries if not _is_run_file(n)]
@@ -91,32 +92,32 @@ def check_folder(folder: Path, mode: str) -> None:
     if mode == "new" and entries:
         if holds_run:
             raise SpiketandemError(f"{folder} holds a run already; --resume continues it, --overwrite starts it again "
-                                   "(removing only its run files), or choose another --out")
+                                   f"(removing only its run files), or choose another {out}")
         raise SpiketandemError(f"{folder} is not empty and holds no spiketandem run ({', '.join(entries[:5])}"
-                               f"{', ...' if len(entries) > 5 else ''}); choose an empty or new --out")
+                               f"{', ...' if len(entries) > 5 else ''}); choose an empty or new {out}")
     if mode == "overwrite" and foreign:
         raise SpiketandemError(f"--overwrite: {folder} holds files that no run wrote ({', '.join(foreign[:5])}"
                                f"{', ...' if len(foreign) > 5 else ''}); they are not removed and the run does not "
-                               "start; move them or choose another --out")
+                               f"start; move them or choose another {out}")
 
 
 @contextlib.contextmanager
-def claim(folder: str | Path, mode: str, *, main: bool = True):
+def claim(folder: str | Path, mode: str, *, main: bool = True, out: str = "--out"):
     """Own ``folder`` for one run in ``mode`` while the block runs (see the module docstring).  Under
     torchrun only rank 0 (``main``) checks, locks and writes."""
     folder = Path(folder)
     if not main:
         yield folder
         return
-    check_folder(folder, mode)
+    check_folder(folder, mode, out)
     created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SpiketandemError(f"cannot create the run folder {folder}: {e.strerror}; choose a writable --out") from None
+        raise SpiketandemError(f"cannot create the run folder {folder}: {e.strerror}; choose a writable {out}") from None
     if not os.access(folder, os.W_OK):
-        raise SpiketandemError(f"the run folder {folder} is not writable; choose a writable --out")
-    lock = _take_lock(folder)
+        raise SpiketandemError(f"the run folder {folder} is not writable; choose a writable {out}")
+    lock = _take_lock(folder, out)
     try:
         if mode == "overwrite":
             for path in folder.iterdir():

@@ -52,9 +52,7 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def make_optimizer(rule: Rule, cfg) -> torch.optim.Optimizer:
-    name = cfg.optimizer or rule.default_optimizer
-    lr = cfg.lr if cfg.lr is not None else rule.default_lr
-    wd = cfg.weight_decay if cfg.weight_decay is not None else rule.default_weight_decay
+    name, lr, wd = rule.optimizer_settings(cfg).values()
     params = rule.optim_parameters()
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)

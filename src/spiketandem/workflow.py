@@ -11,7 +11,7 @@ import torch
 from . import distributed, pipelining
 from .config import RunConfig
 from .data import ArrayDataset, load_dataset
-from .data.feeding import calibration_images, evaluation_batches
+from .data.feeding import calibration_images, evaluation_batches, split_size
 from .data.registry import default_arch, is_event_dataset
 from .errors import SpiketandemError
 from .memory import check_memory
@@ -174,9 +174,7 @@ def plan(cfg: RunConfig, *, training: bool = False) -> RunConfig:
     elif cfg.arch is None and not cfg.teacher_class:
         changes.update(_architecture_of(cfg))
     if training:
-        changes.update(optimizer=cfg.optimizer or rule_cls.default_optimizer,
-                       lr=cfg.lr if cfg.lr is not None else rule_cls.default_lr,
-                       weight_decay=cfg.weight_decay if cfg.weight_decay is not None else rule_cls.default_weight_decay)
+        changes.update(rule_cls.optimizer_settings(cfg))
     return configure(cfg, **changes)
 
 
@@ -230,7 +228,7 @@ def _on_main(run: RunFolder, work) -> dict:
 # ---- teachers ---------------------------------------------------------------------------------
 
 def summary_row(cfg: RunConfig, rule: Rule, acc_by_T: dict, teacher_acc, synops_ratio, seconds, device) -> dict:
-    final = acc_by_T.get(cfg.T, next(iter(acc_by_T.values())))
+    final = acc_by_T.get(cfg.T, next(iter(acc_by_T.values()), None))  # None: no test data was given
     return {"rule": cfg.rule, "dataset": cfg.dataset, "arch": cfg.arch,
             "neuron": cfg.neuron if rule.spiking else None, "T": cfg.T if rule.spiking else None,
             "epochs": cfg.epochs, "teacher_acc": teacher_acc, "student_acc": final,
@@ -396,7 +394,7 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
     if log is not None:
         shown = f" at T = {', '.join(map(str, windows))}" if rule.spiking else ""
         samples = "validation samples (--validation)" if cfg.validation else "test samples"
-        log(f"final evaluation: accuracy{shown} on {len(data.test_y):,} {samples} "
+        log(f"final evaluation: accuracy{shown} on {split_size(data):,} {samples} "
             f"({time.perf_counter() - started:.0f} s)")
     ratio, extra = 1.0, {}
     if rule.spiking:  # against the teacher, or (rules without one) the same architecture as an ANN
@@ -411,7 +409,7 @@ def evaluate_run_objects(cfg, rule, teacher, data, device, teacher_acc, seconds,
         if run is not None and activity is not None:
             run.write_json("activity.json", activity)
     return {**summary_row(cfg, rule, acc_by_T, teacher_acc, ratio, seconds, device), **extra,
-            "test_samples": len(data.test_y), **rule.summary_extras()}
+            "test_samples": split_size(data), **rule.summary_extras()}
 
 
 def load_run(path: str | Path, device: str = "auto") -> tuple[RunConfig, Rule, DataInfo, torch.device]:

@@ -45,6 +45,13 @@ def evaluation_batches(data, cfg, device, *, split: str = "test", shard: bool = 
                          device=device, seed=cfg.seed, memory_format=_layout(cfg))
 
 
+def split_size(data, split: str = "test") -> int:
+    """How many samples the split holds (0 when the data has none)."""
+    if isinstance(data, UserData):
+        return data.split_size(split)
+    return len(data.train_y if split == "train" else data.test_y)
+
+
 def calibration_images(data, device, n: int = 512) -> torch.Tensor:
     """The first ``n`` training images, normalised as the model sees them (threshold balancing, y_norm).
     ``data`` may also be a tensor of such images."""

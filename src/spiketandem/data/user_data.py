@@ -145,6 +145,10 @@ class UserData:
             return None
         return _Epochs(source, batch_size, device, seed, shuffle, self.augment and split == "train" and shuffle)
 
+    def split_size(self, split: str) -> int:
+        source = self.train if split == "train" else self.test
+        return 0 if source is None else len(self._dataset(source))
+
     def first_images(self, n: int) -> torch.Tensor:
         """The first ``n`` training samples, stacked (float32)."""
         source = self._dataset(self.train)

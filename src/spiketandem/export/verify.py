@@ -103,25 +103,30 @@ def _run_reference(graph, x, T, names):
     return out, counts, {"loader": "spiketandem.export.simulate_nir (float64)"}
 
 
-def _run_norse(graph, x, T, names):
+def norse_model(graph) -> tuple[torch.nn.Module, str]:
+    """The NIR ``graph`` as a Norse module (called as ``model(x, state) -> (y, state)``, one sample at a time:
+    NIR shapes carry no batch axis), and how it was loaded.  Graphs with joins (residual sums) go through
+    ``nirtorch.nir_to_torch`` with Norse's node mapping, because ``norse.torch.from_nir``'s executor reads
+    one input of a multi-input node from the previous step."""
     import nir
     import nirtorch
     import norse.torch as norse
     dt = float((graph.metadata or {}).get("dt", 1e-3))
-    if _has_joins(graph):
-        from norse.torch.utils.import_nir import _import_norse_module
-        mapper = partial(_import_norse_module, ignore_warnings=True, dt=dt)
-        node_map = {cls: mapper for cls in (nir.Affine, nir.Conv2d, nir.Flatten, nir.Linear, nir.IF, nir.LIF,
-                                            nir.CubaLIF, nir.SumPool2d)}
-        model = nirtorch.nir_to_torch(graph, node_map)
-        info = {"loader": "nirtorch.nir_to_torch with Norse's node mapping (norse.torch.from_nir's executor reads one "
-                          "input of a multi-input node from the previous step)"}
-    else:
-        model = norse.from_nir(graph, dt=dt, ignore_warnings=True)
-        info = {"loader": "norse.torch.from_nir"}
+    if not _has_joins(graph):
+        return norse.from_nir(graph, dt=dt, ignore_warnings=True), "norse.torch.from_nir"
+    from norse.torch.utils.import_nir import _import_norse_module
+    mapper = partial(_import_norse_module, ignore_warnings=True, dt=dt)
+    node_map = {cls: mapper for cls in (nir.Affine, nir.Conv2d, nir.Flatten, nir.Linear, nir.IF, nir.LIF,
+                                        nir.CubaLIF, nir.SumPool2d)}
+    return (nirtorch.nir_to_torch(graph, node_map), "nirtorch.nir_to_torch with Norse's node mapping "
+            "(norse.torch.from_nir's executor reads one input of a multi-input node from the previous step)")
+
+
+def _run_norse(graph, x, T, names):
+    model, loader = norse_model(graph)
     counts = _Counts(model, names)
     out = _per_sample(model, x, T, counts)
-    return out, counts.result(), {**info, **({"unhooked": counts.missing} if counts.missing else {})}
+    return out, counts.result(), {"loader": loader, **({"unhooked": counts.missing} if counts.missing else {})}
 
 
 def _run_snntorch(graph, x, T, names):

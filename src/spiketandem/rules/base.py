@@ -70,6 +70,14 @@ class Rule:
                          **{k: v for k, v in cfg.options.items() if v is not None}}
 
     @classmethod
+    def optimizer_settings(cls, cfg) -> dict:
+        """The optimizer, learning rate and weight decay that run: the config's, else this rule's defaults
+        (what config.yaml records, and what the optimizer is built with)."""
+        return {"optimizer": cfg.optimizer or cls.default_optimizer,
+                "lr": cfg.lr if cfg.lr is not None else cls.default_lr,
+                "weight_decay": cfg.weight_decay if cfg.weight_decay is not None else cls.default_weight_decay}
+
+    @classmethod
     def option_named(cls, name: str) -> Option | None:
         return next((o for o in cls.options if o.name == name), None)
 

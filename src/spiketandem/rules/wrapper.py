@@ -20,6 +20,9 @@ class RuleWrapper(Rule):
     def option(self, name: str):
         return self.inner.option(name)
 
+    def optimizer_settings(self, cfg) -> dict:
+        return self.inner.optimizer_settings(cfg)
+
     # what the rule trains
     def modules(self):
         return self.inner.modules()

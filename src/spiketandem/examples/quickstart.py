@@ -1,27 +1,26 @@
 """Bring your own teacher: train an ANN, distil it into a spiking student by LTL, measure, export.
 
-    python examples/quickstart.py                 # ~1-2 minutes on a laptop CPU
-    python examples/quickstart.py --tiny          # seconds (what CI runs)
+    python -m spiketandem.examples.quickstart            # ~1-2 minutes on a laptop CPU
+    python -m spiketandem.examples.quickstart --tiny     # seconds (what the test suite runs)
 """
 import argparse
 
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 from spiketandem import api
+from spiketandem.data import load_dataset
 
 
 def digits(n: int | None = None):
-    """sklearn's 8x8 digits as normalised float images [N, 1, 8, 8] and int64 labels, split 80/20."""
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = (x - x.mean()) / x.std()
-    y = torch.tensor(d.target)
-    g = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(y), generator=g)[:n]
-    cut = int(0.8 * len(order))
-    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+    """The 8x8 digits shipped with spiketandem (UCI optical digits, 1,437 training and 360 test images) as
+    normalised float images [N, 1, 8, 8] and int64 labels: the first ``n`` training images (all if None)
+    and the test set."""
+    data = load_dataset("digits")
+
+    def normalise(x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255 - data.mean[0]) / data.std[0]
+    return normalise(data.train_x[:n]), data.train_y[:n], normalise(data.test_x), data.test_y
 
 
 def train_teacher(teacher: nn.Module, x, y, epochs: int) -> nn.Module:

@@ -1,8 +1,8 @@
 """Read an exported student back with `nir.read` and run it in Norse, next to spiketandem's own
 reference simulation of the same NIR graph.
 
-    python examples/quickstart.py --out student.nir
-    python examples/nir_in_norse.py student.nir          # needs: pip install nir norse
+    python -m spiketandem.examples.quickstart --out student.nir
+    python -m spiketandem.examples.nir_in_norse student.nir     # needs: pip install nir norse
 """
 import argparse
 import warnings
@@ -11,15 +11,15 @@ import nir
 import torch
 
 from spiketandem.export import neuron_node_names, simulate_nir
+from spiketandem.export.verify import norse_model
 
 
 def run_in_norse(graph, x: torch.Tensor, T: int) -> tuple[torch.Tensor, dict]:
-    """Norse's NIR importer, one sample at a time (NIR shapes carry no batch axis); returns the
-    output [T, B, classes] and the spike count of each neuron node."""
+    """The graph in Norse (``norse_model``: residual joins included), one sample at a time (NIR shapes
+    carry no batch axis); returns the output [T, B, classes] and the spike count of each neuron node."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import norse.torch as norse
-        model = norse.from_nir(graph, dt=graph.metadata["dt"], ignore_warnings=True)
+        model, _ = norse_model(graph)
     counts = {}
     for name, module in model.named_modules():
         if type(module).__name__ in ("LIFBoxCell", "IAFCell"):
