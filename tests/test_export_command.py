@@ -1,4 +1,4 @@
-"""`spiketandem export` (issue 18 parts 2-3): --retarget zero-reset recovers a subtract-reset student by LTL
+"""`spiketandem export`: --retarget zero-reset recovers a subtract-reset student by LTL
 and records it in the file, --weight-bits writes k-bit weights, --verify reports per importer; the run
 folder is only read; OUT is never overwritten unasked; parsing imports no torch."""
 import hashlib

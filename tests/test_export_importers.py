@@ -1,4 +1,4 @@
-"""Exported files in other simulators (issue 18 part 3): Norse, snnTorch and SpikingJelly read the file and
+"""Exported files in other simulators: Norse, snnTorch and SpikingJelly read the file and
 reproduce the student's per-layer spike counts and accuracy; snnTorch reads IF students in the opt-in
 "snntorch" flavour (IF as a LIF whose leak is exactly 1 in float32), checked for exactness; ResNet-20's
 residual joins run in Norse and the reference simulator."""

@@ -1,4 +1,4 @@
-"""Retargeting a subtract-reset student to reset-to-zero (issue 18 part 2): threshold re-balancing by hand,
+"""Retargeting a subtract-reset student to reset-to-zero: threshold re-balancing by hand,
 and on a small network."""
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-"""SynOps counter (metrics/synops.py, issue 18 part 4b): an analog-encoded student's input is a current, so
+"""SynOps counter (metrics/synops.py): an analog-encoded student's input is a current, so
 its input layer is counted as MACs whatever the pixel values -- also for a binary image, whose non-zero
 pixels all share one magnitude and would otherwise pass for spikes (docs/metrics.md). Rate-coded inputs
 are spikes made inside the forward and stay SynOps.  (Placed here by file ownership; it belongs with

@@ -303,7 +303,7 @@ def ratios(rows: list[dict]) -> dict:
 
 
 def target(rows: list[dict], T: int = 100) -> dict:
-    """Issue 7: the neuron alone at T=100, at least 2x faster and at most 0.5x the peak memory of the fastest
+    """The neuron's performance target: the neuron alone at T=100, at least 2x faster and at most 0.5x the peak memory of the fastest
     SpikingJelly path that runs here."""
     here = [r for r in rows if r["setup"] == "neuron" and r["T"] == T]
     ours = next((r for r in here if r["implementation"] == OURS), None)
