@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SpiketandemError
-from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETARGETS, WEIGHT_QUANT_DEFAULT
+from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETARGETS, TARGETS, WEIGHT_QUANT_DEFAULT
 
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float = DEFAULT_DT,
@@ -19,7 +19,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
                retarget: str | None = None, calibrate_epochs: int = 1, calibrate_lr: float | None = None,
                calibrate_batch_size: int | None = None, weight_bits: int | None = None,
                weight_quant: str = WEIGHT_QUANT_DEFAULT, verify: bool = False, verify_n: int | None = None,
-               importers=IMPORTERS, overwrite: bool = False, log=None) -> dict:
+               importers=IMPORTERS, overwrite: bool = False, target: str | None = None, log=None) -> dict:
     """Load RUN_DIR's trained student, optionally retarget it to reset-to-zero and/or k-bit weights
     (recovering accuracy by LTL against the run's teacher), write it to ``out`` and optionally verify the
     file in other simulators.  Returns a report: {"path", "format", "dt", "flavour", "retarget",
@@ -30,6 +30,13 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     from ..student import Student
     from .nir_export import refuse_membrane_start, write_nir
     log = log or (lambda *a, **k: None)
+    if target is not None:
+        if target not in TARGETS:
+            raise SpiketandemError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
+        if retarget is not None or weight_bits is not None or verify:
+            raise SpiketandemError("--target speck maps the student as trained (sinabs discretizes it and the export "
+                                   "verifies it); drop --retarget, --weight-bits and --verify")
+        return export_speck_run(run_dir, out, overwrite=overwrite, n=verify_n, log=log)
     if fmt not in FORMATS:
         raise SpiketandemError(f"export format {fmt!r} is not one of {FORMATS}")
     if retarget is not None and retarget not in RETARGETS:
@@ -103,6 +110,66 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     return report
 
 
+def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = None, log=None) -> dict:
+    """``export RUN OUT --target speck``: OUT is a folder with ``speck.json`` (the report: cores and memories,
+    input encoding, accuracy float vs discretized, integer-exact spike counts) and ``speck_network.pt`` (each
+    core's integer weights, biases, thresholds and floor; ``torch.load(..., weights_only=True)``), plus
+    ``samna_config.json`` where the real samna is installed."""
+    from ..data.feeding import hold_out
+    from ..runs import atomic_save, atomic_text
+    from ..student import Student
+    from ..workflow import load_run, prepare
+    from .speck import export_speck
+    log = log or (lambda *a, **k: None)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SpiketandemError(f"{out} exists; choose another OUT or pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise SpiketandemError(f"{out} is a file; with --target speck OUT names a folder to write")
+    cfg, rule, info, _ = load_run(run_dir, "cpu")
+    if not isinstance(getattr(rule, "model", None), Student):
+        raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
+                               "rule (e.g. `spiketandem train --rule ltl-offline`)")
+    cfg, data, info, _ = prepare(cfg)
+    test = _test_images(data, cfg, n)
+    held = _test_images(hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1], cfg, n)
+    report = export_speck(rule.model, int(cfg.T), test, held, seed=cfg.seed, log=log)
+    net, params = report.pop("network"), report.pop("parameters")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save({"chip": report["chip"], "T": report["T"], "layers": params}, out / "speck_network.pt")
+    if report["samna"]["usable"]:
+        config = net.make_config(device=report["chip"])
+        atomic_text(config.to_json(), out / "samna_config.json")
+        report["samna_config"] = str(out / "samna_config.json")
+    else:
+        report["samna_config"] = None
+    report["path"] = str(out)
+    report["run"] = str(run_dir)
+    atomic_text(json.dumps(report, indent=1) + "\n", out / "speck.json")
+    return report
+
+
+def speck_table(report: dict) -> str:
+    """The Speck report as text: cores and memories, accuracy, spike-count agreement."""
+    lines = [f"{'layer':10} {'core':>4} {'kernel':>14} {'neuron':>14} {'bias':>10}"]
+    for r in report["resources"]["layers"]:
+        lines.append(f"{r['layer']:10} {r['core']:>4} {r['kernel']:>6}/{r['kernel_limit']:<7} "
+                     f"{r['neuron']:>6}/{r['neuron_limit']:<7} {r['bias']:>4}/{r['bias_limit']:<5}")
+    acc = report["accuracy"]
+    lines.append(f"input: {report['input']['encoding']} spikes as ON/OFF events; readout threshold "
+                 f"{report['readout']['threshold_float']:.4g} (chosen on the held-out images)")
+    for key in ("float_student", "float_chip_network", "discretized_single_spike", "discretized_multi_spike"):
+        lines.append(f"{key:26} test {100 * acc[key]['test']:6.2f}%   held-out {100 * acc[key]['held_out']:6.2f}%")
+    for mode, rows in report["verify"].items():
+        same = all(r["identical"] for r in rows)
+        lines.append(f"integer simulation vs sinabs ({mode.replace('_', ' ')}): "
+                     + ("identical per-neuron spike counts in every layer" if same else
+                        "; ".join(f"{r['layer']}: {r['neurons_differing']} neurons differ" for r in rows
+                                  if not r["identical"])))
+    lines.append("samna: " + ("config written" if report["samna_config"] else report["samna"]["why"]))
+    return "\n".join(lines)
+
+
 def _normalisation(cfg) -> dict:
     """The per-channel mean/std the input must be normalised with (when the dataset can be loaded)."""
     try:
@@ -150,9 +217,13 @@ def cmd_export(args) -> None:
                         calibrate_lr=args.calibrate_lr,
                         calibrate_batch_size=args.calibrate_batch_size, weight_bits=args.weight_bits, weight_quant=args.weight_quant,
                         verify=args.verify, verify_n=args.verify_n, importers=args.verify_with,
-                        overwrite=args.overwrite, log=log)
+                        overwrite=args.overwrite, target=args.target, log=log)
     if args.json:
         print(json.dumps(report))
+        return
+    if args.target:
+        print(speck_table(report))
+        print(f"wrote {report['path']}/speck.json and speck_network.pt")
         return
     print(f"wrote {report['path']} ({args.format}, flavour {args.flavour}, dt={args.dt} s); read it with "
           f"nir.read({report['path']!r})")
@@ -171,6 +242,11 @@ def register(p) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--format", choices=FORMATS, default="nir")
+    p.add_argument("--target", choices=TARGETS,
+                   help="speck: map the student onto SynSense Speck through sinabs (IF neurons, rate-encoded input as "
+                        "ON/OFF events): OUT is a folder with the per-core memory report, the accuracy of the "
+                        "discretized network next to the float student's, and the integer-exact spike-count check "
+                        "(--verify-n N: on N images); refuses a student that does not fit, naming the layer")
     p.add_argument("--dt", type=float, default=DEFAULT_DT,
                    help=f"NIR time step in seconds (default {DEFAULT_DT}, the step snnTorch's importer assumes); the "
                         "LIF time constant is tau = dt / (1 - leak)")

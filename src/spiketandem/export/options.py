@@ -2,6 +2,7 @@
 answers at once; the modules that implement them import them from here)."""
 
 FORMATS = ("nir",)
+TARGETS = ("speck",)                      # speck.py: SynSense Speck through sinabs
 FLAVOURS = ("nir", "snntorch")             # nir_export.py: IF as NIR IF (r = 1/dt), or as LIF for snnTorch
 DEFAULT_DT = 1e-4                          # seconds; snnTorch's importer hard-codes this step
 IMPORTERS = ("reference", "norse", "snntorch", "spikingjelly")   # verify.py
