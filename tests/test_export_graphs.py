@@ -1,4 +1,4 @@
-"""NIR export of every student the builder accepts (issue 18 part 1): residual additions (ResNet-20: nodes
+"""NIR export of every student the builder accepts: residual additions (ResNet-20: nodes
 with several inputs), module and functional average pooling (plain, adaptive, padded, before the ReLU,
 1-d), flatten/reshape variants, BatchNorm after an addition; each checked spike for spike against the
 student by the reference simulator, which reads the file alone.  And refusals only for what NIR cannot
@@ -269,9 +269,11 @@ def test_rate_encoded_student_refused():
         student_to_nir(_build(build_model("digits-mlp", 10, 1, 8, 0.25), encoding="rate"))
 
 
-@pytest.mark.parametrize("arch", sorted(__import__("spiketandem.models", fromlist=["MODELS"]).MODELS))
+@pytest.mark.parametrize("arch", sorted(a for a in __import__("spiketandem.models", fromlist=["MODELS"]).MODELS
+                                         if not a.startswith("vit-")))
 def test_every_zoo_architecture_exports_and_matches(tmp_path, arch):
-    """Every teacher of the zoo (plain and strided VGGs, ResNet-20, the digits nets) gives an exportable student."""
+    """Every teacher of the zoo (plain and strided VGGs, ResNet-20, the digits nets) gives an exportable student; the
+    vision transformers' students are refused in one line (tests/test_transformer.py: NIR has no spike product)."""
     digits = arch.startswith("digits")
     shape = (1, 8, 8) if digits or arch == "resnet20" else (3, 32, 32)
     torch.manual_seed(0)

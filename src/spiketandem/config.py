@@ -82,7 +82,8 @@ class RunConfig:
                                      shown="the full sensor")
     # model
     arch: str | None = setting(None, "vgg11, vgg13, vgg16, vgg11-strided, vgg16-strided, resnet20, digits-cnn, "
-                               "digits-mlp", group="model", metavar="NAME",
+                               "digits-mlp; spiking-transformer teachers: vit-tiny, vit-small", group="model",
+                               metavar="NAME",
                                shown="the dataset's: digits-cnn for digits and fashion-mnist, else vgg11")
     width: float = setting(1.0, "channel width multiplier (e.g. 0.25 for a CPU)", group="model", metavar="FACTOR",
                            minimum=1 / 64, maximum=16,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -24,6 +24,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from .choices import ENCODINGS, INITS  # declared torch-free for the command line
 from .errors import SpiketandemError
 from .models.quantized import QCFS, quantize_activation
+from .models.vit import AttentionProduct
 from .neuron import NeuronConfig, RunContext, SpikingNeuron, TimeAware, TimeRepeat
 from .percentile import percentile_of
 
@@ -102,6 +103,15 @@ def _batchnorm_refusal(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str] | N
             "the teacher")
 
 
+def _product_refusal(gm: fx.GraphModule, node: fx.Node) -> tuple[str, str] | None:
+    """The attention product multiplies spike trains only: each of Q, K and V must be an activation's output."""
+    if all(isinstance(a, fx.Node) and role_of(gm, a) == NEURON for a in node.args) and len(node.args) == 3:
+        return None
+    return ("its Q, K and V are not all outputs of a ReLU, so the student would multiply currents, not spikes",
+            "give each of Q, K and V its own clipped ReLU (nn.Hardtanh(0.0, c)) right before the product "
+            "(models/vit.py's SpikingSelfAttention) and retrain the teacher")
+
+
 CLAMPS = (torch.clamp, torch.clip)
 CLAMP_METHODS = ("clamp", "clamp_", "clip", "clip_")
 RETRAIN = "and retrain the teacher"
@@ -122,6 +132,8 @@ OPERATIONS: tuple[Operation, ...] = (
               (F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d)),
     Operation("flatten", LAYER, (nn.Flatten,), (torch.flatten, torch.reshape), ("flatten", "view", "reshape")),
     Operation("identity", LAYER, (nn.Identity,)),
+    # s (Q K^T) V of three activations: spike trains in the student (SpikingAttentionProduct defines it in time)
+    Operation("attention product", LAYER, (AttentionProduct,), refusal=_product_refusal),
     Operation("addition", LAYER, (), (operator.add, operator.iadd, torch.add), ("add", "add_")),
     Operation("concatenation", LAYER, (), (torch.cat, torch.concat)),
     Operation("shape and indexing", LAYER, (), (operator.getitem, getattr), ("size", "contiguous")),
@@ -276,10 +288,11 @@ def _levels(gm: fx.GraphModule, node: fx.Node) -> tuple[int | None, float]:
 
 
 class _TeacherTracer(fx.Tracer):
-    """fx's tracer, with the QCFS activation kept as one call (it is a neuron layer, not its arithmetic)."""
+    """fx's tracer, with the QCFS activation (a neuron layer, not its arithmetic) and the attention product (one
+    operation on three activations) kept as one call each."""
 
     def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-        return isinstance(m, QCFS) or super().is_leaf_module(m, qualified_name)
+        return isinstance(m, (QCFS, AttentionProduct)) or super().is_leaf_module(m, qualified_name)
 
 
 def _describe(node: fx.Node) -> str:
@@ -396,6 +409,80 @@ class ChannelAffine(nn.Module):
         return x * self.scale.reshape(shape) + self.shift.reshape(shape)
 
 
+ATTENTION_TIMES = ("step", "rate", "increment")  # how the student's attention product is defined in time
+DEFAULT_ATTENTION_TIME = "step"
+
+
+class SpikingAttentionProduct(AttentionProduct, TimeAware):
+    """The teacher's attention product A = s (Q K^T) V (``models.vit.AttentionProduct``, per head) on the student's
+    spike trains Q[t], K[t], V[t] (each spikes times its layer's amplitude), defined in time by ``time``:
+
+    - ``step`` (the default): A[t] = s Q[t] K[t]^T V[t], the product of the spikes of step t alone.  Every
+      multiplication is a coincidence of two spikes (an addition of amplitudes), and each step needs nothing but that
+      step's spikes, so the layer runs one step at a time (online LTL, a chip).  Its window mean
+      (1/T) sum_t A[t] differs from the teacher's s r_Q r_K^T r_V (r: rates x amplitude) by the correlation of the
+      spike trains: spikes that coincide count, rates alone do not;
+    - ``rate``: A[t] = s r_Q[t] r_K[t]^T r_V[t] with r_X[t] = (1/t) sum_{tau<=t} X[tau], the product of the running
+      rates: tends to the teacher's product as the rates settle, but multiplies graded values (MACs, not additions);
+    - ``increment``: A[t] = P[t] - P[t-1] with P[t] = t s r_Q[t] r_K[t]^T r_V[t] (P[0] = 0), so the input summed over
+      steps 1..t is exactly t times the product of the running rates (the spike-equivalent form of SpikeZIP-TF,
+      You et al. 2024): the receiving neuron's count after T steps follows the teacher's product; graded values too.
+
+    Inputs and output are folded ``[T*B, D, N]``.  ``rate`` and ``increment`` need the whole window in one call (their
+    running sums are not carried between calls); ``step`` has no state."""
+
+    def __init__(self, heads: int, scale: float, time: str = DEFAULT_ATTENTION_TIME):
+        super().__init__(heads, scale)
+        self.register_buffer("time_index", torch.tensor(0))
+        self.set_time(time)
+
+    def set_time(self, time: str) -> None:
+        if time not in ATTENTION_TIMES:
+            raise SpiketandemError(f"attention product in time {time!r} is not one of {', '.join(ATTENTION_TIMES)}")
+        self.time_index.fill_(ATTENTION_TIMES.index(time))
+
+    @property
+    def time(self) -> str:
+        return ATTENTION_TIMES[int(self.time_index)]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, time={self.time}"
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.time == "step":
+            return super().forward(q, k, v)
+        ctx = self.context()
+        if ctx.state_in is not None:
+            raise SpiketandemError(f"the attention product in time {self.time!r} needs the whole window in one call; "
+                                   "a student run step by step (online LTL, carried states) takes time 'step'")
+        T = ctx.T
+        steps = torch.arange(1, T + 1, dtype=q.dtype, device=q.device).reshape(T, 1, 1, 1, 1)
+
+        def running_rate(x):
+            x = self.split(x)
+            return (x.reshape(T, -1, *x.shape[1:]).cumsum(0) / steps).flatten(0, 1)
+
+        a = self.product(running_rate(q), running_rate(k), running_rate(v))
+        if self.time == "increment":
+            p = a.reshape(T, -1, *a.shape[1:]) * steps
+            a = torch.cat([p[:1], p[1:] - p[:-1]]).flatten(0, 1)
+        return self.merge(a)
+
+
+def attention_products(student: "Student") -> dict[str, SpikingAttentionProduct]:
+    """The student's attention products by module path."""
+    return {name: m for name, m in student.graph_module.named_modules() if isinstance(m, SpikingAttentionProduct)}
+
+
+def _spiking_products(gm: fx.GraphModule) -> None:
+    """Every teacher attention product becomes its spiking form (same heads and scale, ``DEFAULT_ATTENTION_TIME``)."""
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), AttentionProduct):
+            teacher_product = gm.get_submodule(node.target)
+            gm.add_submodule(node.target, SpikingAttentionProduct(teacher_product.heads, teacher_product.scale,
+                                                                  DEFAULT_ATTENTION_TIME))
+
+
 def _mark_time(gm: fx.GraphModule, neuron_names: set, static_input: bool) -> None:
     """Decide which nodes are time-constant (computed once on [B, ...]) and insert TimeRepeat where a
     constant tensor meets a time-varying one."""
@@ -439,15 +526,16 @@ def _mark_time(gm: fx.GraphModule, neuron_names: set, static_input: bool) -> Non
         static[node] = False
 
 
-def _owned_modules(gm: fx.GraphModule, start: fx.Node, neuron_names: set) -> list[str]:
-    """Module targets between ``start`` and the nearest upstream neuron layers (or the input)."""
+def _owned_modules(gm: fx.GraphModule, start: fx.Node, neuron_names: set, op: str = "call_module") -> list[str]:
+    """Module targets between ``start`` and the nearest upstream neuron layers (or the input); with
+    ``op="get_attr"`` the parameters read there instead (a learned position embedding added to a current)."""
     owned, stack, seen = [], list(start.all_input_nodes), set()
     while stack:
         node = stack.pop()
         if node in seen or (node.op == "call_module" and node.target in neuron_names):
             continue
         seen.add(node)
-        if node.op == "call_module" and node.target not in owned:
+        if node.op == op and node.target not in owned:
             owned.append(node.target)
         stack.extend(node.all_input_nodes)
     return owned
@@ -461,6 +549,7 @@ class LayerInfo:
     ceiling: float = math.inf  # the teacher activation's upper clip (inf: ReLU; 6: ReLU6; c: Hardtanh(0, c); QCFS: s)
     levels: int | None = None  # a quantized (QCFS) teacher activation's L; None: full precision
     shift: float = 0.0         # and its phi
+    attributes: list = field(default_factory=list)  # parameters read directly (get_attr) on the way to it
 
     def ann_activation(self, z: torch.Tensor) -> torch.Tensor:
         """The teacher's activation of this layer, for rules that run some layers as the ANN."""
@@ -495,6 +584,11 @@ class Student(nn.Module):
         for neuron in self.neurons.values():
             neuron.set_membrane_init(fraction)
 
+    def set_attention_time(self, time: str) -> None:
+        """How every attention product is defined in time: step, rate or increment (``SpikingAttentionProduct``)."""
+        for product in attention_products(self).values():
+            product.set_time(time)
+
     def membrane_inits(self) -> dict[str, float]:
         """Each neuron layer's starting membrane f (U[0] = f * theta), by layer."""
         return {name: float(m.membrane_init) for name, m in self.neurons.items()}
@@ -506,7 +600,13 @@ class Student(nn.Module):
 
     def layer_parameters(self, name: str) -> list[nn.Parameter]:
         info = next(i for i in self.layers if i.name == name)
-        return [p for t in info.modules for p in self.graph_module.get_submodule(t).parameters()]
+        read = []
+        for target in info.attributes:  # a parameter read directly (a position embedding); buffers train nothing
+            try:
+                read.append(self.graph_module.get_parameter(target))
+            except AttributeError:
+                pass
+        return [p for t in info.modules for p in self.graph_module.get_submodule(t).parameters()] + read
 
     def readout_parameters(self) -> list[nn.Parameter]:
         return [p for t in self.readout for p in self.graph_module.get_submodule(t).parameters()]
@@ -602,6 +702,7 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     gm = trace_teacher(source, example_input)
     if not keep_batchnorm:
         _fold_batchnorm(gm)
+    _spiking_products(gm)
     graph = gm.graph
     layers, seen = [], {}
     for node in relu_nodes(gm):
@@ -626,6 +727,7 @@ def build_student(teacher: nn.Module, neuron: NeuronConfig, example_input: torch
     by_target = {n.target: n for n in graph.nodes if n.op == "call_module"}
     for info in layers:
         info.modules = _owned_modules(gm, by_target[f"neurons.{info.name}"], names)
+        info.attributes = _owned_modules(gm, by_target[f"neurons.{info.name}"], names, op="get_attr")
     output = next(n for n in graph.nodes if n.op == "output")
     readout = _owned_modules(gm, output, names)
     student = Student(gm, layers, readout, encoding, tuple(example_input.shape[1:]))

@@ -150,6 +150,9 @@ class _NirProbe(_Translator):
     def refuse(self, node, what, why):
         raise _NirRefusal(why)
 
+    def refuse_products(self):
+        """Each attention product is recorded where ``translate`` meets it, like every other refusal."""
+
     def translate(self, node, signals):
         if role_of(self.gm, node) in (NEURON, DROPOUT, REFUSED):
             return self.signal[signals[0]]

@@ -40,7 +40,7 @@ from ..errors import SpiketandemError
 from ..student import Student
 
 from .nir_folding import _fold_scales, _materialise
-from .nir_graph import _Translator
+from .nir_graph import _Translator, refuse_attention_products
 from .nir_nodes import IF_AS_LIF_EXPONENT, _emit
 from .options import DEFAULT_DT, FLAVOURS
 
@@ -82,6 +82,7 @@ def student_to_nir(student: Student, dt: float = DEFAULT_DT, allow_subtract_rese
     ``weight_bits``: the weights were quantized to k bits (``export --weight-bits``); each weight node
     whose values lie on one k-bit grid records it (``weight_step``, ``weight_offset``, ``weight_grid``).
     """
+    refuse_attention_products(student)  # before the checks whose fixes would not help a spiking transformer
     nir = _need_nir()
     if not dt > 0:
         raise SpiketandemError(f"NIR export: dt must be > 0 seconds, got {dt}")

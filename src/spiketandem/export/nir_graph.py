@@ -16,6 +16,7 @@ from torch import fx, nn
 
 from ..errors import SpiketandemError
 from ..neuron import SpikingNeuron, TimeRepeat
+from ..models.vit import AttentionProduct
 from ..student import ChannelAffine, Student
 
 ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
@@ -31,7 +32,18 @@ NO_NIR_ALTERNATIVE = {
                      "as separate graphs",
     "slicing": "NIR 1.0 has no slicing/indexing node; use a strided 1x1 conv (e.g. a ResNet option-B shortcut) "
                "instead of x[:, :, ::2, ::2]",
+    "attention product": "NIR 1.0 has no node for a product of two spike tensors (s Q K^T V multiplies the spikes "
+                         "of Q, K and V); a spiking transformer runs in spiketandem (eval, predict, load_student), "
+                         "not through NIR",
 }
+
+
+def refuse_attention_products(student: Student) -> None:
+    """A student whose graph multiplies spike tensors (an attention product) is refused before any other work."""
+    for node in student.graph_module.graph.nodes:
+        if node.op == "call_module" and isinstance(student.graph_module.get_submodule(node.target), AttentionProduct):
+            raise SpiketandemError(f"NIR export: the attention product at student node {node.name!r} cannot be "
+                                   f"written: {NO_NIR_ALTERNATIVE['attention product']}")
 
 
 def _np(t) -> np.ndarray:
@@ -155,6 +167,7 @@ class _Translator:
         raise SpiketandemError(f"NIR export: {what} at student node {node.name!r}{inside} cannot be written: {why}")
 
     def run(self) -> _Graph:
+        self.refuse_products()
         was_training = self.gm.training
         self.gm.eval()
         try:
@@ -164,6 +177,10 @@ class _Translator:
         finally:
             self.gm.train(was_training)
         return self.g
+
+    def refuse_products(self) -> None:
+        """Refuses a product of spike tensors before anything is evaluated (``refuse_attention_products``)."""
+        refuse_attention_products(self.student)
 
     def shape(self, node: fx.Node) -> tuple:
         return tuple(self.value[node].shape[1:])
@@ -237,6 +254,8 @@ class _Translator:
                 return self.batchnorm(node, x, m)
             if isinstance(m, MAX_POOLS):
                 self.refuse(node, type(m).__name__, NO_NIR_ALTERNATIVE["max pooling"])
+            if isinstance(m, AttentionProduct):
+                self.refuse(node, "the attention product", NO_NIR_ALTERNATIVE["attention product"])
             self.refuse(node, type(m).__name__, "it has no NIR counterpart (NIR 1.0 has conv, affine, sum/avg pooling, "
                         "flatten, scale and neuron nodes)")
         if node.op == "call_function":

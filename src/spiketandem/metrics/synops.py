@@ -356,7 +356,8 @@ class _Counter(TorchDispatchMode):
 
 
 def _attribution_hooks(named: nn.Module, counter: _Counter) -> list:
-    """Pre/post forward hooks that keep a stack of the conv/linear layer now running."""
+    """Pre/post forward hooks that keep a stack of the conv/linear layer now running (or of a module marked
+    ``counted_as_layer``: a spiking transformer's attention product, whose products are its own)."""
     def enter(name):
         return lambda module, inputs: counter.layers.append(name)
 
@@ -365,7 +366,7 @@ def _attribution_hooks(named: nn.Module, counter: _Counter) -> list:
 
     hooks = []
     for name, module in named.named_modules():
-        if isinstance(module, LAYER_TYPES):
+        if isinstance(module, LAYER_TYPES) or getattr(module, "counted_as_layer", False):
             hooks.append(module.register_forward_pre_hook(enter(name or type(module).__name__)))
             hooks.append(module.register_forward_hook(leave))
     return hooks

@@ -10,6 +10,7 @@ from .quantized import QCFS
 from .resnet import ResNet20
 from .small import DigitsCNN, DigitsMLP
 from .vgg import STRIDED_ACT_CLIP, STRIDED_PLANS, VGG, VGG_PLANS
+from .vit import VIT_ACT_CLIP, VIT_PLANS, AttentionProduct, SpikingViT, vit
 
 MODELS = {
     "vgg11": partial(VGG, VGG_PLANS["vgg11"]),
@@ -20,13 +21,17 @@ MODELS = {
     "resnet20": ResNet20,
     "digits-cnn": DigitsCNN,
     "digits-mlp": DigitsMLP,
+    **{name: partial(vit, name) for name in VIT_PLANS},
 }
 
 def activation_clip(name: str, act_clip: float | None) -> float | None:
     """The bound c of the architecture's clipped ReLU min(max(x, 0), c): ``act_clip``, else 2 for the strided
-    VGGs (their authors' teacher), else None (a plain ReLU)."""
+    VGGs (their authors' teacher) and the vision transformers (``models/vit.py``: always clipped), else None (a
+    plain ReLU)."""
     if act_clip is None and name in STRIDED_PLANS:
         return STRIDED_ACT_CLIP  # the authors' clipped teacher is part of these architectures
+    if act_clip is None and name in VIT_PLANS:
+        return VIT_ACT_CLIP
     return act_clip
 
 
@@ -37,8 +42,9 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, image_si
     ``act_clip = c`` replaces every ReLU by the clipped ReLU min(max(x, 0), c) (``nn.Hardtanh(0, c)``), the
     LTL authors' teacher activation (``relu6(3x)/3`` is c = 2): a bounded activation is what a rate code
     with T steps can express, so the student loses less to conversion and the LTL targets need no clamping.
-    The strided VGGs (``vgg11-strided``, ``vgg16-strided``: the authors' SNN, no pooling) use c = 2 unless
-    another ``act_clip`` is given.
+    The strided VGGs (``vgg11-strided``, ``vgg16-strided``: the authors' SNN, no pooling) and the SNN-friendly
+    vision transformers (``vit-tiny``, ``vit-small``: ``models/vit.py``) use c = 2 unless another ``act_clip`` is
+    given.
 
     ``act_levels = L`` quantizes every activation to L + 1 levels instead, the QCFS activation
     s * clamp(floor(z L / s + 1/2) / L, 0, 1) of ``models/quantized.py``, its learnable clip s starting
@@ -77,4 +83,5 @@ def _replace_relus(module: nn.Module, make) -> None:
             _replace_relus(child, make)
 
 
-__all__ = ["MODELS", "activation_clip", "build_model", "QCFS", "VGG", "ResNet20", "DigitsCNN", "DigitsMLP"]
+__all__ = ["MODELS", "activation_clip", "build_model", "QCFS", "VGG", "ResNet20", "DigitsCNN", "DigitsMLP",
+           "SpikingViT", "AttentionProduct"]
