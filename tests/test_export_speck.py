@@ -1,0 +1,177 @@
+"""`export --target speck`: the student mapped onto SynSense Speck through sinabs' DYNAP-CNN backend."""
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from spiketandem.cli import main
+from spiketandem.errors import SpiketandemError
+from spiketandem.export.speck import (chip_layers, discretized_network, integer_layers, resources,
+                                      sinabs_sequence)
+from spiketandem.export.speck_backend import dynapcnn_backend, samna_status
+from spiketandem.export.speck_verify import integer_forward, rate_events, sinabs_forward
+from spiketandem.models import build_model
+from spiketandem.neuron import NeuronConfig, RunContext
+from spiketandem.student import build_student
+
+T = 6
+
+
+def _student(width=0.25, encoding="rate", kind="if", seed=0):
+    torch.manual_seed(seed)
+    teacher = build_model("digits-cnn", 10, 1, 8, width).eval()
+    return build_student(teacher, NeuronConfig(kind=kind, reset="subtract"), torch.zeros(2, 1, 8, 8),
+                         encoding=encoding, calibration_images=torch.randn(64, 1, 8, 8)).eval()
+
+
+def _events(n=5, seed=1):
+    x = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    return x, rate_events(x, T, seed)
+
+
+def test_backend_loads_without_samna_and_samna_is_never_imported():
+    backend, status = dynapcnn_backend()
+    assert backend.DynapcnnNetwork.__name__ == "DynapcnnNetwork"
+    assert "samna" not in sys.modules                       # nobody else is handed the stand-in
+    if not status["usable"]:
+        from sinabs.backend.dynapcnn import dynapcnn_network
+        with pytest.raises(SpiketandemError, match="samna"):
+            dynapcnn_network.samna.graph.EventFilterGraph()
+
+
+def test_pypi_installer_shim_is_recognised_without_importing_it(tmp_path, monkeypatch):
+    pkg = tmp_path / "samna"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("PYPI_SAMNA = True\nraise SystemExit('the installer ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    status = samna_status()
+    assert not status["usable"] and "installer shim" in status["why"] and "--index-url" in status["why"]
+    assert "samna" not in sys.modules
+
+
+def test_memory_and_cores_match_the_published_formula_and_limits():
+    student = _student()
+    layers = chip_layers(student, 2.0, 1.0)
+    net = discretized_network(layers, T)
+    report = resources(net, [layer.where for layer in layers])
+    assert report["cores"] == 9
+    cores = [r["core"] for r in report["layers"]]
+    assert len(set(cores)) == len(cores)
+    for row, (_, layer) in zip(report["layers"], sorted(net.dynapcnn_layers.items())):
+        f, c, kh, kw = layer.conv_layer.weight.shape
+        _, h, w = layer.get_neuron_shape()
+        assert row["kernel"] == c * 2 ** (math.ceil(math.log2(kh * kw)) + math.ceil(math.log2(f)))
+        assert row["neuron"] == f * 2 ** (math.ceil(math.log2(h)) + math.ceil(math.log2(w)))
+        assert row["kernel"] <= row["kernel_limit"] and row["neuron"] <= row["neuron_limit"]
+    # Speck's core 5 has 64 Ki kernel entries and 16 Ki neurons (sinabs' constraints)
+    assert sum(r["kernel_limit"] for r in report["layers"]) >= sum(r["kernel"] for r in report["layers"])
+
+
+def test_a_student_too_large_for_the_chip_is_refused_in_one_line_naming_the_layer():
+    student = _student(width=1.0)       # fc1: 64 channels x 4x4 -> 128: 64 * 2^(4+7) = 131072 > 65536
+    layers = chip_layers(student, 2.0, 1.0)
+    net = discretized_network(layers, T)
+    with pytest.raises(SpiketandemError) as e:
+        resources(net, [layer.where for layer in layers])
+    msg = str(e.value)
+    assert "\n" not in msg and "relu_2" in msg and "131072" in msg and "65536" in msg and "--width" in msg
+
+
+def test_analog_input_and_leaky_neurons_are_refused_with_the_fix():
+    with pytest.raises(SpiketandemError, match="--encoding rate"):
+        chip_layers(_student(encoding="analog"), None, 1.0)
+    with pytest.raises(SpiketandemError, match="--neuron if"):
+        chip_layers(_student(kind="lif"), 2.0, 1.0)
+
+
+def test_float_chip_network_computes_the_students_readout_from_the_same_spikes():
+    """The conversion (folded amplitudes, sum pooling, ON/OFF input channels) against the student's own forward:
+    the readout current per step of the undiscretized sinabs network equals the student's logits per step."""
+    student = _student()
+    x, events = _events()
+    peak = float(x.abs().flatten(1).amax(1).max())
+    spikes = (events[:, :, :1] - events[:, :, 1:]) * peak           # [B, T, 1, H, W], the student's input form
+    student.encode = lambda images, steps: spikes.transpose(0, 1).flatten(0, 1).float()
+    with torch.no_grad():
+        logits = student.run(x, RunContext(T=T, batch=x.shape[0]))   # [T, B, 10]
+    backend, _ = dynapcnn_backend()
+    layers = chip_layers(student, peak, 1e9)                          # readout never spikes: v = sum of currents
+    net = backend.DynapcnnNetwork(sinabs_sequence(layers, T), input_shape=layers[0].in_shape, discretize=False)
+    readout = sorted(net.dynapcnn_layers.items())[-1][1]
+    seen = []
+    hook = readout.conv_layer.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+    with torch.no_grad():
+        net(events.float().flatten(0, 1))
+    hook.remove()
+    current = seen[0].reshape(x.shape[0], T, 10).transpose(0, 1)
+    assert torch.allclose(current, logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("spike_fn", ["single", "multi"])
+@pytest.mark.parametrize("start", [0.0, 0.5])
+def test_integer_simulation_gives_sinabs_spike_counts_exactly(spike_fn, start):
+    student = _student(seed=2)
+    student.set_membrane_init(start)
+    x, events = _events(n=8, seed=3)
+    layers = chip_layers(student, float(x.abs().amax()), 0.5)
+    net = discretized_network(layers, T, spike_fn)
+    ints = integer_layers(net)
+    for p in ints:   # the chip's precisions: 8-bit weights and biases, 16-bit thresholds, integers
+        assert torch.equal(p["weight"], p["weight"].round()) and -128 <= p["weight"].min() <= p["weight"].max() <= 127
+        assert -128 <= p["bias"].min() <= p["bias"].max() <= 127 and 0 < p["threshold"] < 2 ** 15
+    starts = [round(layer.start * p["threshold"] / layer.threshold) for layer, p in zip(layers, ints)]
+    assert (max(starts) > 0) == (start > 0)
+    ours, theirs = integer_forward(ints, events, spike_fn, starts), sinabs_forward(net, events, starts)
+    for a, b in zip(ours, theirs):
+        assert a.sum() > 0                      # every layer spikes: the comparison can fail
+        assert torch.equal(a, b)
+
+
+def test_integer_simulation_against_a_hand_example():
+    """One 1x1 synapse, weight 3, bias 0, threshold 5, one input event per step: v = 3, 6->1 (spike), 4, 7->2
+    (spike), 5->0 (spike); multi: the same here.  A negative weight stops at the floor v_min = -4."""
+    layer = {"weight": torch.tensor([[[[3.0]]]], dtype=torch.float64), "bias": torch.zeros(1, dtype=torch.float64),
+             "stride": (1, 1), "padding": (0, 0), "threshold": 5.0, "v_min": -4.0, "reset": "subtract", "pool": 1}
+    events = torch.ones(1, 5, 1, 1, 1)
+    assert integer_forward([layer], events)[0].item() == 3
+    neg = dict(layer, weight=-layer["weight"], bias=torch.tensor([6.0], dtype=torch.float64))
+    # v: -3+6 = 3, 6 -> spike -> 1, 4, 7 -> spike -> 2, 5 -> spike -> 0
+    assert integer_forward([neg], events)[0].item() == 3
+    floor = dict(layer, weight=-layer["weight"])
+    two = dict(layer, weight=torch.tensor([[[[-1.0]]]], dtype=torch.float64), bias=torch.tensor([4.0], dtype=torch.float64))
+    # first layer never spikes (v floors at -4); second: 4 per step -> 4, 8->3 (1), 7->2 (2), 6->1 (3), 5->0 (4)
+    assert integer_forward([floor, two], events)[1].item() == 4
+    multi = dict(layer, weight=torch.tensor([[[[12.0]]]], dtype=torch.float64))
+    # multi: v = 12 -> 2 spikes, 2; 14 -> 2, 4; ... single: 12 -> 1, 7 -> ..., at most one a step
+    assert integer_forward([multi], events[:, :2], "multi")[0].item() == 4
+    assert integer_forward([multi], events[:, :2], "single")[0].item() == 2
+
+
+@pytest.fixture(scope="module")
+def chip_run(tmp_path_factory):
+    """A digits student trained for the chip: IF neurons, rate-encoded input, half width (fits Speck's cores)."""
+    run = tmp_path_factory.mktemp("speck-run") / "run"
+    assert main(["train", "--dataset", "digits", "--neuron", "if", "--encoding", "rate", "--width", "0.5",
+                 "--epochs", "3", "--teacher-epochs", "15", "--T", "16", "--out", str(run), "--quiet"]) == 0
+    return run
+
+
+def test_digits_student_on_speck_within_a_point_and_integer_exact(chip_run, tmp_path):
+    out = tmp_path / "speck"
+    assert main(["export", str(chip_run), str(out), "--target", "speck", "--quiet"]) == 0
+    report = json.loads((out / "speck.json").read_text())
+    acc = report["accuracy"]
+    assert acc["float_student"]["test"] > 0.9
+    for split in ("test", "held_out"):
+        assert abs(acc["discretized_single_spike"][split] - acc["float_student"][split]) <= 0.01 + 1e-9
+    assert all(r["identical"] for rows in report["verify"].values() for r in rows)
+    assert [r["core"] for r in report["resources"]["layers"]] and report["input"]["encoding"] == "rate"
+    saved = torch.load(out / "speck_network.pt", weights_only=True)
+    assert len(saved["layers"]) == len(report["resources"]["layers"]) == 4
+
+
+def test_target_speck_refuses_retargeting_flags(chip_run, tmp_path):
+    assert main(["export", str(chip_run), str(tmp_path / "o"), "--target", "speck", "--retarget", "zero-reset"]) == 2
+    assert not (tmp_path / "o").exists()
