@@ -60,6 +60,22 @@ def safe_load(path: Path, what: str, map_location="cpu", *, expected_format: str
     run code the moment it is loaded; a file that needs anything else is therefore refused, before any
     of it is built.  The result must be a dict whose 'format' is ``expected_format`` (when given).
     """
+    obj = load_weights_only(path, what, map_location)
+    if not isinstance(obj, dict) or not isinstance(obj.get("format"), str):
+        raise SpiketandemError(f"{what} {path} is not a spiketandem file (no 'format' key)")
+    if expected_format is not None and obj["format"] != expected_format:
+        raise SpiketandemError(f"{what} {path} is a {obj['format']} file, not a {expected_format} one; pass a {what} "
+                               "that spiketandem wrote")
+    return obj
+
+
+def load_weights_only(path: str | Path, what: str, map_location="cpu", *,
+                      unsafe_fix: str = "re-create the file with spiketandem",
+                      corrupt: str = "a spiketandem file",
+                      corrupt_fix: str = "delete it and re-run the command that makes it"):
+    """``torch.load(path, weights_only=True)``, or one clear error (``what`` names the file): a file that
+    would run code when loaded is refused naming what it imports (``unsafe_fix`` says what to do), an
+    unreadable one is called not ``corrupt`` (``corrupt_fix``)."""
     import torch
     path = Path(path)
     if not path.is_file():
@@ -67,22 +83,15 @@ def safe_load(path: Path, what: str, map_location="cpu", *, expected_format: str
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols; the errors below say enough
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch cannot read as weights
         reason = _reason(e)
         code = _code_it_would_run(path, reason)
         if code:
             raise SpiketandemError(f"{what} {path} was refused: it holds objects that would run code when loaded "
-                                   f"({', '.join(code)}); spiketandem loads only weights (tensors and plain "
-                                   "values): re-create the file with spiketandem") from None
-        raise SpiketandemError(f"{what} {path} is corrupt or not a spiketandem file ({reason}); "
-                               "delete it and re-run the command that makes it") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("format"), str):
-        raise SpiketandemError(f"{what} {path} is not a spiketandem file (no 'format' key)")
-    if expected_format is not None and obj["format"] != expected_format:
-        raise SpiketandemError(f"{what} {path} is a {obj['format']} file, not a {expected_format} one; pass a {what} "
-                               "that spiketandem wrote")
-    return obj
+                                   f"({', '.join(code[:4])}); spiketandem loads only weights (tensors and plain "
+                                   f"values): {unsafe_fix}") from None
+        raise SpiketandemError(f"{what} {path} is corrupt or not {corrupt} ({reason}); {corrupt_fix}") from None
 
 
 def _reason(error: Exception) -> str:

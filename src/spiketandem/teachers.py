@@ -26,7 +26,6 @@ import platform
 import shutil
 import statistics
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from .errors import SpiketandemError
 from .model_file import check_info, load_weights
 from .models import build_model
 from .rules.base import DataInfo
-from .runs import TEACHER_FORMAT, _code_it_would_run, _reason, atomic_save
+from .runs import TEACHER_FORMAT, atomic_save, load_weights_only
 
 PRETRAINED = "pretrained:"
 PRETRAINED_FOLDER = Path(__file__).parent / "pretrained"
@@ -238,23 +237,10 @@ def read_weights_file(path: Path, device="cpu") -> dict:
     """A user's ``state_dict`` file (``torch.save(model.state_dict(), path)``), or a teacher record spiketandem
     wrote, read with ``weights_only=True``: nothing in it runs code.  One clear error for a file that holds
     more than weights (e.g. ``torch.save(model, path)``) or no dict of tensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpiketandemError(f"teacher {path} does not exist")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a file torch cannot read as weights
-        code = _code_it_would_run(path, _reason(e))
-        if code:
-            raise SpiketandemError(f"teacher {path} was refused: it holds objects that would run code when loaded "
-                                   f"({', '.join(code[:4])}); spiketandem loads only weights: re-create the file "
-                                   "with spiketandem, or save your model's weights alone with "
-                                   "torch.save(model.state_dict(), path)") from None
-        raise SpiketandemError(f"teacher {path} is corrupt or not a spiketandem file or state_dict ({_reason(e)}); "
-                               "re-create it, or save your model's weights with torch.save(model.state_dict(), "
-                               "path)") from None
+    save = "torch.save(model.state_dict(), path)"
+    obj = load_weights_only(path, "teacher", device, unsafe_fix=f"re-create the file with spiketandem, or save "
+                            f"your model's weights alone with {save}", corrupt="a spiketandem file or state_dict",
+                            corrupt_fix=f"re-create it, or save your model's weights with {save}")
     if isinstance(obj, dict) and "format" not in obj and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # a checkpoint dict {"state_dict": ..., "epoch": ...}
     if not isinstance(obj, dict) or not obj or ("format" not in obj and not all(
