@@ -6,6 +6,7 @@ LTL through ``train.fit``, in memory), and afterwards check the written file in 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -130,10 +131,17 @@ def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = N
     if not isinstance(getattr(rule, "model", None), Student):
         raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
                                "rule (e.g. `spiketandem train --rule ltl-offline`)")
-    cfg, data, info, _ = prepare(cfg)
+    validation = cfg.validation
+    cfg, data, info, _ = prepare(dataclasses.replace(cfg, validation=None))
     test = _test_images(data, cfg, n)
-    held = _test_images(hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1], cfg, n)
+    # held out: the run's own validation images (never trained on) where it kept some (--validation N), else a
+    # tenth of the training images (seen in training: a larger sample than digits' 360 test images, not unseen)
+    held_data = data.held_out(validation) if validation else hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1]
+    held = _test_images(held_data, cfg, n)
     report = export_speck(rule.model, int(cfg.T), test, held, seed=cfg.seed, log=log)
+    report["held_out"] = (f"the run's {validation} validation images (--validation), never trained on" if validation
+                          else "a tenth of the training images (seen in training; train with --validation N for "
+                               "unseen ones)")
     net, params = report.pop("network"), report.pop("parameters")
     out.mkdir(parents=True, exist_ok=True)
     atomic_save({"chip": report["chip"], "T": report["T"], "layers": params}, out / "speck_network.pt")

@@ -281,7 +281,10 @@ READOUT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 def readout_drive(student: Student, images: torch.Tensor, T: int) -> float:
     """The median over ``images`` of the winning class's mean readout input per step (float student)."""
     with torch.no_grad():
-        return float(student(images, T).mean(0).max(1).values.median())
+        scores = student(images, T).mean(0)
+    drive = float(scores.max(1).values.median())
+    # a student whose winning class is driven below zero still needs a positive readout threshold
+    return drive if drive > 0 else max(float(scores.abs().max()), 1e-6)
 
 
 def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed: int = 0, log=None) -> dict:
