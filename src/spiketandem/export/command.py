@@ -132,12 +132,16 @@ def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = N
         raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
                                "rule (e.g. `spiketandem train --rule ltl-offline`)")
     validation = cfg.validation
-    cfg, data, info, _ = prepare(dataclasses.replace(cfg, validation=None))
+    # held out: the run's own validation images (never trained on) where it kept some (--validation N: they are
+    # its config's test split), else a tenth of the training images (seen in training: a larger sample than
+    # digits' 360 test images, not unseen)
+    if validation:
+        held = _test_images(prepare(cfg)[1], cfg, n)
+        cfg = dataclasses.replace(cfg, validation=None)
+    cfg, data, info, _ = prepare(cfg)
     test = _test_images(data, cfg, n)
-    # held out: the run's own validation images (never trained on) where it kept some (--validation N), else a
-    # tenth of the training images (seen in training: a larger sample than digits' 360 test images, not unseen)
-    held_data = data.held_out(validation) if validation else hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1]
-    held = _test_images(held_data, cfg, n)
+    if not validation:
+        held = _test_images(hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1], cfg, n)
     report = export_speck(rule.model, int(cfg.T), test, held, seed=cfg.seed, log=log)
     report["held_out"] = (f"the run's {validation} validation images (--validation), never trained on" if validation
                           else "a tenth of the training images (seen in training; train with --validation N for "

@@ -280,7 +280,8 @@ READOUT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 def readout_drive(student: Student, images: torch.Tensor, T: int) -> float:
     """The median over ``images`` of the winning class's mean readout input per step (float student)."""
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)              # the student draws its own input spikes: the same draw every export
         scores = student(images, T).mean(0)
     drive = float(scores.max(1).values.median())
     # a student whose winning class is driven below zero still needs a positive readout threshold
@@ -317,8 +318,8 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
             best = (acc, factor, layers, net)
     _, factor, layers, net = best
     names = [layer.where for layer in layers]
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
         float_test = float((student(x_test, T).mean(0).argmax(1) == y_test).double().mean())
         float_held = float((student(x_held, T).mean(0).argmax(1) == y_held).double().mean())
     float_net = backend.DynapcnnNetwork(sinabs_sequence(layers, T, "single"), input_shape=tuple(layers[0].in_shape),
