@@ -175,3 +175,63 @@ def test_digits_student_on_speck_within_a_point_and_integer_exact(chip_run, tmp_
 def test_target_speck_refuses_retargeting_flags(chip_run, tmp_path):
     assert main(["export", str(chip_run), str(tmp_path / "o"), "--target", "speck", "--retarget", "zero-reset"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_event_frames_reach_the_chip_as_they_are_and_give_the_students_readout():
+    """An event-data student (--encoding frames): the frames' counts are the chip's events, no polarity split;
+    the float chip network's readout current per step equals the student's logits, and the integer simulation
+    gives sinabs' spike counts."""
+    torch.manual_seed(4)
+    teacher = build_model("digits-cnn", 10, 2, 16, 0.25).eval()
+    student = build_student(teacher, NeuronConfig(kind="if", reset="subtract"), torch.zeros(2, 2, 16, 16),
+                            encoding="frames", calibration_images=torch.rand(64, 2, 16, 16) * 3).eval()
+    frames = torch.poisson(torch.full((4, T, 2, 16, 16), 2.0), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits = student.run(frames, RunContext(T=T, batch=4))
+    backend, _ = dynapcnn_backend()
+    layers = chip_layers(student, None, 1e9)
+    assert layers[0].in_shape == (2, 16, 16) and layers[0].weight.shape[1] == 2
+    net = backend.DynapcnnNetwork(sinabs_sequence(layers, T), input_shape=layers[0].in_shape, discretize=False)
+    seen = []
+    readout = sorted(net.dynapcnn_layers.items())[-1][1]
+    hook = readout.conv_layer.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+    with torch.no_grad():
+        net(frames.flatten(0, 1))
+    hook.remove()
+    assert torch.allclose(seen[0].reshape(4, T, 10).transpose(0, 1), logits, atol=1e-4, rtol=1e-4)
+    layers = chip_layers(student, None, 0.5)
+    net = discretized_network(layers, T)
+    ours, theirs = integer_forward(integer_layers(net), frames), sinabs_forward(net, frames)
+    assert all(a.sum() > 0 and torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_an_nmnist_student_through_the_same_path(tmp_path, monkeypatch):
+    """A student trained on N-MNIST-format recordings (synthetic: each digit fires in its own cell of a 4 x 4
+    grid on the 34 x 34 sensor), pooled to 16 x 16 frames, exported with --target speck."""
+    import importlib.util
+    from pathlib import Path
+    import numpy as np
+    spec = importlib.util.spec_from_file_location("event_builders", Path(__file__).parent / "data" / "event_builders.py")
+    builders = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builders)
+    rng = np.random.default_rng(0)
+    for split, per_class in (("Train", 20), ("Test", 6)):
+        for digit in range(10):
+            for i in range(per_class):
+                n = int(rng.integers(150, 300))
+                row, col = divmod(digit, 4)
+                x, y = col * 8 + rng.integers(0, 8, n), row * 8 + rng.integers(0, 8, n)
+                builders.write_nmnist_recording(tmp_path / "data" / "NMNIST" / split / str(digit) / f"{i:05d}.bin",
+                                                x, y, np.sort(rng.integers(0, 300_000, n)), rng.integers(0, 2, n))
+    monkeypatch.setenv("SPIKETANDEM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "nmnist", "--data-dir", str(tmp_path / "data"), "--encoding", "frames",
+                 "--neuron", "if", "--arch", "digits-cnn", "--width", "0.25", "--event-size", "16", "--T", "8",
+                 "--epochs", "3", "--teacher-epochs", "5", "--out", str(run), "--quiet"]) == 0
+    out = tmp_path / "speck"
+    assert main(["export", str(run), str(out), "--target", "speck", "--quiet"]) == 0
+    report = json.loads((out / "speck.json").read_text())
+    assert report["input"]["encoding"] == "frames" and len(report["resources"]["layers"]) == 4
+    assert all(r["identical"] and r["spikes_sinabs"] > 0 for rows in report["verify"].values() for r in rows)
+    acc = report["accuracy"]
+    assert abs(acc["discretized_single_spike"]["test"] - acc["float_student"]["test"]) <= 0.05

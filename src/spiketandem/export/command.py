@@ -168,7 +168,8 @@ def speck_table(report: dict) -> str:
         lines.append(f"{r['layer']:10} {r['core']:>4} {r['kernel']:>6}/{r['kernel_limit']:<7} "
                      f"{r['neuron']:>6}/{r['neuron_limit']:<7} {r['bias']:>4}/{r['bias_limit']:<5}")
     acc = report["accuracy"]
-    lines.append(f"input: {report['input']['encoding']} spikes as ON/OFF events; readout threshold "
+    seen = "rate spikes as ON/OFF events" if report["input"]["encoding"] == "rate" else "the event frames as events"
+    lines.append(f"input: {seen}; readout threshold "
                  f"{report['readout']['threshold_float']:.4g} (chosen on the held-out images)")
     for key in ("float_student", "float_chip_network", "discretized_single_spike", "discretized_multi_spike"):
         lines.append(f"{key:26} test {100 * acc[key]['test']:6.2f}%   held-out {100 * acc[key]['held_out']:6.2f}%")

@@ -18,7 +18,9 @@ Dropping ``v_min`` and the integer rounding, that is the student's IF neuron (Eq
 
 Input: Speck's cores take events.  A rate-encoded student (``--encoding rate``) sees signed Bernoulli spikes
 ``s in {-1, 0, 1}`` times the sample's peak ``|x|``; on the chip they are two event channels (ON for +1, OFF for
--1), the first weights ``[P W, -P W]`` with ``P`` the peak, fixed for all samples to the training images' largest.
+-1), the first weights ``[P W, -P W]`` with ``P`` the peak, fixed for all samples to the largest seen.  An
+event-data student (``--encoding frames``) is fed counts of events per pixel, polarity and step: the chip's input
+as it is.
 
 Biases: on the chip a layer's bias is added by its leak clock (``leak_enable``), once per slow-clock tick; the
 student adds it once per step.  The two agree when the slow clock ticks once per student step (one step's input
@@ -79,10 +81,6 @@ def chip_layers(student: Student, peak: float | None, readout_threshold: float) 
         raise SpiketandemError("Speck takes events, not analog currents: this student's first layer is fed the image "
                                "itself (--encoding analog); train it with --encoding rate (spike-encoded input) or on "
                                "event data (an event dataset with --encoding frames)")
-    if student.encoding == "frames":
-        raise SpiketandemError("--target speck maps rate-encoded students (--encoding rate) so far; an event-data "
-                               "student's frames are normalised by the dataset's mean/std, an offset the chip's "
-                               "event input cannot carry")
     for name, m in student.neurons.items():
         if m.config.kind != "if" or float(m.alpha) != 1.0:
             raise SpiketandemError(f"Speck's neurons integrate without leak, but layer {name} is {m.config.kind!r} "
@@ -150,6 +148,8 @@ def chip_layers(student: Student, peak: float | None, readout_threshold: float) 
     pending.where, pending.threshold = "readout", float(readout_threshold)
     layers.append(pending)
     first = layers[0]
+    if student.encoding == "frames":   # event counts per step and polarity: the chip's own input, as they are
+        return layers
     # signed input spikes -> ON/OFF event channels: W s P = [P W, -P W] . [s+, s-]
     c = first.in_shape[0]
     if first.kind == "conv":
@@ -302,9 +302,13 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     backend, samna = dynapcnn_backend()
     student = student.cpu().eval()
     (x_test, y_test), (x_held, y_held) = test, held_out
-    peak = input_peak(torch.cat([x_test, x_held]))
+    rate = student.encoding == "rate"
+    peak = input_peak(torch.cat([x_test, x_held])) if rate else None
     chip_layers(student, peak, 1.0)   # refusals (encoding, neuron kind, graph) before any simulation
-    ev_test, ev_held = rate_events(x_test, T, seed), rate_events(x_held, T, seed + 1)
+    if rate:
+        ev_test, ev_held = rate_events(x_test, T, seed), rate_events(x_held, T, seed + 1)
+    else:                             # event frames [B, T, 2, H, W]: counts of events per pixel, polarity, step
+        ev_test, ev_held = x_test, x_held
     drive = readout_drive(student, x_held, T)
     best = None
     for factor in READOUT_FACTORS:
@@ -330,13 +334,16 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     ours, theirs = integer_forward(ints, ev_test, "single", starts), sinabs_forward(net, ev_test, starts)
     multi_net = discretized_network(layers, T, "multi")
     ours_m, theirs_m = integer_forward(ints, ev_test, "multi", starts), sinabs_forward(multi_net, ev_test, starts)
-    peaks = x_test.abs().flatten(1).amax(1)
+    peaks = x_test.abs().flatten(1).amax(1) if rate else None
     report.update({
         "chip": CHIP, "T": T,
         "route": "direct from the student (NIR 1.0 carries no reset by subtraction, starting membrane or spike input)",
-        "input": {"encoding": "rate", "events": "2 channels per image channel: ON (+1 spikes) then OFF (-1 spikes), "
-                  "at most one event per pixel and step", "event_weight_peak": peak,
-                  "test_images_at_that_peak": float((peaks >= peak * (1 - 1e-6)).double().mean())},
+        "input": ({"encoding": "rate", "events": "2 channels per image channel: ON (+1 spikes) then OFF (-1 "
+                   "spikes), at most one event per pixel and step", "event_weight_peak": peak,
+                   "test_images_at_that_peak": float((peaks >= peak * (1 - 1e-6)).double().mean())} if rate else
+                  {"encoding": "frames", "events": "the recording's events as they are: each frame's count per "
+                   "pixel and polarity is that many events in that step",
+                   "events_per_sample": float(x_test.sum() / max(1, x_test.shape[0]))}),
         "bias": "added by each core's leak clock: set the slow clock to one tick per student step (one step's "
                 "events between ticks) for the student's timing",
         "readout": {"threshold_float": factor * drive, "factor": factor, "median_winning_drive": drive,
