@@ -150,6 +150,10 @@ def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     atomic_save({"chip": report["chip"], "T": report["T"], "layers": params}, out / "speck_network.pt")
     if report["samna"]["usable"]:
+        # the chip starts each sample from the starting membranes (sinabs writes the layers' current states)
+        for (_, layer), start in zip(sorted(net.dynapcnn_layers.items()), report["integer_layers"]):
+            layer.spk_layer.init_state_with_shape((1, *layer.get_neuron_shape()))
+            layer.spk_layer.v_mem.fill_(float(start["start"]))
         config = net.make_config(device=report["chip"])
         atomic_text(config.to_json(), out / "samna_config.json")
         report["samna_config"] = str(out / "samna_config.json")
@@ -256,8 +260,8 @@ def register(p) -> None:
     p.add_argument("out", metavar="OUT")
     p.add_argument("--format", choices=FORMATS, default="nir")
     p.add_argument("--target", choices=TARGETS,
-                   help="speck: map the student onto SynSense Speck through sinabs (IF neurons, rate-encoded input as "
-                        "ON/OFF events): OUT is a folder with the per-core memory report, the accuracy of the "
+                   help="speck: map the student onto SynSense Speck through sinabs (IF neurons; rate-encoded input as "
+                        "ON/OFF events, or event frames as they are): OUT is a folder with the per-core memory report, the accuracy of the "
                         "discretized network next to the float student's, and the integer-exact spike-count check "
                         "(--verify-n N: on N images); refuses a student that does not fit, naming the layer")
     p.add_argument("--dt", type=float, default=DEFAULT_DT,

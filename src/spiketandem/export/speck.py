@@ -272,7 +272,9 @@ def resources(net, where: list[str]) -> dict:
         core = cores[row["index"]]
         row["core"] = int(core)
         row.update({f"{k}_limit": limits[core][k] for k in ("kernel", "neuron", "bias")})
-    return {"chip": CHIP, "cores": len(limits), "layers": rows}
+    return {"chip": CHIP, "cores": len(limits), "layers": rows,
+            "limits_from": "sinabs.backend.dynapcnn.chips.dynapcnn.DynapcnnConfigBuilder.get_constraints (Speck); "
+                           "needs from DynapcnnLayer.memory_summary; cores from sinabs' mapper (get_valid_mapping)"}
 
 
 READOUT_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
