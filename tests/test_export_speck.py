@@ -135,7 +135,9 @@ def test_integer_simulation_against_a_hand_example():
     layer = {"weight": torch.tensor([[[[3.0]]]], dtype=torch.float64), "bias": torch.zeros(1, dtype=torch.float64),
              "stride": (1, 1), "padding": (0, 0), "threshold": 5.0, "v_min": -4.0, "reset": "subtract", "pool": 1}
     events = torch.ones(1, 5, 1, 1, 1)
-    assert integer_forward([layer], events)[0].item() == 3
+    highest = []
+    assert integer_forward([layer], events, highest=highest)[0].item() == 3
+    assert highest == [7.0]                       # the membrane before the second spike
     neg = dict(layer, weight=-layer["weight"], bias=torch.tensor([6.0], dtype=torch.float64))
     # v: -3+6 = 3, 6 -> spike -> 1, 4, 7 -> spike -> 2, 5 -> spike -> 0
     assert integer_forward([neg], events)[0].item() == 3

@@ -183,6 +183,10 @@ def speck_table(report: dict) -> str:
                      + ("identical per-neuron spike counts in every layer" if same else
                         "; ".join(f"{r['layer']}: {r['neurons_differing']} neurons differ" for r in rows
                                   if not r["identical"])))
+    over = [r["layer"] for r in report["integer_layers"] if not r["membrane_within_16_bit"]]
+    if over:
+        lines.append(f"membranes above the chip's 16-bit range (32767) in {', '.join(over)}: the chip saturates "
+                     "where these simulations do not")
     lines.append("samna: " + ("config written" if report["samna_config"] else report["samna"]["why"]))
     return "\n".join(lines)
 

@@ -333,7 +333,8 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     ints = integer_layers(net)
     scales = [int_l["threshold"] / layer.threshold for int_l, layer in zip(ints, layers)]
     starts = [round(layer.start * s) for layer, s in zip(layers, scales)]
-    ours, theirs = integer_forward(ints, ev_test, "single", starts), sinabs_forward(net, ev_test, starts)
+    highest: list = []
+    ours, theirs = integer_forward(ints, ev_test, "single", starts, highest), sinabs_forward(net, ev_test, starts)
     multi_net = discretized_network(layers, T, "multi")
     ours_m, theirs_m = integer_forward(ints, ev_test, "multi", starts), sinabs_forward(multi_net, ev_test, starts)
     peaks = x_test.abs().flatten(1).amax(1) if rate else None
@@ -365,7 +366,9 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
         "integer_layers": [{"layer": name, "threshold": int(p["threshold"]), "v_min": int(p["v_min"]),
                             "weight_range": [int(p["weight"].min()), int(p["weight"].max())],
                             "bias_range": [int(p["bias"].min()), int(p["bias"].max())], "pool": p["pool"],
-                            "start": int(s), "reset": p["reset"]} for name, p, s in zip(names, ints, starts)],
+                            "start": int(s), "reset": p["reset"], "membrane_max": int(top),
+                            "membrane_within_16_bit": top <= 2 ** 15 - 1}
+                           for name, p, s, top in zip(names, ints, starts, highest)],
         "samna": samna,
     })
     report["network"], report["parameters"] = net, ints

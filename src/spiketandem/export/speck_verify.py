@@ -31,9 +31,11 @@ def rate_events(x: torch.Tensor, T: int, seed: int) -> torch.Tensor:
 
 
 def integer_forward(layers: list[dict], events: torch.Tensor, spike_fn: str = "single",
-                    starts: list[float] | None = None) -> list[torch.Tensor]:
+                    starts: list[float] | None = None, highest: list | None = None) -> list[torch.Tensor]:
     """Spike counts per layer ``[B, C, H, W]`` (summed over time, before pooling) of the integer layers
-    (``speck.integer_layers``) on ``events [B, T, C, H, W]`` (module docstring)."""
+    (``speck.integer_layers``) on ``events [B, T, C, H, W]`` (module docstring).  ``highest``: a list that
+    receives each layer's largest membrane value (after integration, before the spike), to hold against the
+    chip's 16-bit state (at most 32767)."""
     B, T = events.shape[:2]
     x = events.double().flatten(0, 1)
     counts = []
@@ -43,8 +45,10 @@ def integer_forward(layers: list[dict], events: torch.Tensor, spike_fn: str = "s
         v = torch.full_like(current[:, 0], float(starts[i]) if starts else 0.0)
         theta, v_min = layer["threshold"], layer["v_min"]
         spikes = torch.empty_like(current)
+        top = float(v.max()) if v.numel() else 0.0
         for t in range(T):
             v = v + current[:, t]
+            top = max(top, float(v.max()))
             if spike_fn == "single":
                 s = (v >= theta).double()
             else:
@@ -53,6 +57,8 @@ def integer_forward(layers: list[dict], events: torch.Tensor, spike_fn: str = "s
             v = torch.clamp(v, min=v_min)
             spikes[:, t] = s
         counts.append(spikes.sum(1))
+        if highest is not None:
+            highest.append(top)
         x = spikes.flatten(0, 1)
         k = layer["pool"]
         if k > 1:
