@@ -8,8 +8,8 @@ import torch
 
 from spiketandem.cli import main
 from spiketandem.errors import SpiketandemError
-from spiketandem.export.speck import (chip_layers, discretized_network, integer_layers, resources,
-                                      sinabs_sequence)
+from spiketandem.export.speck import (chip_layers, discretized_network, integer_layers, load_speck_network,
+                                      resources, sinabs_sequence)
 from spiketandem.export.speck_backend import dynapcnn_backend, samna_status
 from spiketandem.export.speck_verify import integer_forward, rate_events, sinabs_forward
 from spiketandem.models import build_model
@@ -172,6 +172,14 @@ def test_digits_student_on_speck_within_a_point_and_integer_exact(chip_run, tmp_
     assert [r["core"] for r in report["resources"]["layers"]] and report["input"]["encoding"] == "rate"
     saved = torch.load(out / "speck_network.pt", weights_only=True)
     assert len(saved["layers"]) == len(report["resources"]["layers"]) == 4
+    # the file rebuilt for sinabs computes the integer network that was verified
+    net = load_speck_network(out)
+    x, _ = _events(n=6, seed=7)
+    events = rate_events(x, 16, 7)
+    ours, theirs = integer_forward(saved["layers"], events), sinabs_forward(net, events)
+    assert theirs[0].sum() > 0 and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert [int(lyr.spk_layer.spike_threshold) for _, lyr in sorted(net.dynapcnn_layers.items())] == \
+        [r["threshold"] for r in report["integer_layers"]]
 
 
 def test_target_speck_refuses_retargeting_flags(chip_run, tmp_path):

@@ -148,7 +148,9 @@ def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = N
                                "unseen ones)")
     net, params = report.pop("network"), report.pop("parameters")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_save({"chip": report["chip"], "T": report["T"], "layers": params}, out / "speck_network.pt")
+    from .speck import SPECK_FORMAT
+    atomic_save({"format": SPECK_FORMAT, "chip": report["chip"], "T": report["T"], "layers": params},
+                out / "speck_network.pt")
     if report["samna"]["usable"]:
         # the chip starts each sample from the starting membranes (sinabs writes the layers' current states)
         for (_, layer), start in zip(sorted(net.dynapcnn_layers.items()), report["integer_layers"]):

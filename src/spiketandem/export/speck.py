@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -47,6 +48,7 @@ from ..student import Student
 CHIP = "speck2fmodule"
 STATE_MIN = -(2 ** 15)          # the chip's 16-bit membrane floor
 SPIKE_FNS = ("single", "multi")
+SPECK_FORMAT = "spiketandem-speck-1"     # OUT/speck_network.pt
 
 
 @dataclass
@@ -373,3 +375,39 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     })
     report["network"], report["parameters"] = net, ints
     return report
+
+
+def load_speck_network(path, spike_fn: str = "single"):
+    """The ``DynapcnnNetwork`` written by ``export --target speck`` (``OUT/speck_network.pt``), rebuilt from its
+    integer parameters (not discretized again), ready for sinabs: its forward simulates the chip, and with
+    SynSense's samna installed ``net.to("speck2fdevkit:0")`` or ``net.make_config(...)`` puts it on a board.
+
+    Each layer computes ``v <- v + W x + b``, spikes by ``spike_fn`` (``single``: ``[v >= theta]``, the student's
+    rule; ``multi``: ``floor(v / theta)``), resets by subtraction (or to zero) and floors ``v`` at ``v_min``."""
+    import sinabs.layers as sl
+    from sinabs.activation import MembraneReset, MembraneSubtract, MultiSpike, SingleSpike
+    from ..runs import safe_load
+    from .speck_backend import dynapcnn_backend
+    if spike_fn not in SPIKE_FNS:
+        raise SpiketandemError(f"spike function {spike_fn!r} is not one of {SPIKE_FNS}")
+    path = Path(path)
+    if path.is_dir():
+        path = path / "speck_network.pt"
+    saved = safe_load(path, "a Speck network (export --target speck)", expected_format=SPECK_FORMAT)
+    backend, _ = dynapcnn_backend()
+    mods: list[nn.Module] = []
+    for p in saved["layers"]:
+        w = p["weight"].float()
+        conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=p["stride"], padding=p["padding"])
+        with torch.no_grad():
+            conv.weight.copy_(w)
+            conv.bias.copy_(p["bias"].float())
+        mods.append(conv)
+        mods.append(sl.IAFSqueeze(num_timesteps=int(saved["T"]), spike_threshold=float(p["threshold"]),
+                                  min_v_mem=float(p["v_min"]),
+                                  spike_fn=SingleSpike if spike_fn == "single" else MultiSpike,
+                                  reset_fn=MembraneSubtract() if p["reset"] == "subtract" else MembraneReset()))
+        if p["pool"] > 1:
+            mods.append(sl.SumPool2d(p["pool"]))
+    return backend.DynapcnnNetwork(nn.Sequential(*mods), input_shape=tuple(saved["layers"][0]["in_shape"]),
+                                   discretize=False)
