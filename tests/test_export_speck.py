@@ -8,8 +8,8 @@ import torch
 
 from spiketandem.cli import main
 from spiketandem.errors import SpiketandemError
-from spiketandem.export.speck import (chip_layers, discretized_network, integer_layers, load_speck_network,
-                                      resources, sinabs_sequence)
+from spiketandem.export.speck import (chip_layers, discretization_scale, discretized_network, integer_layers,
+                                      load_speck_network, resources, sinabs_sequence)
 from spiketandem.export.speck_backend import dynapcnn_backend, samna_status
 from spiketandem.export.speck_verify import integer_forward, rate_events, sinabs_forward
 from spiketandem.models import build_model
@@ -121,7 +121,11 @@ def test_integer_simulation_gives_sinabs_spike_counts_exactly(spike_fn, start):
     for p in ints:   # the chip's precisions: 8-bit weights and biases, 16-bit thresholds, integers
         assert torch.equal(p["weight"], p["weight"].round()) and -128 <= p["weight"].min() <= p["weight"].max() <= 127
         assert -128 <= p["bias"].min() <= p["bias"].max() <= 127 and 0 < p["threshold"] < 2 ** 15
-    starts = [round(layer.start * p["threshold"] / layer.threshold) for layer, p in zip(layers, ints)]
+    for layer, p in zip(layers, ints):   # the scale sinabs used: threshold and weights scaled alike, then rounded
+        scale = discretization_scale(layer)
+        assert p["threshold"] == round(layer.threshold * scale) and p["v_min"] == -2 ** 15
+        assert torch.equal(p["bias"], torch.round(layer.bias.float() * scale).double())
+    starts = [round(layer.start * discretization_scale(layer)) for layer in layers]
     assert (max(starts) > 0) == (start > 0)
     ours, theirs = integer_forward(ints, events, spike_fn, starts), sinabs_forward(net, events, starts)
     for a, b in zip(ours, theirs):

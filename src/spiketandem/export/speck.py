@@ -186,10 +186,9 @@ def sinabs_sequence(layers: list[ChipLayer], T: int, spike_fn: str = "single") -
         with torch.no_grad():
             conv.weight.copy_(w)
             conv.bias.copy_(b)
-        scale = min(_scale(w, 8), _scale(b, 8))
         mods.append(conv)
         mods.append(sl.IAFSqueeze(num_timesteps=T, spike_threshold=float(layer.threshold),
-                                  min_v_mem=STATE_MIN / scale,
+                                  min_v_mem=STATE_MIN / _weight_scale(layer),
                                   spike_fn=SingleSpike if spike_fn == "single" else MultiSpike,
                                   reset_fn=MembraneSubtract() if layer.reset == "subtract" else MembraneReset()))
         if layer.pool > 1:
@@ -204,6 +203,18 @@ def _scale(t: torch.Tensor, bits: int) -> float:
     if tmin == 0 and tmax == 0:
         return math.inf
     return abs(hi / tmax) if abs(tmin) <= abs(tmax) * abs(lo / hi) else abs(lo / tmin)
+
+
+def _weight_scale(layer: ChipLayer) -> float:
+    """The largest factor that keeps the layer's weights and biases on the signed 8-bit grid."""
+    return min(_scale(layer.weight.float(), 8), _scale(layer.bias.float(), 8))
+
+
+def discretization_scale(layer: ChipLayer) -> float:
+    """The one factor sinabs multiplies the layer's weights, bias, threshold and states by before rounding: the
+    largest that keeps weights and biases within 8 bits and the threshold and floor within 16 bits."""
+    w = _weight_scale(layer)
+    return min(w, _scale(torch.tensor([STATE_MIN / w, layer.threshold], dtype=torch.float32), 16))
 
 
 def discretized_network(layers: list[ChipLayer], T: int, spike_fn: str = "single"):
@@ -333,8 +344,7 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     float_net = backend.DynapcnnNetwork(sinabs_sequence(layers, T, "single"), input_shape=tuple(layers[0].in_shape),
                                         discretize=False)
     ints = integer_layers(net)
-    scales = [int_l["threshold"] / layer.threshold for int_l, layer in zip(ints, layers)]
-    starts = [round(layer.start * s) for layer, s in zip(layers, scales)]
+    starts = [round(layer.start * discretization_scale(layer)) for layer in layers]
     highest: list = []
     ours, theirs = integer_forward(ints, ev_test, "single", starts, highest), sinabs_forward(net, ev_test, starts)
     multi_net = discretized_network(layers, T, "multi")
