@@ -154,6 +154,8 @@ def value_cases() -> list[Case]:
     flag(["--membrane-init", "1"], "membrane_init", "1", rule="convert")
     flag(["--qcfs-levels", "0"], "qcfs_levels", "0", rule="qcfs")
     flag(["--qcfs-shift", "-0.5"], "qcfs_shift", "-0.5", rule="qcfs")
+    flag(["--neuron", "lif"], "neuron", "lif", rule="qcfs")  # conversion rules run IF neurons only
+    flag(["--neuron", "lif"], "neuron", "lif", rule="ptl")
     flag(["--decolle-burnin", "-1"], "decolle_burnin", "-1", rule="decolle")
     flag(["--decolle-burnin", "5"], "decolle_burnin", "5", rule="decolle")  # >= T = 2
     flag(["--voting", "-1"], "voting", "-1", rule="stbp")

@@ -74,7 +74,8 @@ def configure(cfg, **changes):
     converted to its type: one new config.
 
     An option the rule does not declare is an error naming the rules that do (or, for a name no rule
-    declares, the valid config fields): e.g. ``--tet-lambda`` on ``ltl-offline``."""
+    declares, the valid config fields): e.g. ``--tet-lambda`` on ``ltl-offline``; so is a field the rule only
+    runs one way (``RuleEntry.fixed``: conversion takes ``--neuron if``)."""
     from ..config import FIELD_NAMES
     entry = _entry(cfg.rule)
     checked = {}
@@ -92,6 +93,11 @@ def configure(cfg, **changes):
         checked[name] = opt.check(value)
     checked.update(recipe_values(entry.options, checked))
     cfg = dataclasses.replace(cfg, **changes, options=checked)
+    for field, needed in entry.fixed:
+        if getattr(cfg, field) != needed:
+            flag = "--" + field.replace("_", "-")
+            raise SpiketandemError(f"rule {cfg.rule} runs only with {flag} {needed} (got {getattr(cfg, field)!r}); "
+                                   f"pass {flag} {needed}")
     if cfg.rule in CONFIG_CHECKS:
         CONFIG_CHECKS[cfg.rule](cfg, entry)
     check_pipeline(cfg, entry)

@@ -247,7 +247,7 @@ CATALOG: dict[str, RuleEntry] = {entry.name: entry for entry in (
     RuleEntry("decolle", "decolle:Decolle", DECOLLE_OPTIONS, NO_PIPELINE["decolle"]),
     # tandem learning, conversion, quantized ANN
     RuleEntry("tandem", "tandem:Tandem", no_pipeline=END_TO_END),
-    RuleEntry("ptl", "ptl:PTL", PTL_OPTIONS, NO_PIPELINE["ptl"]),
+    RuleEntry("ptl", "ptl:PTL", PTL_OPTIONS, NO_PIPELINE["ptl"], fixed=(("neuron", "if"),)),
     RuleEntry("convert", "convert:Convert", CONVERT_OPTIONS, NO_PIPELINE["convert"],
               fixed=(("neuron", "if"), ("epochs", 0))),
     RuleEntry("qcfs", "convert:QCFS", QCFS_OPTIONS, NO_PIPELINE["qcfs"], fixed=(("neuron", "if"),),
