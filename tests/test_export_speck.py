@@ -86,10 +86,13 @@ def test_analog_input_and_leaky_neurons_are_refused_with_the_fix():
         chip_layers(_student(kind="lif"), 2.0, 1.0)
 
 
-def test_float_chip_network_computes_the_students_readout_from_the_same_spikes():
-    """The conversion (folded amplitudes, sum pooling, ON/OFF input channels) against the student's own forward:
-    the readout current per step of the undiscretized sinabs network equals the student's logits per step."""
+@pytest.mark.parametrize("start", [0.0, 0.5])
+def test_float_chip_network_computes_the_students_readout_from_the_same_spikes(start):
+    """The conversion (folded amplitudes, sum pooling, ON/OFF input channels, starting membranes) against the
+    student's own forward: the readout current per step of the undiscretized sinabs network equals the student's
+    logits per step."""
     student = _student()
+    student.set_membrane_init(start)
     x, events = _events()
     peak = float(x.abs().flatten(1).amax(1).max())
     spikes = (events[:, :, :1] - events[:, :, 1:]) * peak           # [B, T, 1, H, W], the student's input form
@@ -102,9 +105,9 @@ def test_float_chip_network_computes_the_students_readout_from_the_same_spikes()
     readout = sorted(net.dynapcnn_layers.items())[-1][1]
     seen = []
     hook = readout.conv_layer.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
-    with torch.no_grad():
-        net(events.float().flatten(0, 1))
+    sinabs_forward(net, events, [layer.start for layer in layers])
     hook.remove()
+    assert (layers[0].start > 0) == (start > 0)
     current = seen[0].reshape(x.shape[0], T, 10).transpose(0, 1)
     assert torch.allclose(current, logits, atol=1e-4, rtol=1e-4)
 

@@ -148,6 +148,8 @@ def chip_layers(student: Student, peak: float | None, readout_threshold: float) 
     if pending is None:
         raise SpiketandemError("--target speck: the student ends with neurons, not a readout layer")
     pending.where, pending.threshold = "readout", float(readout_threshold)
+    # the readout starts where the student's neurons do (theta/2: its spike counts round instead of floor)
+    pending.start = max(layer.start / layer.threshold for layer in layers) * pending.threshold if layers else 0.0
     layers.append(pending)
     first = layers[0]
     if student.encoding == "frames":   # event counts per step and polarity: the chip's own input, as they are
@@ -215,6 +217,11 @@ def discretization_scale(layer: ChipLayer) -> float:
     largest that keeps weights and biases within 8 bits and the threshold and floor within 16 bits."""
     w = _weight_scale(layer)
     return min(w, _scale(torch.tensor([STATE_MIN / w, layer.threshold], dtype=torch.float32), 16))
+
+
+def _starts(layers: list[ChipLayer]) -> list[int]:
+    """Each layer's starting membrane on the chip's integer scale."""
+    return [round(layer.start * discretization_scale(layer)) for layer in layers]
 
 
 def discretized_network(layers: list[ChipLayer], T: int, spike_fn: str = "single"):
@@ -331,7 +338,7 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
         net = discretized_network(layers, T, "single")
         if best is None:
             report = {"resources": resources(net, [layer.where for layer in layers])}
-        acc = accuracy_of_counts(sinabs_forward(net, ev_held)[-1], y_held)
+        acc = accuracy_of_counts(sinabs_forward(net, ev_held, _starts(layers))[-1], y_held)
         log(f"readout threshold {factor:g} x {drive:.4g}: held-out accuracy {100 * acc:.2f}%")
         if best is None or acc > best[0]:
             best = (acc, factor, layers, net)
@@ -344,7 +351,8 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     float_net = backend.DynapcnnNetwork(sinabs_sequence(layers, T, "single"), input_shape=tuple(layers[0].in_shape),
                                         discretize=False)
     ints = integer_layers(net)
-    starts = [round(layer.start * discretization_scale(layer)) for layer in layers]
+    float_starts = [layer.start for layer in layers]
+    starts = _starts(layers)
     highest: list = []
     ours, theirs = integer_forward(ints, ev_test, "single", starts, highest), sinabs_forward(net, ev_test, starts)
     multi_net = discretized_network(layers, T, "multi")
@@ -365,12 +373,14 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
                     "classify": "most readout spikes over T steps"},
         "accuracy": {
             "float_student": {"test": float_test, "held_out": float_held},
-            "float_chip_network": {"test": accuracy_of_counts(sinabs_forward(float_net, ev_test)[-1], y_test),
-                                   "held_out": accuracy_of_counts(sinabs_forward(float_net, ev_held)[-1], y_held)},
+            "float_chip_network": {"test": accuracy_of_counts(sinabs_forward(float_net, ev_test, float_starts)[-1],
+                                                              y_test),
+                                   "held_out": accuracy_of_counts(sinabs_forward(float_net, ev_held, float_starts)[-1],
+                                                                  y_held)},
             "discretized_single_spike": {"test": accuracy_of_counts(theirs[-1], y_test),
                                          "held_out": best[0]},
             "discretized_multi_spike": {"test": accuracy_of_counts(theirs_m[-1], y_test),
-                                        "held_out": accuracy_of_counts(sinabs_forward(multi_net, ev_held)[-1],
+                                        "held_out": accuracy_of_counts(sinabs_forward(multi_net, ev_held, starts)[-1],
                                                                        y_held)},
             "test_images": int(y_test.numel()), "held_out_images": int(y_held.numel())},
         "verify": {"single_spike": compare_counts(ours, theirs, names),
