@@ -326,7 +326,9 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     (x_test, y_test), (x_held, y_held) = test, held_out
     rate = student.encoding == "rate"
     peak = input_peak(torch.cat([x_test, x_held])) if rate else None
-    chip_layers(student, peak, 1.0)   # refusals (encoding, neuron kind, graph) before any simulation
+    # refusals (encoding, neuron kind, graph, memory) before any simulation; the readout threshold moves no memory
+    layers = chip_layers(student, peak, 1.0)
+    report = {"resources": resources(discretized_network(layers, T), [layer.where for layer in layers])}
     if rate:
         ev_test, ev_held = rate_events(x_test, T, seed), rate_events(x_held, T, seed + 1)
     else:                             # event frames [B, T, 2, H, W]: counts of events per pixel, polarity, step
@@ -336,8 +338,6 @@ def export_speck(student: Student, T: int, test: tuple, held_out: tuple, *, seed
     for factor in READOUT_FACTORS:
         layers = chip_layers(student, peak, factor * drive)
         net = discretized_network(layers, T, "single")
-        if best is None:
-            report = {"resources": resources(net, [layer.where for layer in layers])}
         acc = accuracy_of_counts(sinabs_forward(net, ev_held, _starts(layers))[-1], y_held)
         log(f"readout threshold {factor:g} x {drive:.4g}: held-out accuracy {100 * acc:.2f}%")
         if best is None or acc > best[0]:
