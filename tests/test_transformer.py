@@ -205,3 +205,19 @@ def test_check_teacher_accepts_the_vit_and_names_nir_s_refusal_of_each_product()
     assert report.ok
     nir = [f for f in report.of_kind("nir") if f.op == "AttentionProduct"]
     assert [f.where for f in nir] == ["module 'blocks.0.attn.product'", "module 'blocks.1.attn.product'"]
+
+
+def test_a_rebuilt_student_computes_the_saved_definition_in_time():
+    """load_student rebuilds the student from its teacher (the product in time 'step') and loads its state: the
+    definition saved with it comes back, so the reloaded student computes the same network."""
+    teacher = tiny_vit()
+    student, images = student_of(teacher)
+    student.set_attention_time("increment")
+    with torch.no_grad():
+        before = student(images[:4], 4)
+    rebuilt, _ = student_of(teacher)
+    assert all(p.time == "step" for p in attention_products(rebuilt).values())
+    rebuilt.load_state_dict(student.state_dict())
+    assert all(p.time == "increment" for p in attention_products(rebuilt).values())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images[:4], 4), before)
