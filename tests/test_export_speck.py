@@ -252,3 +252,87 @@ def test_an_nmnist_student_through_the_same_path(tmp_path, monkeypatch):
     assert all(r["identical"] and r["spikes_sinabs"] > 0 for rows in report["verify"].values() for r in rows)
     acc = report["accuracy"]
     assert abs(acc["discretized_single_spike"]["test"] - acc["float_student"]["test"]) <= 0.05
+
+
+def test_the_chip_grid_in_the_loop_gives_the_integers_sinabs_maps():
+    """Every mapped weight and bias read through the chip's grid (speck_calibrate.put_on_grid) is s^-1 times the
+    integer sinabs' discretization gives the same student (its own scale and rounding, computed by sinabs from the
+    untouched student), and the student with the grid made permanent maps to those very integers and thresholds."""
+    from spiketandem.export.speck_calibrate import chip_grid, chip_integers, put_on_grid, take_off_grid
+    student = _student(seed=2)
+    student.set_membrane_init(0.5)
+    x, events = _events(n=8, seed=3)
+    peak = float(x.abs().amax())
+    reference = integer_layers(discretized_network(chip_layers(student, peak, 0.5), T))   # sinabs, untouched
+    grid = chip_grid(student, peak, 0.5)
+    put_on_grid(student, grid)
+    for layer, p in zip(grid, reference):
+        wi, bi, s = chip_integers(layer)
+        w_int = torch.cat([wi, -wi], 1) if layer.on_off else wi
+        assert torch.equal(w_int.reshape(p["weight"].shape), p["weight"])
+        assert torch.equal(bi, p["bias"])
+        # the scale puts the largest folded weight or bias on the edge of the 8-bit grid
+        assert max(float(w_int.max()), float(bi.max())) == 127 or min(float(w_int.min()), float(bi.min())) == -128
+        # the forward pass sees exactly integer / s: the grid is in the loop
+        seen = layer.module.weight.detach().double() * layer.weight_factor * s
+        assert (seen - wi).abs().max() < 1e-3 < (layer.module.parametrizations.weight.original.double()
+                                                  * layer.weight_factor * s - wi).abs().max()
+    take_off_grid(student, grid)
+    layers = chip_layers(student, peak, 0.5)
+    ints = integer_layers(discretized_network(layers, T))
+    for p, q, layer in zip(ints, reference, layers):
+        assert torch.equal(p["weight"], q["weight"]) and torch.equal(p["bias"], q["bias"])
+        assert p["threshold"] == q["threshold"]
+        if layer.where != "readout":     # hidden thresholds on the 16-bit grid (the export picks the readout's)
+            assert layer.threshold * discretization_scale(layer) == pytest.approx(p["threshold"], abs=1e-3)
+    ours, theirs = integer_forward(ints, events, "single", [0] * len(ints)), sinabs_forward(
+        discretized_network(layers, T), events)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_the_chip_grid_passes_gradients_straight_through():
+    from spiketandem.export.speck_calibrate import chip_grid, put_on_grid
+    student = _student(seed=5)
+    grid = chip_grid(student, 2.0, 1.0)
+    put_on_grid(student, grid)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+    torch.manual_seed(0)
+    student.train()
+    student(x, T).sum().backward()
+    for layer in grid:
+        shadow = layer.module.parametrizations.weight.original
+        assert shadow.grad is not None and shadow.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--weight-bits", "4"], ["8-bit", "--weight-bits 8"]),
+    (["--weight-bits", "8", "--weight-quant", "minmax"], ["--weight-quant minmax"]),
+    (["--calibrate-epochs", "2"], ["--weight-bits 8"]),
+    (["--weight-bits", "8", "--calibrate-epochs", "-1"], [">= 0"]),
+])
+def test_target_speck_refuses_bad_calibration_flags_in_one_line(chip_run, tmp_path, capsys, flags, words):
+    out = tmp_path / "o"
+    assert main(["export", str(chip_run), str(out), "--target", "speck", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and all(w in err for w in words) and not out.exists()
+
+
+def test_calibration_on_the_chip_grid_reports_before_and_after_and_does_not_lose_held_out_accuracy(chip_run,
+                                                                                                     tmp_path):
+    plain, out = tmp_path / "plain", tmp_path / "cal"
+    assert main(["export", str(chip_run), str(plain), "--target", "speck", "--quiet"]) == 0
+    assert main(["export", str(chip_run), str(out), "--target", "speck", "--weight-bits", "8",
+                 "--calibrate-epochs", "1", "--quiet"]) == 0
+    before = json.loads((plain / "speck.json").read_text())["accuracy"]
+    report = json.loads((out / "speck.json").read_text())
+    cal = report["calibration"]
+    # "before" is the plain export, "after" the network written
+    assert cal["before"]["discretized_single_spike"] == before["discretized_single_spike"]
+    assert cal["after"]["discretized_single_spike"] == report["accuracy"]["discretized_single_spike"]
+    assert cal["chosen_epoch"] in (0, 1) and len(cal["history"]) == 1
+    n = report["accuracy"]["held_out_images"]
+    assert (cal["after"]["discretized_single_spike"]["held_out"]
+            >= cal["before"]["discretized_single_spike"]["held_out"] - 2 / n)
+    assert all(r["identical"] for rows in report["verify"].values() for r in rows)
+    saved = torch.load(out / "speck_network.pt", weights_only=True)
+    assert [int(p["threshold"]) for p in saved["layers"]] == [r["threshold"] for r in report["integer_layers"]]

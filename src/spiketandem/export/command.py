@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 from ..errors import SpiketandemError
-from .options import DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETARGETS, TARGETS, WEIGHT_QUANT_DEFAULT
+from .options import (DEFAULT_DT, FLAVOURS, FORMATS, IMPORTERS, QUANT_MODES, RETARGETS, SPECK_WEIGHT_BITS, TARGETS,
+                      WEIGHT_QUANT_DEFAULT)
 
 
 def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float = DEFAULT_DT,
                allow_subtract_reset: bool = False, device: str = "cpu", *, flavour: str = "nir",
-               retarget: str | None = None, calibrate_epochs: int = 1, calibrate_lr: float | None = None,
+               retarget: str | None = None, calibrate_epochs: int | None = None, calibrate_lr: float | None = None,
                calibrate_batch_size: int | None = None, weight_bits: int | None = None,
                weight_quant: str = WEIGHT_QUANT_DEFAULT, verify: bool = False, verify_n: int | None = None,
                importers=IMPORTERS, overwrite: bool = False, target: str | None = None, log=None) -> dict:
@@ -31,23 +32,40 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     from ..student import Student
     from .nir_export import refuse_membrane_start, write_nir
     log = log or (lambda *a, **k: None)
-    if target is not None:
-        if target not in TARGETS:
-            raise SpiketandemError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
-        if retarget is not None or weight_bits is not None or verify:
-            raise SpiketandemError("--target speck maps the student as trained (sinabs discretizes it and the export "
-                                   "verifies it); drop --retarget, --weight-bits and --verify")
-        return export_speck_run(run_dir, out, overwrite=overwrite, n=verify_n, log=log)
-    if fmt not in FORMATS:
-        raise SpiketandemError(f"export format {fmt!r} is not one of {FORMATS}")
-    if retarget is not None and retarget not in RETARGETS:
-        raise SpiketandemError(f"--retarget {retarget!r} is not one of {', '.join(RETARGETS)}")
+    asked = calibrate_epochs is not None or calibrate_lr is not None or calibrate_batch_size is not None
+    calibrate_epochs = 1 if calibrate_epochs is None else calibrate_epochs
     if calibrate_epochs < 0:
         raise SpiketandemError(f"--calibrate-epochs must be >= 0, got {calibrate_epochs}")
     if calibrate_batch_size is not None and calibrate_batch_size < 1:
         raise SpiketandemError(f"--calibrate-batch-size must be >= 1, got {calibrate_batch_size}")
+    if calibrate_lr is not None and not calibrate_lr > 0:
+        raise SpiketandemError(f"--calibrate-lr must be > 0, got {calibrate_lr}")
     if verify_n is not None and verify_n < 1:
         raise SpiketandemError(f"--verify-n must be >= 1, got {verify_n}")
+    if target is not None:
+        if target not in TARGETS:
+            raise SpiketandemError(f"--target {target!r} is not one of {', '.join(TARGETS)}")
+        if retarget is not None or verify:
+            raise SpiketandemError("--target speck maps the student as trained (sinabs discretizes it and the export "
+                                   "verifies it); drop --retarget and --verify")
+        if weight_bits is not None and weight_bits != SPECK_WEIGHT_BITS:
+            raise SpiketandemError(f"--target speck: Speck's weights are {SPECK_WEIGHT_BITS}-bit (sinabs' "
+                                   f"discretization); pass --weight-bits {SPECK_WEIGHT_BITS} to calibrate on the "
+                                   f"chip's grid, or leave it out, not --weight-bits {weight_bits}")
+        if weight_quant != WEIGHT_QUANT_DEFAULT:
+            raise SpiketandemError(f"--target speck: the chip's grid is sinabs' (one scale per layer, zero exact); "
+                                   f"drop --weight-quant {weight_quant}")
+        if asked and weight_bits is None:
+            raise SpiketandemError(f"--target speck: --calibrate-epochs/--calibrate-lr/--calibrate-batch-size "
+                                   f"set the calibration on the chip's grid, which --weight-bits {SPECK_WEIGHT_BITS} "
+                                   "asks for; add it, or drop them")
+        return export_speck_run(run_dir, out, overwrite=overwrite, n=verify_n, log=log,
+                                calibrate=weight_bits is not None, calibrate_epochs=calibrate_epochs,
+                                calibrate_lr=calibrate_lr, calibrate_batch_size=calibrate_batch_size)
+    if fmt not in FORMATS:
+        raise SpiketandemError(f"export format {fmt!r} is not one of {FORMATS}")
+    if retarget is not None and retarget not in RETARGETS:
+        raise SpiketandemError(f"--retarget {retarget!r} is not one of {', '.join(RETARGETS)}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise SpiketandemError(f"{out} exists; choose another OUT or pass --overwrite to replace it")
@@ -111,14 +129,23 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     return report
 
 
-def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = None, log=None) -> dict:
+def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = None, log=None,
+                     calibrate: bool = False, calibrate_epochs: int = 1, calibrate_lr: float | None = None,
+                     calibrate_batch_size: int | None = None) -> dict:
     """``export RUN OUT --target speck``: OUT is a folder with ``speck.json`` (the report: cores and memories,
     input encoding, accuracy float vs discretized, integer-exact spike counts) and ``speck_network.pt`` (each
     core's integer weights, biases, thresholds and floor; ``torch.load(..., weights_only=True)``), plus
-    ``samna_config.json`` where the real samna is installed."""
+    ``samna_config.json`` where the real samna is installed.
+
+    ``calibrate`` (``--weight-bits 8``): the student is first mapped as trained ("before"), then calibrated by
+    online LTL against the run's teacher with the chip's discretization in its forward pass
+    (``speck_calibrate.calibrate_on_speck``, ``calibrate_epochs`` epochs on the run's training images, never on
+    the test or the run's validation images), and mapped again; OUT holds the calibrated network and the report
+    both accuracies (``report["calibration"]``)."""
     from ..data.feeding import hold_out
-    from ..runs import atomic_save, atomic_text
+    from ..runs import RunFolder, atomic_save, atomic_text
     from ..student import Student
+    from ..teachers import load_teacher
     from ..workflow import load_run, prepare
     from .speck import export_speck
     log = log or (lambda *a, **k: None)
@@ -131,7 +158,14 @@ def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = N
     if not isinstance(getattr(rule, "model", None), Student):
         raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
                                "rule (e.g. `spiketandem train --rule ltl-offline`)")
+    if calibrate and rule.teacher is None:
+        if not RunFolder(run_dir).file("teacher.pt").is_file():
+            raise SpiketandemError(f"--target speck --weight-bits {SPECK_WEIGHT_BITS} calibrates by LTL against the "
+                                   f"run's teacher, but {run_dir} has no teacher.pt; export it without --weight-bits, "
+                                   "or train the student with a teacher (e.g. --rule ltl-offline)")
+        rule.teacher = load_teacher(RunFolder(run_dir).file("teacher.pt"), info, "cpu")[0]
     validation = cfg.validation
+    run_cfg = cfg
     # held out: the run's own validation images (never trained on) where it kept some (--validation N: they are
     # its config's test split), else a tenth of the training images (seen in training: a larger sample than
     # digits' 360 test images, not unseen)
@@ -143,6 +177,25 @@ def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = N
     if not validation:
         held = _test_images(hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1], cfg, n)
     report = export_speck(rule.model, int(cfg.T), test, held, seed=cfg.seed, log=log)
+    if calibrate:
+        import torch
+        from .speck import input_peak
+        from .speck_calibrate import calibrate_on_speck
+        before = report
+        rate = rule.model.encoding == "rate"
+        peak = input_peak(torch.cat([test[0], held[0]])) if rate else None
+        # trained on the run's training images (less its --validation images, which stay unseen)
+        train_cfg, train_data, _, _ = prepare(run_cfg)
+        student, calibration = calibrate_on_speck(train_cfg, rule, info, train_data, torch.device("cpu"), peak=peak,
+                                                  readout_threshold=before["readout"]["threshold_float"],
+                                                  epochs=calibrate_epochs, lr=calibrate_lr,
+                                                  batch_size=calibrate_batch_size, log=log)
+        report = export_speck(student, int(cfg.T), test, held, seed=cfg.seed, log=log)
+        keys = ("float_student", "float_chip_network", "discretized_single_spike", "discretized_multi_spike")
+        calibration.update({"before": {k: before["accuracy"][k] for k in keys},
+                            "after": {k: report["accuracy"][k] for k in keys},
+                            "readout_threshold_before": before["readout"]["threshold_float"]})
+        report["calibration"] = calibration
     report["held_out"] = (f"the run's {validation} validation images (--validation), never trained on" if validation
                           else "a tenth of the training images (seen in training; train with --validation N for "
                                "unseen ones)")
@@ -179,6 +232,14 @@ def speck_table(report: dict) -> str:
                  f"{report['readout']['threshold_float']:.4g} (chosen on the held-out images)")
     for key in ("float_student", "float_chip_network", "discretized_single_spike", "discretized_multi_spike"):
         lines.append(f"{key:26} test {100 * acc[key]['test']:6.2f}%   held-out {100 * acc[key]['held_out']:6.2f}%")
+    cal = report.get("calibration")
+    if cal:
+        lines.append(f"calibration on the chip's grid ({cal['epochs']} epoch(s) of online LTL against the teacher, "
+                     f"epoch {cal['chosen_epoch']} kept):")
+        for key in ("float_student", "discretized_single_spike", "discretized_multi_spike"):
+            b, a = cal["before"][key], cal["after"][key]
+            lines.append(f"  {key:24} test {100 * b['test']:6.2f}% -> {100 * a['test']:6.2f}%   "
+                         f"held-out {100 * b['held_out']:6.2f}% -> {100 * a['held_out']:6.2f}%")
     for mode, rows in report["verify"].items():
         same = all(r["identical"] for r in rows)
         lines.append(f"integer simulation vs sinabs ({mode.replace('_', ' ')}): "
@@ -286,11 +347,13 @@ def register(p) -> None:
                         "records what was done and the accuracy before and after")
     g.add_argument("--weight-bits", type=int, metavar="K",
                    help="quantize every conv/linear weight to K bits (2..16, per layer; hardware.noise.quantize) and "
-                        "calibrate by on-chip online LTL for --calibrate-epochs epochs")
+                        "calibrate by on-chip online LTL for --calibrate-epochs epochs. With --target speck only 8, "
+                        "the chip's grid: calibrate with sinabs' discretization (8-bit weights and biases, one scale "
+                        "per layer) in the forward pass, then map; the report gives accuracy before and after")
     g.add_argument("--weight-quant", choices=QUANT_MODES, default=WEIGHT_QUANT_DEFAULT,
                    help="the K-bit grid: symmetric (default: integers times a step, zero exact, as chips store "
                         "synapses) or minmax (2^K levels from the layer's min to max)")
-    g.add_argument("--calibrate-epochs", type=int, default=1, metavar="N",
+    g.add_argument("--calibrate-epochs", type=int, metavar="N",
                    help="epochs of LTL for --retarget and for --weight-bits (default 1; 0: none). The epoch kept is "
                         "the best on a held-out tenth of the training images (0 = unchanged)")
     g.add_argument("--calibrate-lr", type=float, metavar="LR",

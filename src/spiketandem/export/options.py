@@ -9,3 +9,4 @@ IMPORTERS = ("reference", "norse", "snntorch", "spikingjelly")   # verify.py
 RETARGETS = ("zero-reset",)                # retarget.py
 from ..choices import QUANT_MODES  # noqa: E402,F401  (the one list: hardware/noise.py quantize)
 WEIGHT_QUANT_DEFAULT = "symmetric"         # export --weight-quant: zero weights stay zero (noise's default: minmax)
+SPECK_WEIGHT_BITS = 8                      # export --target speck --weight-bits: sinabs' DYNAPCNN_WEIGHT_PRECISION_BITS
