@@ -124,3 +124,29 @@ def test_attention_and_query_losses_have_the_hand_gradient():
     assert expected[0].abs().sum() > 0
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-7)
+
+
+def test_online_ltl_steps_a_transformer_with_the_per_step_product_and_refuses_a_graded_one():
+    """Online LTL runs the student one step per call: the per-step product needs nothing from earlier steps and
+    trains; a product on running rates is refused before the first epoch, in one line naming the fix."""
+    import pytest
+
+    from spiketandem.errors import SpiketandemError
+    from spiketandem.rules.ltl_online import LTLOnline
+
+    torch.manual_seed(0)
+    teacher = build_model("vit-tiny", 10, 1, 8, 0.25).eval()
+    teacher.blocks = teacher.blocks[:1]
+    cfg = configure(make_config({"rule": "ltl-online", "T": T, "neuron": "if"}))
+    images = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    rule = LTLOnline(cfg, DataInfo(10, 1, 8), teacher, images)
+    rule.setup(images, "cpu")
+    before = {n: p.detach().clone() for n, p in rule.model.named_parameters()}
+    optimizer = torch.optim.Adam(rule.optim_parameters(), 1e-3)
+    logs = rule.train_step(images[:8], torch.arange(8) % 10, optimizer, 0)
+    assert torch.isfinite(torch.tensor(logs["loss"]))
+    moved = {n for n, p in rule.model.named_parameters() if not torch.equal(p, before[n])}
+    assert "graph_module.blocks.0.attn.product_bn.scale" in moved  # the attention layer's own loss trained it
+    rule.model.set_attention_time("increment")
+    with pytest.raises(SpiketandemError, match="one step at a time.*defined in time 'increment'.*set it to 'step'"):
+        rule.setup(images, "cpu")

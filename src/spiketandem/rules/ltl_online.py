@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import SpiketandemError
 from ..neuron import RunContext, SpikingNeuron, TimeAware
+from ..student import attention_products
 from .catalog import CATALOG
 from .ltl_offline import LTLOffline
 
@@ -185,6 +186,17 @@ class LTLOnline(LTLOffline):
         return made, dense
 
     # ---- training ---------------------------------------------------------------------------------
+
+    def setup(self, data, device):
+        """Refuses, before the first epoch, a spiking transformer whose attention product is defined on running rates:
+        online LTL runs the student one step per call, and only the per-step product needs nothing from earlier steps."""
+        graded = {name: p.time for name, p in attention_products(self.model).items() if p.time != "step"}
+        if graded:
+            name, time = next(iter(graded.items()))
+            raise SpiketandemError(f"online LTL runs the student one step at a time, but its attention product {name} "
+                                   f"is defined in time {time!r}, which needs the whole window; set it to 'step' "
+                                   "(student.set_attention_time('step')) or train with --rule ltl-offline")
+        return super().setup(data, device)
 
     def on_epoch_start(self, epoch: int) -> None:
         """All layers learn at every epoch (no sequential schedule)."""
