@@ -197,6 +197,10 @@ def test_nir_export_refuses_a_spiking_transformer_in_one_line():
     assert "\n" not in message
     assert message.startswith("NIR export: the attention product at student node 'blocks_0_attn_product'")
     assert "no node for a product of two spike tensors" in message
+    from spiketandem.export.nir_export import refuse_membrane_start
+    student.set_membrane_init(0.5)  # the export command's first check: the transformer's refusal comes before it
+    with pytest.raises(SpiketandemError, match="^NIR export: the attention product"):
+        refuse_membrane_start(student)
 
 
 def test_check_teacher_accepts_the_vit_and_names_nir_s_refusal_of_each_product():

@@ -58,7 +58,9 @@ def _need_nir():
 
 def refuse_membrane_start(student: Student, what: str = "this student") -> None:
     """NIR neurons start at v = 0: a student whose membranes start charged (U[0] = f * theta, f > 0) would be
-    written as another network, so it is refused, naming the fix."""
+    written as another network, so it is refused, naming the fix.  A spiking transformer is refused first: no
+    change of its membranes makes its attention product writable (``nir_graph.refuse_attention_products``)."""
+    refuse_attention_products(student)
     start = max(student.membrane_inits().values())
     if start:
         raise SpiketandemError(f"{what} starts every membrane at {start:g} x its threshold (--membrane-init, --recipe "
