@@ -56,7 +56,8 @@ def test_every_declared_optimizer_and_schedule_is_built(name):
     from spiketandem.config import make_config
     from spiketandem.train import make_optimizer, make_scheduler
     weight = torch.nn.Parameter(torch.zeros(2))
-    rule = types.SimpleNamespace(default_optimizer="sgd", default_lr=0.1, default_weight_decay=0.0,
+    rule = types.SimpleNamespace(optimizer_settings=lambda cfg: {"optimizer": cfg.optimizer or "sgd", "lr": 0.1,
+                                                                 "weight_decay": 0.0},
                                  optim_parameters=lambda: [weight])
     optimizer = make_optimizer(rule, make_config({"optimizer": name}))
     assert isinstance(optimizer, torch.optim.Optimizer)
