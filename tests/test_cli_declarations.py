@@ -16,7 +16,7 @@ def test_each_choice_list_is_the_one_its_module_uses():
     import importlib
     calibrate, noise = (importlib.import_module(f"spiketandem.hardware.{m}") for m in ("calibrate", "noise"))
     used = {"NEURON_KINDS": neuron, "RESETS": neuron, "NEURON_BACKENDS": neuron, "SURROGATES": surrogate,
-            "INITS": student, "ENCODINGS": student, "OPTIMIZERS": train, "LR_SCHEDULES": train,
+            "INITS": student, "ENCODINGS": student, "ATTENTION_TIMES": student, "OPTIMIZERS": train, "LR_SCHEDULES": train,
             "AMP_MODES": precision, "BIN_MODES": events, "QUANT_MODES": noise, "SILENCE_MODES": noise,
             "SYNOPS_CONVENTIONS": synops}
     aliases = {"NOISE_KINDS": (noise, "KINDS"), "NOISE_PAPER_LEVELS": (noise, "PAPER_LEVELS"),
@@ -31,7 +31,7 @@ def test_each_choice_list_is_the_one_its_module_uses():
         "neuron": choices.NEURON_KINDS, "reset": choices.RESETS, "neuron_backend": choices.NEURON_BACKENDS,
         "surrogate": choices.SURROGATES, "init": choices.INITS, "encoding": choices.ENCODINGS,
         "lr_schedule": choices.LR_SCHEDULES, "amp": choices.AMP_MODES, "bins": choices.BIN_MODES,
-        "synops_convention": choices.SYNOPS_CONVENTIONS}
+        "synops_convention": choices.SYNOPS_CONVENTIONS, "attention_time": choices.ATTENTION_TIMES}
 
 
 def test_every_declared_surrogate_neuron_and_precision_is_implemented():

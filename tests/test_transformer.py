@@ -225,3 +225,22 @@ def test_a_rebuilt_student_computes_the_saved_definition_in_time():
     assert all(p.time == "increment" for p in attention_products(rebuilt).values())
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(images[:4], 4), before)
+
+
+def test_attention_time_is_a_run_setting_and_online_ltl_refuses_a_graded_one_before_any_work(tmp_path, capsys):
+    """--attention-time sets every product of the run's student (the one setting behind the CLI, YAML and API);
+    online LTL, which runs one step per call, refuses the graded definitions in one line before any data is read."""
+    from spiketandem import cli
+    from spiketandem.config import make_config
+    from spiketandem.rules import configure, get_rule
+    from spiketandem.rules.base import DataInfo
+    for time in ATTENTION_TIMES:
+        cfg = configure(make_config({"rule": "ltl-offline", "arch": "vit-tiny", "width": 0.25, "neuron": "if",
+                                     "dataset": "digits", "attention_time": time}))
+        rule = get_rule("ltl-offline")(cfg, DataInfo(10, 1, 8), tiny_vit(), torch.randn(16, 1, 8, 8))
+        assert {p.time for p in attention_products(rule.model).values()} == {time}
+    code = cli.main(["train", "--rule", "ltl-online", "--dataset", "digits", "--arch", "vit-tiny", "--neuron", "if",
+                     "--attention-time", "rate", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--attention-time step" in err[0]
+    assert not (tmp_path / "run").exists()

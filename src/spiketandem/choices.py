@@ -13,6 +13,7 @@ NEURON_BACKENDS = ("auto", "fused", "reference")   # neuron.py: fused when it ap
 SURROGATES = ("boxcar", "sigmoid", "atan", "triangle", "dspike")   # surrogate.py (order = kernels/codes.py)
 INITS = ("teacher", "random")                      # student.py: build_student
 ENCODINGS = ("analog", "rate", "frames")           # student.py: build_student
+ATTENTION_TIMES = ("step", "rate", "increment")    # student.py: SpikingAttentionProduct, a transformer's product in time
 OPTIMIZERS = ("sgd", "adam", "adamw")              # train.py: make_optimizer
 LR_SCHEDULES = ("cosine", "step", "constant", "onecycle")   # train.py: make_scheduler
 AMP_MODES = ("off", "bf16")                        # precision.py: autocast

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 # torch-free, so that the command line can parse and help without importing torch
-from .choices import (AMP_MODES, BIN_MODES, ENCODINGS, INITS, LR_SCHEDULES, NEURON_BACKENDS, NEURON_KINDS, OPTIMIZERS,
-                      RESETS, SURROGATES, SYNOPS_CONVENTIONS)
+from .choices import (AMP_MODES, ATTENTION_TIMES, BIN_MODES, ENCODINGS, INITS, LR_SCHEDULES, NEURON_BACKENDS,
+                      NEURON_KINDS, OPTIMIZERS, RESETS, SURROGATES, SYNOPS_CONVENTIONS)
 from .data.registry import DATASET_HELP  # torch-free: the one table of datasets
 from .errors import SpiketandemError
 from .settings import setting, settings_of
@@ -143,6 +143,10 @@ class RunConfig:
                         group="spiking student", scope="student", choices=INITS)
     encoding: str = setting("analog", "input: analog constant current, rate spikes or event frames",
                             group="spiking student", scope="student", choices=ENCODINGS)
+    attention_time: str = setting("step", "spiking transformers: the attention product s(QK^T)V in time, of each "
+                                  "step's spikes, of the running rates, or their increments (docs/results/"
+                                  "transformers.md)", group="spiking student", scope="student",
+                                  choices=ATTENTION_TIMES)
     percentile: float = setting(99.9, "percentile for y_norm and threshold balancing", group="spiking student",
                                 scope="student", metavar="P", above=0, maximum=100)
     synops_convention: str = setting("exact", SYNOPS_CONVENTION_HELP, group="spiking student", scope="student",

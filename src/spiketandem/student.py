@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .choices import ENCODINGS, INITS  # declared torch-free for the command line
+from .choices import ATTENTION_TIMES, ENCODINGS, INITS  # declared torch-free for the command line
 from .errors import SpiketandemError
 from .models.quantized import QCFS, quantize_activation
 from .models.vit import AttentionProduct
@@ -409,8 +409,7 @@ class ChannelAffine(nn.Module):
         return x * self.scale.reshape(shape) + self.shift.reshape(shape)
 
 
-ATTENTION_TIMES = ("step", "rate", "increment")  # how the student's attention product is defined in time
-DEFAULT_ATTENTION_TIME = "step"
+DEFAULT_ATTENTION_TIME = ATTENTION_TIMES[0]  # choices.ATTENTION_TIMES: how the attention product is defined in time
 
 
 class SpikingAttentionProduct(AttentionProduct, TimeAware):

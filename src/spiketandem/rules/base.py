@@ -196,7 +196,7 @@ def missing_teacher(rule: str, role: str = "learns from a teacher", teacher_init
 
 def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: torch.Tensor | None,
                  membrane_init: float = 0.0) -> Student:
-    """The student of ``teacher`` per the config (init, encoding, neuron), every membrane starting at
+    """The student of ``teacher`` per the config (init, encoding, neuron, attention_time), every membrane starting at
     ``membrane_init`` x its threshold.  Without a teacher (rules that train from scratch) the student of an
     untrained ``cfg.arch`` is built, randomly initialised."""
     device = calibration.device if calibration is not None else "cpu"
@@ -206,9 +206,11 @@ def make_student(cfg, info: DataInfo, teacher: nn.Module | None, calibration: to
         init = "random"
     else:
         init = cfg.init
-    return build_student(teacher, cfg.neuron_config(), info.example_input(device=device), init=init,
-                         encoding=cfg.encoding, calibration_images=calibration, percentile=cfg.percentile,
-                         membrane_init=membrane_init)
+    student = build_student(teacher, cfg.neuron_config(), info.example_input(device=device), init=init,
+                            encoding=cfg.encoding, calibration_images=calibration, percentile=cfg.percentile,
+                            membrane_init=membrane_init)
+    student.set_attention_time(cfg.attention_time)  # a spiking transformer's product in time (none in a CNN)
+    return student
 
 
 def cross_entropy_with_kd(logits, y, teacher_logits=None, kd_weight: float = 0.0, temperature: float = 4.0):

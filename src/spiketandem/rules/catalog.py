@@ -179,6 +179,10 @@ def _check_ltl_online(cfg, entry) -> None:
         raise SpiketandemError(f"option --online-warmup-steps (online_warmup_steps): {steps} warm-up steps leave no "
                                f"step to learn from at T={cfg.T}; it must be an integer in [0, {cfg.T - 1}] (or a "
                                "larger --T)")
+    if getattr(cfg, "attention_time", "step") != "step":
+        raise SpiketandemError(f"online LTL runs the student one step at a time, but --attention-time "
+                               f"{cfg.attention_time} needs the whole window; use --attention-time step (or --rule "
+                               "ltl-offline)")
     if _option(cfg, entry, "onchip_gate") and getattr(cfg, "pipeline_stages", 1) > 1:
         raise SpiketandemError("option --onchip-gate (onchip_gate) with --pipeline-stages: the gated on-chip update "
                                "counts its updates over the whole network and is not pipelined; drop one of them")

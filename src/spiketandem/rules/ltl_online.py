@@ -195,7 +195,8 @@ class LTLOnline(LTLOffline):
             name, time = next(iter(graded.items()))
             raise SpiketandemError(f"online LTL runs the student one step at a time, but its attention product {name} "
                                    f"is defined in time {time!r}, which needs the whole window; set it to 'step' "
-                                   "(student.set_attention_time('step')) or train with --rule ltl-offline")
+                                   "(--attention-time step, student.set_attention_time('step')) or train with "
+                                   "--rule ltl-offline")
         return super().setup(data, device)
 
     def on_epoch_start(self, epoch: int) -> None:
