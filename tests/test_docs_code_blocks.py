@@ -652,16 +652,7 @@ def _write_nmnist(root: Path) -> None:
     spec = importlib.util.spec_from_file_location("event_builders", ROOT / "tests" / "data" / "event_builders.py")
     builders = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builders)
-    rng = np.random.default_rng(0)
-    for split, per_class in (("Train", 8), ("Test", 3)):
-        for digit in range(10):
-            for i in range(per_class):
-                n = int(rng.integers(60, 100))
-                row, col = divmod(digit, 4)
-                x, y = col * 8 + rng.integers(0, 8, n), row * 8 + rng.integers(0, 8, n)
-                builders.write_nmnist_recording(root / split / str(digit) / f"{i:05d}.bin", x, y,
-                                                np.sort(rng.integers(0, 300_000, n)), rng.integers(0, 2, n))
-
+    builders.write_synthetic_nmnist(root, {"Train": 8, "Test": 3}, (60, 100))
 
 # ---- the tests ------------------------------------------------------------------------------------------
 

@@ -227,19 +227,10 @@ def test_an_nmnist_student_through_the_same_path(tmp_path, monkeypatch):
     grid on the 34 x 34 sensor), pooled to 16 x 16 frames, exported with --target speck."""
     import importlib.util
     from pathlib import Path
-    import numpy as np
     spec = importlib.util.spec_from_file_location("event_builders", Path(__file__).parent / "data" / "event_builders.py")
     builders = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builders)
-    rng = np.random.default_rng(0)
-    for split, per_class in (("Train", 20), ("Test", 6)):
-        for digit in range(10):
-            for i in range(per_class):
-                n = int(rng.integers(150, 300))
-                row, col = divmod(digit, 4)
-                x, y = col * 8 + rng.integers(0, 8, n), row * 8 + rng.integers(0, 8, n)
-                builders.write_nmnist_recording(tmp_path / "data" / "NMNIST" / split / str(digit) / f"{i:05d}.bin",
-                                                x, y, np.sort(rng.integers(0, 300_000, n)), rng.integers(0, 2, n))
+    builders.write_synthetic_nmnist(tmp_path / "data" / "NMNIST", {"Train": 20, "Test": 6}, (150, 300))
     monkeypatch.setenv("SPIKETANDEM_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
     assert main(["train", "--dataset", "nmnist", "--data-dir", str(tmp_path / "data"), "--encoding", "frames",

@@ -42,3 +42,18 @@ def write_nmnist_recording(path: str | Path, x, y, t, p) -> None:
     raw[:, 3], raw[:, 4] = (t >> 8) & 0xFF, t & 0xFF
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(raw.tobytes())
+
+
+def write_synthetic_nmnist(root: str | Path, per_class: dict, events: tuple[int, int], seed: int = 0) -> None:
+    """A synthetic N-MNIST release under ``root`` (``Train/`` and ``Test/``, one folder per digit, 40-bit event
+    records): each digit fires ``events`` = (low, high) random events in its own 8 x 8 cell of a 4 x 4 grid over
+    the 34 x 34 sensor, within 0.3 s.  ``per_class``: recordings per digit by split, e.g. {"Train": 8, "Test": 3}."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for digit in range(10):
+            for i in range(count):
+                n = int(rng.integers(*events))
+                row, col = divmod(digit, 4)
+                x, y = col * 8 + rng.integers(0, 8, n), row * 8 + rng.integers(0, 8, n)
+                write_nmnist_recording(Path(root) / split / str(digit) / f"{i:05d}.bin", x, y,
+                                       np.sort(rng.integers(0, 300_000, n)), rng.integers(0, 2, n))
