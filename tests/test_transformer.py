@@ -244,3 +244,23 @@ def test_attention_time_is_a_run_setting_and_online_ltl_refuses_a_graded_one_bef
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--attention-time step" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_export_refuses_a_spiking_transformer_run_before_any_retraining(tmp_path, capsys, monkeypatch):
+    """`export --retarget zero-reset` of a transformer run: the one-line refusal comes before the LTL retraining
+    (which would take minutes and then be refused), and nothing is written."""
+    from spiketandem import cli
+    from spiketandem.export import retarget
+    run = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "digits", "--arch", "vit-tiny", "--width", "0.25", "--neuron", "if",
+                     "--T", "2", "--eval-T", "2", "--epochs", "1", "--teacher-epochs", "1", "--n-train", "64",
+                     "--n-test", "32", "--out", str(run), "--quiet"]) == 0
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("retraining started before the refusal")
+    monkeypatch.setattr(retarget, "retarget_zero_reset", must_not_run)
+    capsys.readouterr()
+    code = cli.main(["export", str(run), str(tmp_path / "s.nir"), "--retarget", "zero-reset"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "attention product" in err[0]
+    assert not (tmp_path / "s.nir").exists()

@@ -31,6 +31,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     from ..runs import RunFolder
     from ..student import Student
     from .nir_export import refuse_membrane_start, write_nir
+    from .nir_graph import refuse_attention_products
     log = log or (lambda *a, **k: None)
     asked = calibrate_epochs is not None or calibrate_lr is not None or calibrate_batch_size is not None
     calibrate_epochs = 1 if calibrate_epochs is None else calibrate_epochs
@@ -75,6 +76,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     if not isinstance(getattr(rule, "model", None), Student):
         raise SpiketandemError(f"{run_dir} holds a {cfg.rule} model, not a spiking student; export a run of a spiking "
                                "rule (e.g. `spiketandem train --rule ltl-offline`)")
+    refuse_attention_products(rule.model)  # before any retraining: no NIR form whatever the retarget
     start = max(rule.model.membrane_inits().values())
     if retarget != "zero-reset":
         refuse_membrane_start(rule.model, f"{run_dir}: its student")
