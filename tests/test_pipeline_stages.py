@@ -171,10 +171,11 @@ def test_teacher_route_is_the_cheaper_one():
 
 @pytest.mark.parametrize("rule", [name for name in CATALOG if name not in ("ltl-offline", "ltl-online")])
 def test_every_rule_that_cannot_pipeline_says_why(rule):
+    fixed = dict(CATALOG[rule].fixed)  # the settings the rule only runs with (conversion: IF neurons, no epochs)
     with pytest.raises(SpiketandemError, match=f"--pipeline-stages 2: rule {rule} cannot train as pipelined") as e:
-        configure(make_config({"rule": rule, "pipeline_stages": 2}))
+        configure(make_config({"rule": rule, "pipeline_stages": 2, **fixed}))
     assert CATALOG[rule].no_pipeline in str(e.value)
-    configure(make_config({"rule": rule, "pipeline_stages": 1}))  # 1 stage: no pipelining, always fine
+    configure(make_config({"rule": rule, "pipeline_stages": 1, **fixed}))  # 1 stage: no pipelining, always fine
 
 
 def test_end_to_end_rules_are_refused_on_the_command_line_before_any_work(capsys):
