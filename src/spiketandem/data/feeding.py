@@ -45,6 +45,20 @@ def evaluation_batches(data, cfg, device, *, split: str = "test", shard: bool = 
                          device=device, seed=cfg.seed, memory_format=_layout(cfg))
 
 
+def evaluation_tensors(data, cfg, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images (all by default) and their labels, normalised as the model sees them, on the
+    CPU."""
+    xs, ys, seen = [], [], 0
+    for x, y in evaluation_batches(data, cfg, "cpu"):
+        xs.append(x.cpu())
+        ys.append(y.cpu())
+        seen += y.numel()
+        if n is not None and seen >= n:
+            break
+    images, labels = torch.cat(xs), torch.cat(ys)
+    return (images[:n], labels[:n]) if n is not None else (images, labels)
+
+
 def split_size(data, split: str = "test") -> int:
     """How many samples the split holds (0 when the data has none)."""
     if isinstance(data, UserData):

@@ -126,7 +126,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "nir", dt: float
     report["path"] = str(path)
     if verify:
         from .verify import verify_nir
-        images, labels = _test_images(data, cfg, verify_n)
+        from ..data.feeding import evaluation_tensors
+        images, labels = evaluation_tensors(data, cfg, verify_n)
         report["verify"] = verify_nir(path, student, images, labels, cfg.T, importers)
     return report
 
@@ -139,21 +140,6 @@ def _normalisation(cfg) -> dict:
     except Exception:  # the data may be absent where the model is exported; the graph is still valid
         return {}
     return {"input_mean": [float(v) for v in data.mean], "input_std": [float(v) for v in data.std]}
-
-
-def _test_images(data, cfg, n: int | None):
-    """The first ``n`` test images (all by default), normalised as the student sees them, on the CPU."""
-    import torch
-    from ..data.feeding import evaluation_batches
-    xs, ys, seen = [], [], 0
-    for x, y in evaluation_batches(data, cfg, "cpu"):
-        xs.append(x.cpu())
-        ys.append(y.cpu())
-        seen += y.numel()
-        if n is not None and seen >= n:
-            break
-    images, labels = torch.cat(xs), torch.cat(ys)
-    return (images[:n], labels[:n]) if n is not None else (images, labels)
 
 
 def _metadata_safe(value):

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import SpiketandemError
-from .command import _test_images
+from ..data.feeding import evaluation_tensors
 from .options import SPECK_WEIGHT_BITS
 
 
@@ -53,12 +53,12 @@ def export_speck_run(run_dir, out, *, overwrite: bool = False, n: int | None = N
     # its config's test split), else a tenth of the training images (seen in training: a larger sample than
     # digits' 360 test images, not unseen)
     if validation:
-        held = _test_images(prepare(cfg)[1], cfg, n)
+        held = evaluation_tensors(prepare(cfg)[1], cfg, n)
         cfg = dataclasses.replace(cfg, validation=None)
     cfg, data, info, _ = prepare(cfg)
-    test = _test_images(data, cfg, n)
+    test = evaluation_tensors(data, cfg, n)
     if not validation:
-        held = _test_images(hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1], cfg, n)
+        held = evaluation_tensors(hold_out(data, 0.1, cfg.seed, "the held-out fraction")[1], cfg, n)
     report = export_speck(rule.model, int(cfg.T), test, held, seed=cfg.seed, log=log)
     if calibrate:
         import torch
